@@ -1,0 +1,31 @@
+# `make demo` and `make test` each create .venv when missing and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml requirements-lock.txt
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements-lock.txt -e ".[dev,bench]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/sleepstudy.py
+
+test: $(STAMP)
+	$(PY) -m ruff check jaxmixed tests benchmarks examples
+	$(PY) -m pytest -q --timeout=600 tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check jaxmixed tests benchmarks examples
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_benchmarks.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

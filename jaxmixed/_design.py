@@ -1,0 +1,424 @@
+"""From a formula and a DataFrame (or from arrays) to validated model arrays.
+
+Everything that can be wrong with the input is caught here, before JAX sees
+it, with a message that names the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import formulaic
+import numpy as np
+import pandas as pd
+
+from ._covariance import CovarianceStructure, structure_for_terms
+from ._formula import ParsedFormula, parse_formula
+
+__all__ = ["Design", "FactorInfo", "ModelArrays", "build_design", "design_from_arrays"]
+
+# Relative tolerance of the pivot in the rank check of X (lme4 uses 1e-7).
+_RANK_TOL = 1e-7
+
+
+@dataclasses.dataclass(frozen=True)
+class FactorInfo:
+    """One grouping factor and the random-effects terms on it.
+
+    Attributes:
+        name: the factor's name as lme4 prints it (``"Subject"``, ``"cask:batch"``).
+        columns: the data columns whose interaction is the factor.
+        levels: the level labels, in the order of the level codes.
+        term_names: per term, the group name of its ``varcorr`` rows (lme4
+            numbers repeated names: ``Subject``, ``Subject.1``).
+        term_columns: per term, the names of its model-matrix columns.
+        term_specs: per term, formulaic's model spec (None for array input).
+        structure: which entries of the factor's Λ are free.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    levels: pd.Index
+    term_names: tuple[str, ...]
+    term_columns: tuple[tuple[str, ...], ...]
+    term_specs: tuple[Any, ...]
+    structure: CovarianceStructure
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c for cols in self.term_columns for c in cols)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelArrays:
+    """The numeric model: response, fixed effects, one (codes, Z) per factor.
+
+    Shapes: ``y`` (n,), ``X`` (n, p), ``codes[f]`` (n,) int32 level codes,
+    ``Z[f]`` (n, q_f). Numpy arrays in float64.
+    """
+
+    y: np.ndarray
+    X: np.ndarray
+    codes: tuple[np.ndarray, ...]
+    Z: tuple[np.ndarray, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """What is needed to map a fit back to names and to predict on new data."""
+
+    response: str
+    fixed_names: tuple[str, ...]
+    fixed_spec: Any
+    factors: tuple[FactorInfo, ...]
+    dropped_fixed: tuple[str, ...]
+    n_dropped_rows: int
+    formula: str | None
+
+    @property
+    def structures(self) -> tuple[CovarianceStructure, ...]:
+        return tuple(f.structure for f in self.factors)
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))
+        raise ValueError(
+            f"{what} has {len(rows)} row(s) with NaN or inf values (first rows: {rows[:5].tolist()})"
+        )
+
+
+def _missing_mask(column: pd.Series) -> np.ndarray:
+    """True where a value is missing, or non-finite in a numeric column."""
+    mask = column.isna().to_numpy().copy()
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.to_numpy(dtype=float, na_value=np.nan)
+        mask |= ~np.isfinite(values)
+    return mask
+
+
+def _required_variables(expr: str) -> set[str]:
+    try:
+        return set(formulaic.Formula(expr).required_variables)
+    except Exception as err:  # formulaic's parser errors vary by version
+        raise ValueError(f"cannot parse the formula part {expr!r}: {err}") from err
+
+
+def _group_codes(data: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes and level labels of the interaction of ``columns``.
+
+    Categoricals keep their category order (unused categories are dropped, as
+    lme4 drops unused levels of a grouping factor); other values are sorted.
+    """
+    codes_list, labels_list = [], []
+    for col in columns:
+        series = data[col]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            series = series.cat.remove_unused_categories()
+            codes, labels = series.cat.codes.to_numpy(), series.cat.categories
+        else:
+            codes, labels = pd.factorize(series, sort=True)
+        codes_list.append(np.asarray(codes, dtype=np.int64))
+        labels_list.append(pd.Index(labels))
+    if len(columns) == 1:
+        return codes_list[0].astype(np.int32), labels_list[0]
+    combined = np.stack(codes_list, axis=1)
+    unique, inverse = np.unique(combined, axis=0, return_inverse=True)
+    labels = [":".join(str(labels_list[k][u[k]]) for k in range(len(columns))) for u in unique]
+    return inverse.reshape(-1).astype(np.int32), pd.Index(labels)
+
+
+def _aliased_columns(X: np.ndarray) -> np.ndarray:
+    """Indices of columns of X that are linear combinations of earlier ones.
+
+    An unpivoted QR of the column-normalised X: a column whose diagonal of R is
+    below the tolerance adds nothing to the span of the columns before it.
+    """
+    if X.shape[1] == 0:
+        return np.array([], dtype=int)
+    norms = np.linalg.norm(X, axis=0)
+    if np.any(norms == 0):
+        scaled = X / np.where(norms == 0, 1.0, norms)
+    else:
+        scaled = X / norms
+    r = np.abs(np.diag(np.linalg.qr(scaled, mode="r")))
+    return np.flatnonzero((r < _RANK_TOL) | (norms == 0))
+
+
+def _name_terms(factor_name: str, n_terms: int) -> tuple[str, ...]:
+    return tuple(factor_name if k == 0 else f"{factor_name}.{k}" for k in range(n_terms))
+
+
+def _check_fixed(X: np.ndarray, names: list[str], n: int) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drops aliased fixed-effect columns (warning) and checks n > p."""
+    aliased = _aliased_columns(X)
+    dropped = [names[i] for i in aliased]
+    if dropped:
+        warnings.warn(
+            f"fixed-effects model matrix is rank deficient: dropping aliased column(s) {dropped}",
+            stacklevel=3,
+        )
+        keep = np.setdiff1d(np.arange(X.shape[1]), aliased)
+        X, names = X[:, keep], [names[i] for i in keep]
+    if n <= X.shape[1]:
+        raise ValueError(
+            f"too few observations: n = {n} is not larger than the number of fixed effects p = {X.shape[1]}"
+        )
+    return X, names, dropped
+
+
+def _check_response(y: np.ndarray) -> None:
+    if np.ptp(y) == 0:
+        raise ValueError(f"the response is constant (every value is {y[0]!r}): nothing to fit")
+
+
+def _check_factors(arrays: ModelArrays, factors: Sequence[FactorInfo]) -> None:
+    n = len(arrays.y)
+    total = 0
+    for info in factors:
+        if info.n_levels < 2:
+            raise ValueError(
+                f"grouping factor {info.name!r} has {info.n_levels} level(s); "
+                "a grouping factor needs at least 2"
+            )
+        if info.n_levels >= n:
+            raise ValueError(
+                f"grouping factor {info.name!r} has {info.n_levels} levels for {n} "
+                "observations: its random effects are not identifiable from the "
+                "residual (the number of levels must be smaller than n)"
+            )
+        total += info.n_levels * info.structure.q
+    if total > n:
+        raise ValueError(
+            f"the model has {total} random effects for {n} observations: "
+            "they are not identifiable (need fewer random effects than observations)"
+        )
+
+
+def _sorted_factors(
+    groups: dict[tuple[str, ...], dict[str, Any]],
+) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    # lme4's order: terms by decreasing number of levels; ties keep formula order.
+    return sorted(groups.items(), key=lambda kv: -len(kv[1]["levels"]))
+
+
+def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tuple[Design, ModelArrays]:
+    """Validates the data and builds the model arrays for ``formula``.
+
+    Args:
+        formula: an lme4-style formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+        data: the data; every column the formula uses must be present.
+        missing: ``"raise"`` (default): NaN, inf or missing values in a used
+            column are an error. ``"drop"``: such rows are dropped and counted
+            in the result.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if missing not in ("raise", "drop"):
+        raise ValueError(f"missing must be 'raise' or 'drop', got {missing!r}")
+    parsed: ParsedFormula = parse_formula(formula)
+    if not parsed.random:
+        raise ValueError(
+            f"formula {formula!r} has no random-effects term such as (1 | group); "
+            "for a linear model without random effects use ordinary least squares"
+        )
+
+    used = _required_variables(parsed.response) | _required_variables(parsed.fixed)
+    for term in parsed.random:
+        used |= _required_variables(term.expr) | set(term.group)
+    unknown = sorted(v for v in used if v not in data.columns)
+    if unknown:
+        raise ValueError(
+            f"column(s) {unknown} used in the formula are not in the data; "
+            f"available columns: {list(data.columns)}"
+        )
+    used_cols = [c for c in data.columns if c in used]
+    data = data[used_cols]
+    masks = {c: _missing_mask(data[c]) for c in used_cols}
+    bad_rows = np.zeros(len(data), dtype=bool)
+    for m in masks.values():
+        bad_rows |= m
+    n_dropped = int(bad_rows.sum())
+    if n_dropped:
+        if missing == "raise":
+            detail = ", ".join(f"{c!r}: {int(m.sum())}" for c, m in masks.items() if m.any())
+            raise ValueError(
+                f"missing or non-finite values in used column(s) ({detail} row(s)); "
+                "clean the data or pass missing='drop' to drop those rows"
+            )
+        data = data.loc[~bad_rows]
+    data = data.reset_index(drop=True)
+    n = len(data)
+    if n == 0:
+        raise ValueError("no observations left to fit")
+
+    mm = formulaic.model_matrix(f"{parsed.response} ~ {parsed.fixed}", data, na_action="raise")
+    if mm.lhs.shape[1] != 1:
+        raise ValueError(f"the response {parsed.response!r} must be one numeric column")
+    y = np.asarray(mm.lhs, dtype=float).reshape(-1)
+    _check_finite(y, f"the response {parsed.response!r}")
+    X = np.asarray(mm.rhs, dtype=float)
+    _check_finite(X, "the fixed-effects model matrix")
+    X, fixed_names, dropped = _check_fixed(X, list(mm.rhs.columns), n)
+    _check_response(y)
+
+    # Collect the terms of each grouping factor (several bars may share one).
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
+    for term in parsed.random:
+        entry = groups.setdefault(term.group, {"name": term.name, "terms": []})
+        entry["terms"].append(term)
+    for cols, entry in groups.items():
+        entry["codes"], entry["levels"] = _group_codes(data, cols)
+
+    factors, codes, Zs = [], [], []
+    for cols, entry in _sorted_factors(groups):
+        mats, specs, term_cols, sizes, corr = [], [], [], [], []
+        for term in entry["terms"]:
+            tm = formulaic.model_matrix(term.expr, data, na_action="raise")
+            z = np.asarray(tm, dtype=float)
+            _check_finite(z, f"the model matrix of ({term.expr} | {term.name})")
+            if z.shape[1] == 0:
+                raise ValueError(f"the random-effects term ({term.expr} | {term.name}) is empty")
+            names = list(tm.columns)
+            if not term.correlated:
+                # (x || g): each column its own uncorrelated term, as lme4 expands it.
+                for k, nm in enumerate(names):
+                    mats.append(z[:, [k]])
+                    specs.append(tm.model_spec)
+                    term_cols.append((nm,))
+                    sizes.append(1)
+                    corr.append(True)
+            else:
+                mats.append(z)
+                specs.append(tm.model_spec)
+                term_cols.append(tuple(names))
+                sizes.append(z.shape[1])
+                corr.append(True)
+        info = FactorInfo(
+            name=entry["name"],
+            columns=cols,
+            levels=entry["levels"],
+            term_names=_name_terms(entry["name"], len(term_cols)),
+            term_columns=tuple(term_cols),
+            term_specs=tuple(specs),
+            structure=structure_for_terms(sizes, corr),
+        )
+        factors.append(info)
+        codes.append(entry["codes"])
+        Zs.append(np.concatenate(mats, axis=1))
+
+    arrays = ModelArrays(y=y, X=X, codes=tuple(codes), Z=tuple(Zs))
+    _check_factors(arrays, factors)
+    design = Design(
+        response=parsed.response,
+        fixed_names=tuple(fixed_names),
+        fixed_spec=mm.rhs.model_spec,
+        factors=tuple(factors),
+        dropped_fixed=tuple(dropped),
+        n_dropped_rows=n_dropped,
+        formula=formula,
+    )
+    return design, arrays
+
+
+def _as_2d(name: str, values: Any, n: int | None) -> tuple[np.ndarray, list[str]]:
+    if isinstance(values, pd.DataFrame):
+        names = [str(c) for c in values.columns]
+        arr = values.to_numpy(dtype=float)
+    else:
+        arr = np.asarray(values, dtype=float)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be 1- or 2-dimensional, got shape {arr.shape}")
+        names = [f"{name.lower()}{k}" for k in range(arr.shape[1])]
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but y has {n}: lengths differ")
+    return arr, names
+
+
+def design_from_arrays(
+    y: Any,
+    X: Any = None,
+    Z: Any = None,
+    groups: Any = None,
+    group_name: str = "group",
+    missing: str = "raise",
+) -> tuple[Design, ModelArrays]:
+    """Validates array input: ``y`` (n,), ``X`` (n, p), ``Z`` (n, q), ``groups`` (n,).
+
+    ``X`` defaults to an intercept column, ``Z`` to a random intercept.
+    DataFrame columns give the names; otherwise ``x0, x1, …`` and ``z0, …``.
+    """
+    if groups is None:
+        raise ValueError("groups is required with array input: one label per observation")
+    if missing not in ("raise", "drop"):
+        raise ValueError(f"missing must be 'raise' or 'drop', got {missing!r}")
+    y_arr = np.asarray(y, dtype=float).reshape(-1) if np.ndim(y) <= 1 else None
+    if y_arr is None:
+        raise ValueError(f"y must be 1-dimensional, got shape {np.shape(y)}")
+    n = len(y_arr)
+    if X is None:
+        X_arr, x_names = np.ones((n, 1)), ["Intercept"]
+    else:
+        X_arr, x_names = _as_2d("X", X, n)
+    if Z is None:
+        Z_arr, z_names = np.ones((n, 1)), ["Intercept"]
+    else:
+        Z_arr, z_names = _as_2d("Z", Z, n)
+    g = pd.Series(groups.to_numpy() if isinstance(groups, pd.Series) else np.asarray(groups))
+    if g.ndim != 1 or len(g) != n:
+        raise ValueError(f"groups has {len(g)} entries but y has {n}: lengths differ")
+    bad = ~np.isfinite(y_arr) | ~np.isfinite(X_arr).all(1) | ~np.isfinite(Z_arr).all(1)
+    bad |= g.isna().to_numpy()
+    n_dropped = int(bad.sum())
+    if n_dropped and missing == "raise":
+        parts = []
+        for what, m in (
+            ("y", ~np.isfinite(y_arr)),
+            ("X", ~np.isfinite(X_arr).all(1)),
+            ("Z", ~np.isfinite(Z_arr).all(1)),
+            ("groups", g.isna().to_numpy()),
+        ):
+            if m.any():
+                parts.append(f"{what}: {int(m.sum())}")
+        raise ValueError(
+            f"missing or non-finite values ({', '.join(parts)} row(s)); "
+            "clean the data or pass missing='drop' to drop those rows"
+        )
+    if n_dropped:
+        keep = ~bad
+        y_arr, X_arr, Z_arr, g = y_arr[keep], X_arr[keep], Z_arr[keep], g[keep].reset_index(drop=True)
+        n = len(y_arr)
+    X_arr, x_names, dropped = _check_fixed(X_arr, x_names, n)
+    _check_response(y_arr)
+    codes, levels = _group_codes(pd.DataFrame({group_name: g}), [group_name])
+    info = FactorInfo(
+        name=group_name,
+        columns=(group_name,),
+        levels=levels,
+        term_names=(group_name,),
+        term_columns=(tuple(z_names),),
+        term_specs=(None,),
+        structure=structure_for_terms([Z_arr.shape[1]], [True]),
+    )
+    arrays = ModelArrays(y=y_arr, X=X_arr, codes=(codes,), Z=(Z_arr,))
+    _check_factors(arrays, [info])
+    design = Design(
+        response="y",
+        fixed_names=tuple(x_names),
+        fixed_spec=None,
+        factors=(info,),
+        dropped_fixed=tuple(dropped),
+        n_dropped_rows=n_dropped,
+        formula=None,
+    )
+    return design, arrays

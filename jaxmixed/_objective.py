@@ -1,0 +1,403 @@
+"""The profiled REML/ML criterion from per-level sufficient statistics.
+
+Notation (lme4's, DESIGN.md §2): ``y = Xβ + Zb + ε``, ``b = Λu``,
+``u ~ N(0, σ²I)``, ``ε ~ N(0, σ²I)``. With ``A = ΛᵀZᵀZΛ + I = L Lᵀ`` and the
+Cholesky factor of the augmented matrix
+
+    M = [X y]ᵀ[X y] − R_Zᵀ R_Z,   R_Z = L⁻¹ Λᵀ Zᵀ[X y],   M = L_M L_Mᵀ,
+
+the top-left p×p block of ``L_M`` is ``L_X``, its last row holds ``c_β`` and
+its last diagonal entry is ``r``, the square root of the penalised residual
+sum of squares. Then (constants included, on lme4's scale)
+
+    ML:    d(θ)  = log|A| + n (1 + log(2π r²/n))
+    REML:  dR(θ) = log|A| + log|L_X|² + (n−p)(1 + log(2π r²/(n−p)))
+
+The grouping factor with the most levels (factor 1) gives a block-diagonal
+``A₁₁`` (J₁ blocks of q₁×q₁): factored block by block. Other factors (if any)
+form a dense block of size Q₂ = Σ_f J_f q_f, reduced by its Schur complement
+
+    S = Λ₂ᵀ (Z₂ᵀZ₂ − Σ_j C_jᵀ W_j C_j) Λ₂ + I,   W_j = Λ₁ A₁₁,j⁻¹ Λ₁ᵀ,
+
+where ``C_j`` (q₁×Q₂) are the rows of the cross-tabulation ``Z₁ᵀZ₂`` for
+level j. ``C`` is sparse (each level of factor 1 meets few levels of the
+others), so the sum runs over the stored pairs of its non-zeros. ``V`` is
+never formed; each evaluation costs O(J₁q₁³ + pairs + Q₂³), independent of n.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._covariance import CovarianceStructure, lambda_from_phi, split_params
+from ._linalg import (
+    batched_cholesky,
+    batched_solve_lower,
+    batched_solve_upper_t,
+    log_det_from_chol,
+)
+
+__all__ = [
+    "DenseLayout",
+    "ModelStatistics",
+    "compute_statistics",
+    "objective",
+    "solve_mixed_model",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseLayout:
+    """Where the factors after the first sit in the dense block.
+
+    ``blocks[k] = (offset, n_levels, q)`` for factor k+2: its random effects
+    occupy columns ``offset + level * q + i`` of the Q₂ dense columns.
+    """
+
+    blocks: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def size(self) -> int:
+        return sum(j * q for _, j, q in self.blocks)
+
+
+class ModelStatistics(eqx.Module):
+    """Everything the objective needs; no array depends on n.
+
+    Shapes (p fixed effects; factor 1 with J₁ levels and q₁ effects; Q₂ dense
+    columns for the other factors, E stored non-zeros of ``Z₁ᵀZ₂`` and P pairs
+    of them that share a level of factor 1):
+
+    - ``XyXy`` (p+1, p+1): ``[X y]ᵀ[X y]``.
+    - ``ZtZ`` (J₁, q₁, q₁), ``ZtXy`` (J₁, q₁, p+1): per-level sums for factor 1.
+    - ``dense_ZtZ`` (Q₂, Q₂), ``dense_ZtXy`` (Q₂, p+1): the same for the others.
+    - ``cross_values`` (E, q₁), ``cross_level`` (E,), ``cross_column`` (E,).
+    - ``pair_first``, ``pair_second`` (P,): indices into the E non-zeros.
+    """
+
+    XyXy: jax.Array
+    ZtZ: jax.Array
+    ZtXy: jax.Array
+    dense_ZtZ: jax.Array
+    dense_ZtXy: jax.Array
+    cross_values: jax.Array
+    cross_level: jax.Array
+    cross_column: jax.Array
+    pair_first: jax.Array
+    pair_second: jax.Array
+    n_obs: int = eqx.field(static=True)
+    structures: tuple[CovarianceStructure, ...] = eqx.field(static=True)
+    dense_layout: DenseLayout = eqx.field(static=True)
+
+    @property
+    def n_fixed(self) -> int:
+        return self.XyXy.shape[0] - 1
+
+    @property
+    def n_params(self) -> int:
+        return sum(s.n_params for s in self.structures)
+
+
+def _available_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+def dense_block_bytes(q2: int, n_pairs: int, itemsize: int = 8) -> int:
+    """Memory an objective evaluation with its gradient needs for the dense part.
+
+    The Schur complement, its Cholesky factor and their cotangents are about
+    six Q₂×Q₂ arrays; each stored pair costs a value and two indices, twice.
+    """
+    return 6 * q2 * q2 * itemsize + 2 * n_pairs * (itemsize + 8)
+
+
+@jax.jit
+def _factor1_sums(z1: jax.Array, xy: jax.Array, codes: jax.Array, n_levels_array: jax.Array):
+    n_levels = n_levels_array.shape[0]
+    ztz = jax.ops.segment_sum(z1[:, :, None] * z1[:, None, :], codes, n_levels)
+    ztxy = jax.ops.segment_sum(z1[:, :, None] * xy[:, None, :], codes, n_levels)
+    return ztz, ztxy
+
+
+def compute_statistics(
+    y: np.ndarray,
+    X: np.ndarray,
+    codes: Sequence[np.ndarray],
+    Z: Sequence[np.ndarray],
+    structures: Sequence[CovarianceStructure],
+    n_levels: Sequence[int],
+    dtype=jnp.float64,
+    memory_limit: int | None = None,
+) -> ModelStatistics:
+    """One pass over the data: the sufficient statistics of the model.
+
+    Args:
+        y: (n,) response. X: (n, p) fixed-effects matrix.
+        codes: per factor, (n,) level codes in ``[0, n_levels[f])``; factor 1
+            (the one with the most levels) first.
+        Z: per factor, (n, q_f) random-effects model matrix.
+        structures: per factor, its covariance structure.
+        n_levels: per factor, its number of levels.
+        dtype: floating dtype of the statistics (float64 by default).
+        memory_limit: bytes allowed for the dense block of the other factors;
+            default half the machine's memory.
+    """
+    n = len(y)
+    xy = np.concatenate([np.asarray(X, float), np.asarray(y, float)[:, None]], axis=1)
+    XyXy = xy.T @ xy
+    ztz, ztxy = _factor1_sums(
+        jnp.asarray(Z[0], dtype),
+        jnp.asarray(xy, dtype),
+        jnp.asarray(codes[0], jnp.int32),
+        jnp.zeros((n_levels[0], 0), jnp.int8),
+    )
+
+    blocks, offset = [], 0
+    for f in range(1, len(Z)):
+        blocks.append((offset, int(n_levels[f]), Z[f].shape[1]))
+        offset += int(n_levels[f]) * Z[f].shape[1]
+    layout = DenseLayout(tuple(blocks))
+    q1 = Z[0].shape[1]
+    q2 = layout.size
+    if q2 == 0:
+        empty_i = np.zeros((0,), np.int32)
+        dense_ztz = np.zeros((0, 0))
+        dense_ztxy = np.zeros((0, xy.shape[1]))
+        cross_values, cross_level, cross_column = np.zeros((0, q1)), empty_i, empty_i
+        first = second = empty_i
+    else:
+        # Each row's non-zeros in the dense columns: (n, K) columns and values.
+        cols = np.concatenate(
+            [
+                (off + np.asarray(codes[f + 1], np.int64) * q)[:, None] + np.arange(q)[None, :]
+                for f, (off, _, q) in enumerate(blocks)
+            ],
+            axis=1,
+        )
+        vals = np.concatenate([np.asarray(Z[f + 1], float) for f in range(len(blocks))], axis=1)
+        k = cols.shape[1]
+        dense_ztz = np.bincount(
+            (cols[:, :, None] * q2 + cols[:, None, :]).ravel(),
+            weights=(vals[:, :, None] * vals[:, None, :]).ravel(),
+            minlength=q2 * q2,
+        ).reshape(q2, q2)
+        dense_ztxy = np.stack(
+            [
+                np.bincount(cols.ravel(), weights=(vals * xy[:, [c]]).ravel(), minlength=q2)
+                for c in range(xy.shape[1])
+            ],
+            axis=1,
+        )
+        # Non-zeros of Z₁ᵀZ₂, keyed by (level of factor 1, dense column).
+        key = np.asarray(codes[0], np.int64)[:, None] * q2 + cols
+        unique_key, inverse = np.unique(key.ravel(), return_inverse=True)
+        z1 = np.asarray(Z[0], float)
+        cross_values = np.stack(
+            [
+                np.bincount(inverse, weights=(z1[:, [a]] * vals).ravel(), minlength=len(unique_key))
+                for a in range(q1)
+            ],
+            axis=1,
+        )
+        cross_level = (unique_key // q2).astype(np.int32)
+        cross_column = (unique_key % q2).astype(np.int32)
+        per_level = np.bincount(cross_level, minlength=n_levels[0])
+        n_pairs = int(np.sum(per_level.astype(np.int64) ** 2))
+        limit = _available_memory() // 2 if memory_limit is None else memory_limit
+        need = dense_block_bytes(q2, n_pairs)
+        if need > limit:
+            raise MemoryError(
+                f"the random effects of the factors after the first need a dense block "
+                f"of {q2} x {q2} with {n_pairs} cross pairs: about {need / 2**30:.2f} GiB, "
+                f"over the limit of {limit / 2**30:.2f} GiB (raise memory_limit to allow it)"
+            )
+        # All pairs of non-zeros that share a level of factor 1 (entries are sorted
+        # by level because the key is level-major).
+        starts = np.concatenate([[0], np.cumsum(per_level)[:-1]])
+        reps = per_level[cross_level]
+        first = np.repeat(np.arange(len(unique_key)), reps)
+        within = np.arange(len(first)) - np.repeat(np.cumsum(reps) - reps, reps)
+        second = np.repeat(starts[cross_level], reps) + within
+        first, second = first.astype(np.int32), second.astype(np.int32)
+        del k
+
+    return ModelStatistics(
+        XyXy=jnp.asarray(XyXy, dtype),
+        ZtZ=ztz,
+        ZtXy=ztxy,
+        dense_ZtZ=jnp.asarray(dense_ztz, dtype),
+        dense_ZtXy=jnp.asarray(dense_ztxy, dtype),
+        cross_values=jnp.asarray(cross_values, dtype),
+        cross_level=jnp.asarray(cross_level),
+        cross_column=jnp.asarray(cross_column),
+        pair_first=jnp.asarray(first),
+        pair_second=jnp.asarray(second),
+        n_obs=n,
+        structures=tuple(structures),
+        dense_layout=layout,
+    )
+
+
+def _scale_dense_rows(mat: jax.Array, lams: Sequence[jax.Array], layout: DenseLayout) -> jax.Array:
+    """``Λ₂ᵀ mat`` for the block-diagonal ``Λ₂`` of the dense factors."""
+    pieces = []
+    for (off, j, q), lam in zip(layout.blocks, lams, strict=True):
+        block = mat[off : off + j * q].reshape(j, q, -1)
+        pieces.append(jnp.einsum("ab,jac->jbc", lam, block).reshape(j * q, -1))
+    return jnp.concatenate(pieces, axis=0)
+
+
+class _Factorization(eqx.Module):
+    chol1: jax.Array  # (J₁, q₁, q₁)
+    r1: jax.Array  # (J₁, q₁, p+1)
+    chol2: jax.Array  # (Q₂, Q₂)
+    r2: jax.Array  # (Q₂, p+1)
+    chol_m: jax.Array  # (p+1, p+1)
+    lams: tuple
+
+
+def _factorize(phi: jax.Array, stats: ModelStatistics) -> _Factorization:
+    lams = tuple(
+        lambda_from_phi(p, s)
+        for p, s in zip(split_params(phi, stats.structures), stats.structures, strict=True)
+    )
+    lam1 = lams[0]
+    q1 = lam1.shape[0]
+    a11 = jnp.einsum("ab,jac,cd->jbd", lam1, stats.ZtZ, lam1) + jnp.eye(q1, dtype=phi.dtype)
+    chol1 = batched_cholesky(a11)
+    r1 = batched_solve_lower(chol1, jnp.einsum("ab,jac->jbc", lam1, stats.ZtXy))
+    m = stats.XyXy - jnp.einsum("jap,jaq->pq", r1, r1)
+    q2 = stats.dense_layout.size
+    if q2:
+        # W_j = Λ₁ A₁₁,j⁻¹ Λ₁ᵀ = G_jᵀ G_j with G_j = L_j⁻¹ Λ₁ᵀ.
+        g = batched_solve_lower(chol1, jnp.broadcast_to(lam1.T, chol1.shape))
+        w = jnp.einsum("jab,jac->jbc", g, g)
+        first, second = stats.pair_first, stats.pair_second
+        vals = stats.cross_values
+        pair_w = w[stats.cross_level[first]]
+        pair_values = jnp.einsum("pa,pab,pb->p", vals[first], pair_w, vals[second])
+        cols = stats.cross_column
+        k = jnp.zeros((q2, q2), phi.dtype).at[cols[first], cols[second]].add(pair_values)
+        h_rows = jnp.einsum("ea,eab,ebk->ek", vals, w[stats.cross_level], stats.ZtXy[stats.cross_level])
+        h = jnp.zeros((q2, m.shape[0]), phi.dtype).at[cols].add(h_rows)
+        dense_lams = lams[1:]
+        s = _scale_dense_rows(stats.dense_ZtZ - k, dense_lams, stats.dense_layout)
+        s = _scale_dense_rows(s.T, dense_lams, stats.dense_layout) + jnp.eye(q2, dtype=phi.dtype)
+        t = _scale_dense_rows(stats.dense_ZtXy - h, dense_lams, stats.dense_layout)
+        chol2 = jnp.linalg.cholesky(s)
+        r2 = jax.scipy.linalg.solve_triangular(chol2, t, lower=True)
+        m = m - r2.T @ r2
+    else:
+        chol2 = jnp.zeros((0, 0), phi.dtype)
+        r2 = jnp.zeros((0, m.shape[0]), phi.dtype)
+    # Symmetrise: M is symmetric in exact arithmetic; round-off would bias the factor.
+    chol_m = jnp.linalg.cholesky(0.5 * (m + m.T))
+    return _Factorization(chol1, r1, chol2, r2, chol_m, lams)
+
+
+def _criterion(fac: _Factorization, n: int, reml: bool):
+    p = fac.chol_m.shape[0] - 1
+    log_det_a = log_det_from_chol(fac.chol1)
+    if fac.chol2.shape[0]:
+        log_det_a = log_det_a + log_det_from_chol(fac.chol2)
+    r2 = fac.chol_m[p, p] ** 2
+    dof = n - p if reml else n
+    value = log_det_a + dof * (1.0 + jnp.log(2.0 * jnp.pi * r2 / dof))
+    if reml:
+        value = value + log_det_from_chol(fac.chol_m[:p, :p])
+    return value, r2
+
+
+def objective(phi: jax.Array, stats: ModelStatistics, reml: bool = True) -> jax.Array:
+    """The profiled criterion: REML criterion (``reml=True``) or deviance.
+
+    Args:
+        phi: (n_params,) log-Cholesky parameters of all factors, lme4's θ order
+            with ``log`` of the diagonal entries.
+        stats: the model's sufficient statistics.
+        reml: REML criterion if True, else the ML deviance (−2 log-likelihood).
+
+    Returns:
+        A scalar on lme4's scale (constants included). Pure: jit, grad and vmap
+        over ``phi`` (or over batched statistics) apply directly.
+    """
+    value, _ = _criterion(_factorize(phi, stats), stats.n_obs, reml)
+    return value
+
+
+def solve_mixed_model(phi: jax.Array, stats: ModelStatistics, reml: bool = True) -> dict:
+    """β̂, σ̂, the conditional modes and their variances at ``phi``.
+
+    Returns a dict of arrays: ``objective``; ``beta`` (p,); ``sigma``;
+    ``vcov_beta`` (p, p); ``b`` (per factor, (J_f, q_f)); ``b_cov`` (per
+    factor, (J_f, q_f, q_f)): conditional covariances ``σ̂² Λ (A⁻¹)_jj Λᵀ``.
+    """
+    fac = _factorize(phi, stats)
+    value, r2 = _criterion(fac, stats.n_obs, reml)
+    p = stats.n_fixed
+    sigma2 = r2 / (stats.n_obs - p if reml else stats.n_obs)
+    l_x = fac.chol_m[:p, :p]
+    c_beta = fac.chol_m[p, :p]
+    beta = jax.scipy.linalg.solve_triangular(l_x, c_beta, lower=True, trans="T")
+    l_x_inv = jax.scipy.linalg.solve_triangular(l_x, jnp.eye(p, dtype=phi.dtype), lower=True)
+    vcov = sigma2 * (l_x_inv.T @ l_x_inv)
+    lam1 = fac.lams[0]
+    q2 = stats.dense_layout.size
+    rhs1 = fac.r1[..., p] - fac.r1[..., :p] @ beta  # (J₁, q₁)
+    bs, covs = [], []
+    if q2:
+        rhs2 = fac.r2[:, p] - fac.r2[:, :p] @ beta
+        u2 = jax.scipy.linalg.solve_triangular(fac.chol2, rhs2, lower=True, trans="T")
+        b2 = _scale_dense_rows(u2[:, None], [lam.T for lam in fac.lams[1:]], stats.dense_layout)[:, 0]
+        # B_j u₂ = L_j⁻¹ Λ₁ᵀ C_j b₂, with C_j b₂ summed over the stored non-zeros.
+        cb = jax.ops.segment_sum(
+            stats.cross_values * b2[stats.cross_column][:, None],
+            stats.cross_level,
+            stats.ZtZ.shape[0],
+        )
+        rhs1 = rhs1 - batched_solve_lower(fac.chol1, (cb @ lam1)[..., None])[..., 0]
+        # The dense factors' conditional covariances: diagonal blocks of S⁻¹.
+        s_inv_chol = jax.scipy.linalg.solve_triangular(fac.chol2, jnp.eye(q2, dtype=phi.dtype), lower=True)
+        # Factor 1: (A⁻¹)₁₁,j = L_j⁻ᵀ (I + B_j S⁻¹ B_jᵀ) L_j⁻¹, B_j = L_j⁻¹Λ₁ᵀC_jΛ₂.
+        c_dense = jnp.zeros((stats.ZtZ.shape[0], lam1.shape[0], q2), phi.dtype)
+        c_dense = c_dense.at[stats.cross_level, :, stats.cross_column].add(stats.cross_values)
+        c_lam = jnp.einsum("ab,jaq->jbq", lam1, c_dense)
+        c_lam = (
+            _scale_dense_rows(c_lam.transpose(2, 0, 1).reshape(q2, -1), fac.lams[1:], stats.dense_layout)
+            .reshape(q2, *c_lam.shape[:2])
+            .transpose(1, 2, 0)
+        )
+        b_mat = batched_solve_lower(fac.chol1, c_lam)  # (J₁, q₁, Q₂)
+        bs_inv = jnp.einsum("jaq,rq->jar", b_mat, s_inv_chol)
+        inner = jnp.eye(lam1.shape[0], dtype=phi.dtype) + jnp.einsum("jar,jbr->jab", bs_inv, bs_inv)
+    else:
+        inner = jnp.broadcast_to(jnp.eye(lam1.shape[0], dtype=phi.dtype), fac.chol1.shape)
+    u1 = batched_solve_upper_t(fac.chol1, rhs1[..., None])[..., 0]
+    bs.append(u1 @ lam1.T)
+    # Λ L⁻ᵀ inner L⁻¹ Λᵀ per level.
+    g = batched_solve_lower(fac.chol1, jnp.broadcast_to(lam1.T, fac.chol1.shape))
+    covs.append(sigma2 * jnp.einsum("jab,jac,jcd->jbd", g, inner, g))
+    if q2:
+        for (off, j, q), lam in zip(stats.dense_layout.blocks, fac.lams[1:], strict=True):
+            bs.append(b2[off : off + j * q].reshape(j, q))
+            rows = s_inv_chol[:, off : off + j * q].reshape(q2, j, q)
+            block_inv = jnp.einsum("rja,rjb->jab", rows, rows)
+            covs.append(sigma2 * jnp.einsum("ab,jbc,dc->jad", lam, block_inv, lam))
+    return {
+        "objective": value,
+        "beta": beta,
+        "sigma": jnp.sqrt(sigma2),
+        "vcov_beta": vcov,
+        "b": tuple(bs),
+        "b_cov": tuple(covs),
+    }

@@ -1,0 +1,361 @@
+"""Fitted-model results: estimates with names, tables, prediction, summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._design import Design, FactorInfo, ModelArrays
+from ._fit import STATUS_MESSAGES
+
+__all__ = ["MixedModelResults", "varcorr_table", "theta_names"]
+
+_Z975 = 1.959963984540054  # standard normal 97.5% quantile
+
+
+def _term_lambda(lam: np.ndarray, start: int, stop: int) -> np.ndarray:
+    return lam[start:stop, start:stop]
+
+
+def varcorr_table(factors: tuple[FactorInfo, ...], lams: list[np.ndarray], sigma: float) -> pd.DataFrame:
+    """lme4's ``as.data.frame(VarCorr(m))``: one row per variance and covariance.
+
+    Per term: the variances in column order, then the covariances of the lower
+    triangle in column-major order (sdcor holds the correlation), then the
+    ``Residual`` row with σ² and σ.
+    """
+    rows = []
+    for info, lam in zip(factors, lams, strict=True):
+        for name, cols, (start, stop) in zip(
+            info.term_names, info.term_columns, info.structure.term_slices, strict=True
+        ):
+            lam_t = _term_lambda(lam, start, stop)
+            cov = sigma**2 * lam_t @ lam_t.T
+            sd = np.sqrt(np.diag(cov))
+            for i, c in enumerate(cols):
+                rows.append((name, c, None, cov[i, i], sd[i]))
+            for j in range(len(cols)):
+                for i in range(j + 1, len(cols)):
+                    denom = sd[i] * sd[j]
+                    corr = cov[i, j] / denom if denom > 0 else float("nan")
+                    rows.append((name, cols[j], cols[i], cov[i, j], corr))
+    rows.append(("Residual", None, None, sigma**2, sigma))
+    return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+
+def theta_names(factors: tuple[FactorInfo, ...]) -> list[str]:
+    """lme4-style names of θ: ``Subject.Days`` (diagonal), ``Subject.Days.Intercept``."""
+    names = []
+    for info in factors:
+        cols = info.column_names
+        for r, c in zip(info.structure.rows, info.structure.cols, strict=True):
+            names.append(f"{info.name}.{cols[c]}" if r == c else f"{info.name}.{cols[r]}.{cols[c]}")
+    return names
+
+
+def _factor_design(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
+    mats = []
+    for spec, cols in zip(info.term_specs, info.term_columns, strict=True):
+        mm = spec.get_model_matrix(data, na_action="raise")
+        mats.append(np.asarray(mm[list(cols)], dtype=float))
+    return np.concatenate(mats, axis=1)
+
+
+def _factor_codes(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
+    if len(info.columns) == 1:
+        values = data[info.columns[0]]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.astype(info.levels.dtype if info.levels.dtype != object else object)
+        return info.levels.get_indexer(pd.Index(values))
+    labels = data[list(info.columns)].astype(str).agg(":".join, axis=1)
+    return info.levels.get_indexer(pd.Index(labels))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MixedModelResults:
+    """A fitted linear mixed model.
+
+    Estimates (names follow formulaic; the intercept is ``Intercept``):
+
+    - ``fixed_effects``, ``fixed_effects_se`` (Series), ``vcov`` (DataFrame).
+    - ``varcorr``: lme4's ``as.data.frame(VarCorr(m))`` columns
+      ``grp, var1, var2, vcov, sdcor``; the last row is ``Residual``.
+    - ``sigma``: residual standard deviation. ``theta``: lme4's θ (Series).
+    - ``objective``: the REML criterion (REML fits) or the deviance (ML fits),
+      on lme4's scale; ``loglik = -objective / 2``; ``aic``, ``bic`` count
+      p + len(theta) + 1 parameters, as lme4 does.
+    - ``random_effects``: factor name → DataFrame (levels × terms) of the
+      conditional modes; ``random_effects_var`` the same shape with their
+      conditional variances; ``random_effects_cov``: factor → (J, q, q).
+    - ``fitted``, ``residuals`` (n,): ``Xβ̂ + Zb̂`` and ``y`` minus it.
+
+    Diagnostics: ``nobs``, ``converged``, ``convergence_message``, ``n_iter``,
+    ``grad_norm`` (largest gradient entry of the objective in the log-Cholesky
+    parameters), ``singular`` (a variance at the boundary, reported as 0),
+    ``n_dropped_rows`` (with ``missing="drop"``), ``dropped_columns``
+    (aliased fixed-effect columns).
+    """
+
+    fixed_effects: pd.Series
+    fixed_effects_se: pd.Series
+    vcov: pd.DataFrame
+    varcorr: pd.DataFrame
+    sigma: float
+    theta: pd.Series
+    objective: float
+    reml: bool
+    nobs: int
+    converged: bool
+    convergence_message: str
+    singular: bool
+    n_iter: int
+    grad_norm: float
+    random_effects: dict[str, pd.DataFrame]
+    random_effects_var: dict[str, pd.DataFrame]
+    random_effects_cov: dict[str, np.ndarray]
+    fitted: np.ndarray
+    residuals: np.ndarray
+    n_dropped_rows: int
+    dropped_columns: tuple[str, ...]
+    formula: str | None
+    design: Design = dataclasses.field(repr=False)
+    optimizer_params: np.ndarray = dataclasses.field(repr=False)
+
+    @property
+    def n_params(self) -> int:
+        """Parameters counted by AIC/BIC: fixed effects, θ and σ."""
+        return len(self.fixed_effects) + len(self.theta) + 1
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (restricted log-likelihood for REML fits)."""
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.objective + self.n_params * math.log(self.nobs)
+
+    @property
+    def n_levels(self) -> dict[str, int]:
+        return {f.name: f.n_levels for f in self.design.factors}
+
+    def conf_int(self, level: float = 0.95) -> pd.DataFrame:
+        """Wald confidence intervals of the fixed effects (normal quantiles)."""
+        z = _Z975 if level == 0.95 else _normal_quantile(0.5 + level / 2)
+        lo = self.fixed_effects - z * self.fixed_effects_se
+        hi = self.fixed_effects + z * self.fixed_effects_se
+        pct = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
+        return pd.DataFrame({f"{pct[0]:g}%": lo, f"{pct[1]:g}%": hi})
+
+    def predict(
+        self,
+        newdata: pd.DataFrame | None = None,
+        include_random: bool = True,
+        *,
+        X: Any = None,
+        Z: Any = None,
+        groups: Any = None,
+    ) -> np.ndarray:
+        """Predictions ``Xβ̂ (+ Zb̂)``.
+
+        Args:
+            newdata: a DataFrame with the columns the formula uses; None gives
+                the fitted values of the data the model was fitted on.
+            include_random: add each grouping factor's conditional mode for
+                the row's level. A level not seen in fitting has no estimate:
+                its rows get the fixed-effects prediction for that factor (the
+                population mean), and a warning says how many rows that was.
+            X, Z, groups: for a model fitted from arrays, the new arrays in
+                place of ``newdata``.
+        """
+        if newdata is None and X is None:
+            if include_random:
+                return self.fitted.copy()
+            raise ValueError("pass newdata (or X for an array model) to predict without random effects")
+        design = self.design
+        if design.fixed_spec is None:
+            return self._predict_arrays(X, Z, groups, include_random)
+        if not isinstance(newdata, pd.DataFrame):
+            raise TypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+        xm = design.fixed_spec.get_model_matrix(newdata, na_action="raise")
+        pred = np.asarray(xm[list(self.fixed_effects.index)], dtype=float) @ self.fixed_effects.to_numpy()
+        if include_random:
+            for info in design.factors:
+                missing_cols = [c for c in info.columns if c not in newdata.columns]
+                if missing_cols:
+                    raise ValueError(f"newdata lacks the grouping column(s) {missing_cols}")
+                codes = _factor_codes(info, newdata)
+                pred = pred + self._random_part(info, codes, _factor_design(info, newdata))
+        return pred
+
+    def _predict_arrays(self, X, Z, groups, include_random) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        X = X[:, None] if X.ndim == 1 else X
+        names = list(self.fixed_effects.index)
+        if X.shape[1] != len(names) + len(self.dropped_columns):
+            raise ValueError(
+                f"X has {X.shape[1]} columns; the model was fitted with {len(names) + len(self.dropped_columns)}"
+            )
+        keep = [i for i, nm in enumerate(self._array_x_names()) if nm in names]
+        pred = X[:, keep] @ self.fixed_effects.to_numpy()
+        if include_random:
+            info = self.design.factors[0]
+            if groups is None:
+                raise ValueError("groups is required to include the random effects")
+            z = np.ones((len(X), 1)) if Z is None else np.asarray(Z, dtype=float).reshape(len(X), -1)
+            codes = info.levels.get_indexer(pd.Index(np.asarray(groups)))
+            pred = pred + self._random_part(info, codes, z)
+        return pred
+
+    def _array_x_names(self) -> list[str]:
+        all_names = list(self.fixed_effects.index) + list(self.dropped_columns)
+        return sorted(all_names, key=lambda s: int(s[1:]) if s[1:].isdigit() else -1)
+
+    def _random_part(self, info: FactorInfo, codes: np.ndarray, z: np.ndarray) -> np.ndarray:
+        unseen = codes < 0
+        if unseen.any():
+            warnings.warn(
+                f"{int(unseen.sum())} row(s) have levels of {info.name!r} not seen in "
+                "fitting: they get no random effect for that factor",
+                stacklevel=3,
+            )
+        b = self.random_effects[info.name].to_numpy()
+        contrib = np.einsum("nq,nq->n", z, b[np.where(unseen, 0, codes)])
+        return np.where(unseen, 0.0, contrib)
+
+    def summary(self) -> str:
+        """A printable table of the fit, in the manner of lme4 and statsmodels."""
+        crit = "REML criterion" if self.reml else "Deviance"
+        lines = [
+            f"Linear mixed model fit by {'REML' if self.reml else 'maximum likelihood'} (jaxmixed)",
+        ]
+        if self.formula:
+            lines.append(f"Formula: {self.formula}")
+        lines.append(
+            f"{crit}: {self.objective:.4f}   logLik: {self.loglik:.4f}   "
+            f"AIC: {self.aic:.4f}   BIC: {self.bic:.4f}"
+        )
+        groups = ", ".join(f"{k} {v}" for k, v in self.n_levels.items())
+        lines.append(f"Observations: {self.nobs}   Groups: {groups}")
+        if self.n_dropped_rows:
+            lines.append(f"Rows dropped for missing values: {self.n_dropped_rows}")
+        if self.dropped_columns:
+            lines.append(f"Aliased fixed effects dropped: {', '.join(self.dropped_columns)}")
+        lines.append(
+            f"Converged: {'yes' if self.converged else 'NO'} ({self.convergence_message}; "
+            f"{self.n_iter} iterations, max|grad| {self.grad_norm:.2e})"
+        )
+        if self.singular:
+            lines.append("Boundary (singular) fit: a variance component is estimated as 0")
+        lines += ["", "Random effects:"]
+        vc = self.varcorr
+        width = max([len("Groups")] + [len(str(g)) for g in vc.grp])
+        name_w = max([len("Name")] + [len(str(v)) for v in vc.var1.dropna()])
+        lines.append(f" {'Groups':<{width}}  {'Name':<{name_w}}  {'Variance':>12}  {'Std.Dev.':>10}  Corr")
+        for grp, part in vc[vc.var2.isna()].groupby("grp", sort=False):
+            cors = vc[(vc.grp == grp) & vc.var2.notna()]
+            for k, row in enumerate(part.itertuples()):
+                corr = cors[cors.var2 == row.var1].sdcor.to_numpy()
+                corr_s = " ".join(f"{c:6.3f}" for c in corr)
+                label = grp if k == 0 else ""
+                lines.append(
+                    f" {label:<{width}}  {'' if pd.isna(row.var1) else row.var1:<{name_w}}  {row.vcov:12.5g}  {row.sdcor:10.5g}  {corr_s}"
+                )
+        lines += ["", "Fixed effects:"]
+        ci = self.conf_int()
+        t = self.fixed_effects / self.fixed_effects_se
+        fe_w = max([len("")] + [len(n) for n in self.fixed_effects.index])
+        lines.append(
+            f" {'':<{fe_w}}  {'Estimate':>12}  {'Std.Error':>10}  {'t value':>8}  {'[0.025':>12}  {'0.975]':>12}"
+        )
+        for name in self.fixed_effects.index:
+            lines.append(
+                f" {name:<{fe_w}}  {self.fixed_effects[name]:12.5g}  {self.fixed_effects_se[name]:10.5g}  "
+                f"{t[name]:8.3f}  {ci.iloc[:, 0][name]:12.5g}  {ci.iloc[:, 1][name]:12.5g}"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _normal_quantile(p: float) -> float:
+    """Inverse standard normal CDF by bisection on math.erf (no scipy needed)."""
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def build_results(
+    design: Design,
+    arrays: ModelArrays,
+    solution: dict,
+    lams: list[np.ndarray],
+    theta: np.ndarray,
+    phi: np.ndarray,
+    reml: bool,
+    status: int,
+    converged: bool,
+    n_iter: int,
+    grad_norm: float,
+    singular: bool,
+) -> MixedModelResults:
+    """Attaches names to the numbers of a fit."""
+    names = list(design.fixed_names)
+    beta = np.asarray(solution["beta"], dtype=float)
+    vcov = np.asarray(solution["vcov_beta"], dtype=float)
+    sigma = float(solution["sigma"])
+    fitted = arrays.X @ beta
+    re, re_var, re_cov = {}, {}, {}
+    for info, codes, z, b, cov in zip(
+        design.factors, arrays.codes, arrays.Z, solution["b"], solution["b_cov"], strict=True
+    ):
+        b = np.asarray(b, dtype=float)
+        cov = np.asarray(cov, dtype=float)
+        index = pd.Index(info.levels, name=info.name)
+        re[info.name] = pd.DataFrame(b, index=index, columns=list(info.column_names))
+        re_var[info.name] = pd.DataFrame(
+            np.diagonal(cov, axis1=1, axis2=2), index=index, columns=list(info.column_names)
+        )
+        re_cov[info.name] = cov
+        fitted = fitted + np.einsum("nq,nq->n", z, b[codes])
+    return MixedModelResults(
+        fixed_effects=pd.Series(beta, index=names, name="estimate"),
+        fixed_effects_se=pd.Series(np.sqrt(np.diag(vcov)), index=names, name="std_error"),
+        vcov=pd.DataFrame(vcov, index=names, columns=names),
+        varcorr=varcorr_table(design.factors, lams, sigma),
+        sigma=sigma,
+        theta=pd.Series(theta, index=theta_names(design.factors), name="theta"),
+        objective=float(solution["objective"]),
+        reml=reml,
+        nobs=len(arrays.y),
+        converged=converged,
+        convergence_message=STATUS_MESSAGES[status],
+        singular=singular,
+        n_iter=n_iter,
+        grad_norm=grad_norm,
+        random_effects=re,
+        random_effects_var=re_var,
+        random_effects_cov=re_cov,
+        fitted=fitted,
+        residuals=arrays.y - fitted,
+        n_dropped_rows=design.n_dropped_rows,
+        dropped_columns=design.dropped_fixed,
+        formula=design.formula,
+        design=design,
+        optimizer_params=phi,
+    )
