@@ -123,9 +123,11 @@ def _group_names(group: str) -> list[tuple[tuple[str, ...], str]]:
                     f"grouping factor {group!r}: {c!r} is not a column name "
                     "(use plain names joined by ':' or '/')"
                 )
-        # lme4 prints the inner factor of a/b as b:a (its expandSlash order).
-        printed = ":".join(reversed(columns)) if k > 0 else ":".join(columns)
-        out.append((tuple(columns), printed))
+        # lme4 names the inner factor of a/b "b:a" (its expandSlash order), and
+        # its levels "b-level:a-level": keep the columns in that order.
+        if k > 0:
+            columns.reverse()
+        out.append((tuple(columns), ":".join(columns)))
     return out
 
 

@@ -7,10 +7,17 @@ batched LAPACK kernels out of the hot path.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-__all__ = ["batched_cholesky", "batched_solve_lower", "batched_solve_upper_t", "log_det_from_chol"]
+__all__ = [
+    "batched_cholesky",
+    "batched_solve_lower",
+    "batched_solve_upper_t",
+    "log_det_from_chol",
+    "logdet_and_quadratic",
+]
 
 
 def batched_cholesky(a: jnp.ndarray) -> jnp.ndarray:
@@ -37,3 +44,39 @@ def batched_solve_upper_t(chol: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
 def log_det_from_chol(chol: jnp.ndarray) -> jnp.ndarray:
     """``log |L Lᵀ|`` summed over all stacked factors ``chol`` (..., q, q)."""
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)))
+
+
+@jax.custom_vjp
+def logdet_and_quadratic(s: jnp.ndarray, t: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``(log|S|, Tᵀ S⁻¹ T)`` for SPD ``s`` (m, m) and ``t`` (m, k).
+
+    The reverse pass uses the closed forms ``∂log|S| = S⁻¹`` and
+    ``∂(TᵀS⁻¹T) = -X G Xᵀ`` (w.r.t. S), ``X (G + Gᵀ)`` (w.r.t. T) with
+    ``X = S⁻¹T``: about 3x cheaper than differentiating through the Cholesky
+    factorisation, which dominates the cost of models with crossed factors.
+    """
+    chol = jnp.linalg.cholesky(s)
+    r = jsl.solve_triangular(chol, t, lower=True)
+    return log_det_from_chol(chol), r.T @ r
+
+
+def _logdet_quad_fwd(s, t):
+    chol = jnp.linalg.cholesky(s)
+    r = jsl.solve_triangular(chol, t, lower=True)
+    return (log_det_from_chol(chol), r.T @ r), (chol, r)
+
+
+def _logdet_quad_bwd(residuals, cotangents):
+    chol, r = residuals
+    g_logdet, g_quad = cotangents
+    eye = jnp.eye(chol.shape[0], dtype=chol.dtype)
+    chol_inv = jsl.solve_triangular(chol, eye, lower=True)
+    s_inv = chol_inv.T @ chol_inv
+    x = jsl.solve_triangular(chol, r, lower=True, trans="T")  # S⁻¹T
+    g_sym = 0.5 * (g_quad + g_quad.T)
+    grad_s = g_logdet * s_inv - x @ g_sym @ x.T
+    grad_t = 2.0 * x @ g_sym
+    return grad_s, grad_t
+
+
+logdet_and_quadratic.defvjp(_logdet_quad_fwd, _logdet_quad_bwd)

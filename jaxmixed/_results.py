@@ -211,7 +211,12 @@ class MixedModelResults:
             info = self.design.factors[0]
             if groups is None:
                 raise ValueError("groups is required to include the random effects")
+            q = info.structure.q
+            if Z is None and info.column_names != ("Intercept",):
+                raise ValueError(f"Z is required: the model has random effects {list(info.column_names)}")
             z = np.ones((len(X), 1)) if Z is None else np.asarray(Z, dtype=float).reshape(len(X), -1)
+            if z.shape[1] != q:
+                raise ValueError(f"Z has {z.shape[1]} columns; the model was fitted with {q}")
             codes = info.levels.get_indexer(pd.Index(np.asarray(groups)))
             pred = pred + self._random_part(info, codes, z)
         return pred

@@ -1,0 +1,60 @@
+"""Shared helpers: lme4 references and a dense (explicit V) criterion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def lme4_refs() -> dict:
+    """lme4's fits (see tests/data/README.md for their origin)."""
+    return json.loads((DATA / "lme4_reference.json").read_text())
+
+
+def lme4_name(name: str) -> str:
+    """lme4's coefficient names in formulaic's spelling."""
+    if name == "(Intercept)":
+        return "Intercept"
+    if name == "service1":
+        return "service[T.1]"
+    return name
+
+
+def dense_criterion(y, X, codes, Z, lams, reml: bool) -> float:
+    """-2 log-likelihood (ML) or the REML criterion with V built explicitly.
+
+    V₀ = Z Λ Λᵀ Zᵀ + I; β̂ by generalised least squares; σ̂² = r²/n (ML) or
+    r²/(n−p) (REML); then -2 log N(y; Xβ̂, σ̂² V₀), plus log|XᵀV⁻¹X| − p log 2π
+    for REML... written out in full below, with no use of the package.
+    """
+    n, p = X.shape
+    blocks = []
+    for c, z, lam in zip(codes, Z, lams, strict=True):
+        j = int(c.max()) + 1
+        q = z.shape[1]
+        full = np.zeros((n, j * q))
+        for i in range(n):
+            full[i, c[i] * q : (c[i] + 1) * q] = z[i]
+        blocks.append(full @ np.kron(np.eye(j), lam))
+    zl = np.concatenate(blocks, axis=1)
+    v0 = zl @ zl.T + np.eye(n)
+    v0_inv = np.linalg.inv(v0)
+    xtvx = X.T @ v0_inv @ X
+    beta = np.linalg.solve(xtvx, X.T @ v0_inv @ y)
+    resid = y - X @ beta
+    r2 = resid @ v0_inv @ resid
+    dof = n - p if reml else n
+    sigma2 = r2 / dof
+    v = sigma2 * v0
+    _, logdet_v = np.linalg.slogdet(v)
+    value = n * np.log(2 * np.pi) + logdet_v + resid @ np.linalg.solve(v, resid)
+    if reml:
+        _, logdet_xvx = np.linalg.slogdet(X.T @ np.linalg.solve(v, X))
+        value += logdet_xvx - p * np.log(2 * np.pi)
+    return float(value)

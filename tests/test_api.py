@@ -1,0 +1,127 @@
+"""fit_reml against lme4's fits of its own example datasets (tests/data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import lme4_name
+
+import jaxmixed as jm
+
+CASES = [
+    ("sleepstudy_slopes_reml", "sleepstudy", "Reaction ~ Days + (Days | Subject)", True),
+    ("sleepstudy_slopes_ml", "sleepstudy", "Reaction ~ Days + (Days | Subject)", False),
+    ("sleepstudy_uncorr_reml", "sleepstudy", "Reaction ~ Days + (Days || Subject)", True),
+    ("sleepstudy_intercept_reml", "sleepstudy", "Reaction ~ Days + (1 | Subject)", True),
+    ("dyestuff_reml", "Dyestuff", "Yield ~ 1 + (1 | Batch)", True),
+    ("dyestuff_ml", "Dyestuff", "Yield ~ 1 + (1 | Batch)", False),
+    ("dyestuff2_reml_singular", "Dyestuff2", "Yield ~ 1 + (1 | Batch)", True),
+    ("penicillin_crossed_reml", "Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", True),
+    ("pastes_nested_reml", "Pastes", "strength ~ 1 + (1 | batch/cask)", True),
+    (
+        "insteval_crossed_reml",
+        "InstEval",
+        "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)",
+        True,
+    ),
+]
+
+_FITS: dict = {}
+
+
+def fitted(key: str):
+    if key not in _FITS:
+        _, dataset, formula, reml = next(c for c in CASES if c[0] == key)
+        _FITS[key] = jm.fit_reml(formula, data=jm.load_dataset(dataset), reml=reml)
+    return _FITS[key]
+
+
+def rel(a, b):
+    return abs(a - b) / abs(b)
+
+
+@pytest.mark.parametrize("key", [c[0] for c in CASES])
+def test_objective_matches_lme4(key, lme4_refs):
+    ref, res = lme4_refs[key], fitted(key)
+    target = ref["deviance_or_REMLcrit"]
+    # At most 1e-6 relative above lme4 (lme4 stops at a tolerance: lower is allowed).
+    assert res.objective <= target * (1 + 1e-6)
+    assert rel(res.objective, target) < 1e-6
+    assert res.converged
+    assert res.nobs == ref["nobs"]
+    assert rel(res.loglik, ref["logLik"]) < 1e-6
+    assert rel(res.aic, ref["AIC"]) < 1e-6
+    assert rel(res.bic, ref["BIC"]) < 1e-6
+    assert res.singular == ref["singular"]
+
+
+@pytest.mark.parametrize("key", [c[0] for c in CASES])
+def test_parameters_match_lme4(key, lme4_refs):
+    ref, res = lme4_refs[key], fitted(key)
+    for name, value in ref["fixef"].items():
+        assert rel(res.fixed_effects[lme4_name(name)], value) < 1e-4, name
+    for name, value in ref["se"].items():
+        assert rel(res.fixed_effects_se[lme4_name(name)], value) < 1e-4, name
+    assert rel(res.sigma, ref["sigma"]) < 1e-4
+    vc = res.varcorr
+    assert len(vc) == len(ref["varcorr"])
+    for row, ref_row in zip(vc.itertuples(), ref["varcorr"], strict=True):
+        assert row.grp == ref_row["grp"]
+        for mine, theirs in ((row.var1, ref_row["var1"]), (row.var2, ref_row["var2"])):
+            if theirs is None:
+                assert mine is None or mine != mine  # None or NaN
+            else:
+                assert mine == lme4_name(theirs)
+        for field in ("vcov", "sdcor"):
+            theirs = ref_row[field]
+            if theirs == 0:
+                assert getattr(row, field) == 0.0  # boundary: exactly zero
+            else:
+                assert rel(getattr(row, field), theirs) < 1e-4, (row, field)
+    theta_ref = np.array(list(ref["theta"].values()))
+    np.testing.assert_allclose(res.theta.to_numpy(), theta_ref, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("key", [c[0] for c in CASES])
+def test_conditional_modes_match_lme4(key, lme4_refs):
+    ref, res = lme4_refs[key], fitted(key)
+    assert set(res.random_effects) == set(ref["ranef"])
+    for factor, rows in ref["ranef"].items():
+        mine = res.random_effects[factor]
+        for col in rows[0]:
+            if col.startswith(".") or col.startswith("_"):
+                continue
+            theirs = np.array([r[col] for r in rows])
+            levels = [r[".level"] for r in rows]
+            values = mine.loc[[_level(mine.index, lv) for lv in levels], lme4_name(col)].to_numpy()
+            scale = max(np.std(theirs), 1e-12)
+            np.testing.assert_allclose(values, theirs, rtol=1e-3, atol=1e-3 * scale)
+
+
+def _level(index, label: str):
+    """The index entry whose string form is lme4's level label."""
+    as_str = index.astype(str)
+    return index[list(as_str).index(label)]
+
+
+def test_singular_fit_reports_exact_zero():
+    res = fitted("dyestuff2_reml_singular")
+    assert res.singular
+    assert res.theta.iloc[0] == 0.0
+    assert res.varcorr.vcov.iloc[0] == 0.0
+    assert np.all(res.random_effects["Batch"].to_numpy() == 0.0)
+    assert "singular" in res.summary()
+
+
+def test_formula_and_array_fits_agree():
+    df = jm.load_dataset("sleepstudy")
+    by_formula = fitted("sleepstudy_slopes_reml")
+    X = np.column_stack([np.ones(len(df)), df.Days.to_numpy(float)])
+    by_arrays = jm.fit_reml(y=df.Reaction.to_numpy(), X=X, Z=X, groups=df.Subject.astype(str).to_numpy())
+    assert by_arrays.objective == pytest.approx(by_formula.objective, rel=1e-10)
+    np.testing.assert_allclose(
+        by_arrays.fixed_effects.to_numpy(), by_formula.fixed_effects.to_numpy(), rtol=1e-8
+    )
+    np.testing.assert_allclose(
+        by_arrays.predict(X=X, Z=X, groups=df.Subject.astype(str).to_numpy()), by_formula.fitted, rtol=1e-8
+    )
