@@ -335,6 +335,7 @@ def _name(v) -> str:
 def worker_main(kind: str, spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     result = {"jaxmixed": worker_jaxmixed, "statsmodels": worker_statsmodels}[kind](spec)
+    result["peak_rss_bytes"] = vm_hwm()
     Path(out_path).write_text(json.dumps(result))
 
 
@@ -360,6 +361,8 @@ str <- function(x) {
 }
 vc <- as.data.frame(VarCorr(m))
 msgs <- m@optinfo$conv$lme4$messages
+status <- readLines("/proc/self/status")
+hwm <- as.numeric(strsplit(trimws(sub("VmHWM:", "", grep("^VmHWM:", status, value = TRUE))), " ")[[1]][1]) * 1024
 cat("JSON:{",
     "\"fit_s\":", sprintf("%.6f", median(times)), ",",
     "\"fit_times\":", num(times), ",",
@@ -373,6 +376,7 @@ cat("JSON:{",
     "\"vc_var2\":", str(vc$var2), ",",
     "\"vc_vcov\":", num(vc$vcov), ",",
     "\"messages\":", str(if (is.null(msgs)) character(0) else msgs), ",",
+    "\"peak_rss_bytes\":", sprintf("%.0f", hwm), ",",
     "\"versions\": {\"R\": \"", R.version.string, "\", \"lme4\": \"", as.character(packageVersion("lme4")), "\"}",
     "}\n", sep = "")
 """
@@ -409,6 +413,23 @@ def r_script(csv: Path, formula: str, factors: list[str]) -> str:
 # --------------------------------------------------------------------------------------
 
 
+def vm_hwm(pid: int | str = "self") -> int:
+    """Peak resident set size (VmHWM) of a live process in bytes; 0 when unavailable.
+
+    Unlike ``ru_maxrss``, VmHWM belongs to the process's current address space
+    only: ``ru_maxrss`` of a forked-and-exec'd child starts at the parent's
+    peak, which would hide small peaks under the parent's ~200 MiB.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def run_measured(cmd: list[str], timeout: float, workdir: Path, label: str) -> dict:
     """Runs cmd; returns returncode, timed_out, wall seconds, maxrss (bytes), stdout, stderr."""
     out_path = workdir / f"{label}.stdout"
@@ -417,10 +438,12 @@ def run_measured(cmd: list[str], timeout: float, workdir: Path, label: str) -> d
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, start_new_session=True)
         timed_out = False
+        peak = 0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid != 0:
                 break
+            peak = max(peak, vm_hwm(proc.pid))
             if time.perf_counter() - t0 > timeout:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)  # the session this call started
@@ -432,7 +455,8 @@ def run_measured(cmd: list[str], timeout: float, workdir: Path, label: str) -> d
         "returncode": proc.returncode,
         "timed_out": timed_out,
         "wall_s": time.perf_counter() - t0,
-        "maxrss_bytes": usage.ru_maxrss * 1024,  # Linux reports kilobytes
+        "polled_hwm_bytes": peak,
+        "wait4_maxrss_bytes": usage.ru_maxrss * 1024,  # Linux reports kilobytes
         "stdout": out_path.read_text(errors="replace"),
         "stderr": err_path.read_text(errors="replace"),
     }
@@ -459,13 +483,24 @@ def run_lme4(spec: dict, csv: Path, workdir: Path, label: str, timeout: float) -
 
 
 def _collect(run: dict, payload: str | None, timeout: float) -> dict:
-    base = {"maxrss_bytes": run["maxrss_bytes"], "wall_s": run["wall_s"]}
+    """The worker's own answer with peak memory: VmHWM read by the worker at its end
+    (``peak_rss_bytes`` in the payload), else the last VmHWM polled from outside."""
+    base = {
+        "maxrss_bytes": run["polled_hwm_bytes"],
+        "maxrss_source": "polled VmHWM",
+        "wall_s": run["wall_s"],
+        "wait4_maxrss_bytes": run["wait4_maxrss_bytes"],
+    }
     if run["timed_out"]:
         return {**base, "status": "timeout", "error": f"did not finish in {timeout / 60:.0f} min"}
     if run["returncode"] != 0 or payload is None:
         tail = (run["stderr"] or run["stdout"]).strip().splitlines()[-15:]
         return {**base, "status": "error", "returncode": run["returncode"], "error": "\n".join(tail)}
-    return {**base, "status": "ok", **json.loads(payload)}
+    result = {**base, "status": "ok", **json.loads(payload)}
+    if result.get("peak_rss_bytes"):
+        result["maxrss_bytes"] = max(result["peak_rss_bytes"], base["maxrss_bytes"])
+        result["maxrss_source"] = "VmHWM at the end of the process"
+    return result
 
 
 # --------------------------------------------------------------------------------------

@@ -76,13 +76,13 @@ def default_tolerances(dtype) -> tuple[float, float]:
     return 1e-5, 1e-7
 
 
-def _uses_stored_value(optimizer, state) -> bool:
+def _uses_stored_value(state) -> bool:
+    """Whether the optimiser's state carries the value and gradient at its new
+    iterate (optax's line searches do), so they need not be computed again."""
     try:
-        optax.tree.get(state, "value")
-        optax.tree.get(state, "grad")
+        return optax.tree.get(state, "value") is not None and optax.tree.get(state, "grad") is not None
     except (KeyError, ValueError):
         return False
-    return True
 
 
 def minimize(
@@ -110,7 +110,7 @@ def minimize(
     optimizer = optax.with_extra_args_support(optimizer)
     value_and_grad = jax.value_and_grad(fun)
     state0 = optimizer.init(x0)
-    stored = _uses_stored_value(optimizer, state0)
+    stored = _uses_stored_value(state0)
     value0, grad0 = value_and_grad(x0)
 
     def status_of(value, grad, prev_value, it):

@@ -1,0 +1,157 @@
+"""Input validation: every bad input gets an error that names the problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmixed as jm
+
+FORMULA = "Reaction ~ Days + (Days | Subject)"
+
+
+@pytest.fixture
+def sleep():
+    return jm.load_dataset("sleepstudy")
+
+
+def test_nan_in_used_column_is_an_error(sleep):
+    sleep.loc[3, "Days"] = np.nan
+    with pytest.raises(ValueError, match=r"missing or non-finite.*'Days': 1.*missing='drop'"):
+        jm.fit_reml(FORMULA, data=sleep)
+
+
+def test_inf_in_response_is_an_error(sleep):
+    sleep.loc[5, "Reaction"] = np.inf
+    with pytest.raises(ValueError, match=r"'Reaction': 1"):
+        jm.fit_reml(FORMULA, data=sleep)
+
+
+def test_missing_group_label_is_an_error(sleep):
+    sleep["Subject"] = sleep["Subject"].astype(object)
+    sleep.loc[7, "Subject"] = None
+    with pytest.raises(ValueError, match=r"'Subject': 1"):
+        jm.fit_reml(FORMULA, data=sleep)
+
+
+def test_missing_drop_drops_and_records(sleep):
+    sleep.loc[[3, 50], "Days"] = np.nan
+    res = jm.fit_reml(FORMULA, data=sleep, missing="drop")
+    assert res.n_dropped_rows == 2
+    assert res.nobs == 178
+    clean = jm.fit_reml(FORMULA, data=sleep.dropna())
+    assert res.objective == pytest.approx(clean.objective, rel=1e-12)
+    assert "dropped for missing values: 2" in res.summary()
+
+
+def test_non_finite_after_transformation_is_an_error():
+    df = pd.DataFrame({"y": np.arange(12.0) % 5, "x": np.arange(12.0), "g": list("ab") * 6})
+    with pytest.raises(ValueError, match="fixed-effects model matrix has 1 row"):
+        jm.fit_reml("y ~ np.log(x) + (1 | g)", data=df)
+
+
+def test_unknown_column(sleep):
+    with pytest.raises(ValueError, match=r"\['Dayz'\].*not in the data"):
+        jm.fit_reml("Reaction ~ Dayz + (1 | Subject)", data=sleep)
+    with pytest.raises(ValueError, match=r"\['Subj'\].*not in the data"):
+        jm.fit_reml("Reaction ~ Days + (1 | Subj)", data=sleep)
+
+
+def test_arrays_of_different_lengths():
+    rng = np.random.default_rng(0)
+    y, g = rng.normal(size=20), np.repeat(np.arange(4), 5)
+    with pytest.raises(ValueError, match="X has 19 rows but y has 20"):
+        jm.fit_reml(y=y, X=np.ones((19, 1)), groups=g)
+    with pytest.raises(ValueError, match="groups has 18 entries but y has 20"):
+        jm.fit_reml(y=y, groups=g[:18])
+    with pytest.raises(ValueError, match="Z has 21 rows"):
+        jm.fit_reml(y=y, Z=np.ones(21), groups=g)
+
+
+def test_grouping_factor_with_one_level(sleep):
+    sleep["one"] = "a"
+    with pytest.raises(ValueError, match="'one' has 1 level.*at least 2"):
+        jm.fit_reml("Reaction ~ Days + (1 | one)", data=sleep)
+
+
+def test_as_many_levels_as_observations(sleep):
+    sleep["row"] = np.arange(len(sleep))
+    with pytest.raises(ValueError, match="'row' has 180 levels for 180 observations.*not identifiable"):
+        jm.fit_reml("Reaction ~ Days + (1 | row)", data=sleep)
+
+
+def test_more_random_effects_than_observations():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=12), "x": rng.normal(size=12), "z": rng.normal(size=12)})
+    df["g"] = np.repeat(np.arange(6), 2)
+    with pytest.raises(ValueError, match="18 random effects for 12 observations"):
+        jm.fit_reml("y ~ 1 + (x + z | g)", data=df)
+
+
+def test_constant_response(sleep):
+    sleep["Reaction"] = 250.0
+    with pytest.raises(ValueError, match="response is constant"):
+        jm.fit_reml(FORMULA, data=sleep)
+
+
+def test_n_not_larger_than_p():
+    df = pd.DataFrame({"y": [1.0, 2.0, 3.0, 5.0], "g": ["a", "a", "b", "b"]})
+    df["x1"], df["x2"], df["x3"] = [0.0, 1, 2, 4], [1.0, 0, 3, 2], [5.0, 1, 0, 2]
+    with pytest.raises(ValueError, match="n = 4 is not larger than the number of fixed effects p = 4"):
+        jm.fit_reml("y ~ x1 + x2 + x3 + (1 | g)", data=df)
+
+
+def test_rank_deficient_x_drops_aliased_columns_with_warning(sleep):
+    sleep["Days2"] = 2 * sleep["Days"] + 1
+    with pytest.warns(UserWarning, match=r"rank deficient.*\['Days2'\]"):
+        res = jm.fit_reml("Reaction ~ Days + Days2 + (Days | Subject)", data=sleep)
+    assert res.dropped_columns == ("Days2",)
+    assert list(res.fixed_effects.index) == ["Intercept", "Days"]
+    ref = jm.fit_reml(FORMULA, data=sleep)
+    assert res.objective == pytest.approx(ref.objective, rel=1e-10)
+    pred = res.predict(sleep.iloc[:5])
+    np.testing.assert_allclose(pred, ref.fitted[:5], rtol=1e-8)
+
+
+def test_no_random_effects_and_not_a_dataframe(sleep):
+    with pytest.raises(ValueError, match="no random-effects term"):
+        jm.fit_reml("Reaction ~ Days", data=sleep)
+    with pytest.raises(TypeError, match="pandas DataFrame"):
+        jm.fit_reml(FORMULA, data=sleep.to_dict())
+
+
+def test_row_order_and_label_types_do_not_change_results(sleep):
+    base = jm.fit_reml(FORMULA, data=sleep)
+    shuffled = sleep.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    for labels in (
+        shuffled.Subject.astype(str),
+        shuffled.Subject.astype(int),
+        pd.Categorical(shuffled.Subject.astype(str)),
+        "S" + shuffled.Subject.astype(str),
+    ):
+        df = shuffled.assign(Subject=labels)
+        res = jm.fit_reml(FORMULA, data=df)
+        assert res.objective == pytest.approx(base.objective, rel=1e-10)
+        np.testing.assert_allclose(res.fixed_effects, base.fixed_effects, rtol=1e-7)
+        np.testing.assert_allclose(res.theta, base.theta, rtol=1e-5)
+        np.testing.assert_allclose(
+            np.sort(res.random_effects["Subject"].to_numpy(), axis=0),
+            np.sort(base.random_effects["Subject"].to_numpy(), axis=0),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_categorical_and_boolean_predictors_use_treatment_contrasts(sleep):
+    sleep["late"] = sleep.Days > 4
+    sleep["phase"] = np.where(sleep.Days < 3, "early", np.where(sleep.Days < 7, "mid", "late"))
+    res = jm.fit_reml("Reaction ~ Days * late + phase + (1 | Subject)", data=sleep)
+    # formulaic codes a boolean as 0/1 (lme4's lateTRUE), so its column is "late".
+    assert {"late", "Days:late"} <= set(res.fixed_effects.index)
+    # Row 0: Days 0, late False, phase "early" (the reference level): the intercept.
+    assert res.predict(sleep.iloc[[0]], include_random=False)[0] == pytest.approx(
+        res.fixed_effects["Intercept"]
+    )
+    assert {"phase[T.late]", "phase[T.mid]"} <= set(res.fixed_effects.index)
+    assert res.converged

@@ -1,0 +1,61 @@
+"""Parsing of lme4-style formulas."""
+
+from __future__ import annotations
+
+import pytest
+
+from jaxmixed import FormulaError, RandomTerm, parse_formula
+
+
+def test_slopes_formula():
+    f = parse_formula("Reaction ~ Days + (Days | Subject)")
+    assert f.response == "Reaction"
+    assert f.fixed == "Days"
+    assert f.random == (RandomTerm("Days", ("Subject",), "Subject", True),)
+
+
+def test_uncorrelated_and_no_intercept_terms():
+    f = parse_formula("y ~ 0 + x + (x || g) + (0 + z | h)")
+    assert f.fixed == "0 + x"
+    assert f.random[0] == RandomTerm("x", ("g",), "g", False)
+    assert f.random[1] == RandomTerm("0 + z", ("h",), "h", True)
+
+
+def test_random_term_first_and_intercept_only():
+    assert parse_formula("y ~ (1 | g) + x").fixed == "x"
+    assert parse_formula("y ~ (1 | g)").fixed == "1"
+    assert parse_formula("y ~ -1 + (1 | g)").fixed == "0"
+
+
+def test_nested_expands_like_lme4():
+    f = parse_formula("strength ~ 1 + (1 | batch/cask)")
+    assert [t.name for t in f.random] == ["batch", "cask:batch"]
+    assert f.random[1].group == ("cask", "batch")
+
+
+def test_interaction_grouping_factor():
+    f = parse_formula("y ~ service + (1 | s) + (1 | d) + (1 | dept:service)")
+    assert [t.name for t in f.random] == ["s", "d", "dept:service"]
+    assert f.random[2].group == ("dept", "service")
+
+
+def test_functions_and_nested_parentheses_stay_in_fixed_part():
+    f = parse_formula("np.log(y) ~ I(x ** 2) + C(a) * b + np.log(x + 1) + (1 + x | g)")
+    assert f.response == "np.log(y)"
+    assert f.fixed == "I(x ** 2) + C(a) * b + np.log(x + 1)"
+    assert f.random[0].expr == "1 + x"
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("y ~ x + (1 | g", "unbalanced"),
+        ("~ x + (1 | g)", "response ~ terms"),
+        ("y ~ x * (1 | g)", "must be added with"),
+        ("y ~ ( | g)", "empty side"),
+        ("y ~ (1 | np.log(g))", "not a column name"),
+    ],
+)
+def test_bad_formulas_raise_clear_errors(bad, message):
+    with pytest.raises(FormulaError, match=message):
+        parse_formula(bad)

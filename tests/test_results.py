@@ -1,0 +1,122 @@
+"""Results: tables, prediction, summary."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmixed as jm
+
+
+@pytest.fixture(scope="module")
+def sleep_fit():
+    return jm.fit_reml("Reaction ~ Days + (Days | Subject)", data=jm.load_dataset("sleepstudy"))
+
+
+def test_information_criteria_count_parameters_like_lme4(sleep_fit):
+    assert sleep_fit.n_params == 6  # 2 fixed effects, 3 θ, σ
+    assert sleep_fit.aic == pytest.approx(sleep_fit.objective + 12)
+    assert sleep_fit.bic == pytest.approx(sleep_fit.objective + 6 * math.log(180))
+    assert sleep_fit.loglik == pytest.approx(-sleep_fit.objective / 2)
+
+
+def test_fitted_residuals_and_predict(sleep_fit):
+    df = jm.load_dataset("sleepstudy")
+    np.testing.assert_allclose(sleep_fit.fitted + sleep_fit.residuals, df.Reaction.to_numpy())
+    np.testing.assert_allclose(sleep_fit.predict(df), sleep_fit.fitted, rtol=1e-12)
+    fixed_only = sleep_fit.predict(df, include_random=False)
+    np.testing.assert_allclose(
+        fixed_only, sleep_fit.fixed_effects["Intercept"] + sleep_fit.fixed_effects["Days"] * df.Days
+    )
+    # By hand for one row: (β₀ + b₀) + (β₁ + b₁) Days.
+    row = df.iloc[[25]]
+    b = sleep_fit.random_effects["Subject"].loc[row.Subject.iloc[0]]
+    by_hand = (
+        sleep_fit.fixed_effects["Intercept"]
+        + b["Intercept"]
+        + (sleep_fit.fixed_effects["Days"] + b["Days"]) * row.Days.iloc[0]
+    )
+    assert sleep_fit.predict(row)[0] == pytest.approx(by_hand)
+
+
+def test_unseen_levels_get_the_fixed_effects_prediction_with_a_warning(sleep_fit):
+    new = pd.DataFrame({"Days": [0.0, 5.0], "Subject": ["999", "308"]})
+    with pytest.warns(UserWarning, match="1 row.*not seen in fitting"):
+        pred = sleep_fit.predict(new)
+    fixed = sleep_fit.predict(new, include_random=False)
+    assert pred[0] == pytest.approx(fixed[0])
+    assert pred[1] != pytest.approx(fixed[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sleep_fit.predict(new.iloc[[1]])  # all levels known: no warning
+
+
+def test_random_effects_tables(sleep_fit):
+    re = sleep_fit.random_effects["Subject"]
+    assert re.shape == (18, 2)
+    assert list(re.columns) == ["Intercept", "Days"]
+    var = sleep_fit.random_effects_var["Subject"]
+    assert var.shape == (18, 2)
+    assert (var.to_numpy() > 0).all()
+    cov = sleep_fit.random_effects_cov["Subject"]
+    np.testing.assert_allclose(np.diagonal(cov, axis1=1, axis2=2), var.to_numpy())
+    # Conditional variances are below the prior variances.
+    prior = sleep_fit.varcorr.vcov.iloc[:2].to_numpy()
+    assert (var.to_numpy() < prior).all()
+
+
+def test_vcov_and_standard_errors(sleep_fit):
+    np.testing.assert_allclose(np.sqrt(np.diag(sleep_fit.vcov)), sleep_fit.fixed_effects_se)
+    ci = sleep_fit.conf_int()
+    assert list(ci.columns) == ["2.5%", "97.5%"]
+    np.testing.assert_allclose(
+        ci["97.5%"] - sleep_fit.fixed_effects, 1.959963984540054 * sleep_fit.fixed_effects_se
+    )
+    ci90 = sleep_fit.conf_int(0.9)
+    np.testing.assert_allclose(
+        ci90["95%"] - sleep_fit.fixed_effects, 1.6448536269514722 * sleep_fit.fixed_effects_se
+    )
+
+
+def test_summary_shows_what_users_look_for(sleep_fit):
+    text = sleep_fit.summary()
+    for piece in (
+        "REML criterion: 1743.6283",
+        "logLik: -871.8141",
+        "AIC: 1755.6283",
+        "BIC: 1774.7860",
+        "Observations: 180",
+        "Groups: Subject 18",
+        "Converged: yes",
+        "Random effects:",
+        "Residual",
+        "Fixed effects:",
+        "Intercept",
+        "t value",
+        "[0.025",
+    ):
+        assert piece in text, piece
+    assert str(sleep_fit) == text
+
+
+def test_ml_summary_says_deviance():
+    res = jm.fit_reml("Yield ~ 1 + (1 | Batch)", data=jm.load_dataset("Dyestuff"), reml=False)
+    assert "Deviance: 327.3271" in res.summary()
+    assert "maximum likelihood" in res.summary()
+
+
+def test_several_factors_predict_adds_each_known_factor():
+    df = jm.load_dataset("Penicillin")
+    res = jm.fit_reml("diameter ~ 1 + (1 | plate) + (1 | sample)", data=df)
+    np.testing.assert_allclose(res.predict(df), res.fitted, rtol=1e-12)
+    new = pd.DataFrame({"plate": ["a", "zz"], "sample": ["A", "A"]})
+    with pytest.warns(UserWarning, match="'plate' not seen"):
+        pred = res.predict(new)
+    b_plate = res.random_effects["plate"].loc["a", "Intercept"]
+    b_sample = res.random_effects["sample"].loc["A", "Intercept"]
+    mu = res.fixed_effects["Intercept"]
+    np.testing.assert_allclose(pred, [mu + b_plate + b_sample, mu + b_sample])
