@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._covariance import lambda_from_phi, split_params, theta_from_phi
+from ._covariance import lambda_from_theta, split_params, theta_from_phi
 from ._design import Design, ModelArrays, build_design, design_from_arrays
 from ._fit import STATUS_MESSAGES, default_tolerances, fit_statistics
 from ._objective import ModelStatistics, compute_statistics, objective, solve_mixed_model
@@ -136,9 +136,10 @@ def fit_reml(
         phi, value, singular = _snap_to_boundary(phi, value, stats, reml)
         phi_j = jnp.asarray(phi, dtype)
         solution = jax.tree_util.tree_map(np.asarray, _solve(phi_j, stats, reml))
+        theta = theta_from_phi(phi, stats.structures)
         lams = [
-            np.asarray(lambda_from_phi(p, s), dtype=float)
-            for p, s in zip(split_params(phi_j, stats.structures), stats.structures, strict=True)
+            lambda_from_theta(t, s)
+            for t, s in zip(split_params(theta, stats.structures), stats.structures, strict=True)
         ]
         grad_norm = float(opt.grad_norm)
         n_iter = int(opt.n_iter)
@@ -155,7 +156,7 @@ def fit_reml(
         arrays,
         solution,
         lams,
-        theta_from_phi(phi, stats.structures),
+        theta,
         phi,
         reml,
         status,

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "CovarianceStructure",
     "lambda_from_phi",
+    "lambda_from_theta",
     "phi_from_theta",
     "structure_for_terms",
     "theta_from_phi",
@@ -96,6 +97,13 @@ def phi_from_theta(theta: np.ndarray, structures: Sequence[CovarianceStructure])
         raise ValueError("diagonal entries of theta must be >= 0")
     with np.errstate(divide="ignore"):
         return np.where(diag, np.log(np.where(diag, theta, 1.0)), theta)
+
+
+def lambda_from_theta(theta: np.ndarray, structure: CovarianceStructure) -> np.ndarray:
+    """``Λ`` (q×q) from one factor's θ entries (numpy, host side)."""
+    lam = np.zeros((structure.q, structure.q))
+    lam[np.asarray(structure.rows), np.asarray(structure.cols)] = theta
+    return lam
 
 
 def split_params(params, structures: Sequence[CovarianceStructure]) -> list:
