@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmixed._linalg import batched_cholesky, batched_solve_lower, logdet_and_quadratic
+from jaxmixed._linalg import PairSum, batched_cholesky, batched_solve_lower, logdet_and_quadratic, pair_sum
 
 
 def _plain(s, t):
@@ -43,3 +43,31 @@ def test_scalar_blocks_take_the_elementwise_path():
         np.testing.assert_allclose(np.asarray(chol).ravel(), [2.0, 3.0])
         x = batched_solve_lower(chol, jnp.asarray([[[2.0, 4.0]], [[3.0, 9.0]]]))
         np.testing.assert_allclose(np.asarray(x), [[[1.0, 2.0]], [[1.0, 3.0]]])
+
+
+def test_pair_sum_and_its_reverse_rule_match_a_dense_scatter():
+    rng = np.random.default_rng(5)
+    n_pairs, n_levels, k, size = 40, 6, 4, 9
+    target = np.sort(rng.integers(0, size, n_pairs))
+    level = rng.integers(0, n_levels, n_pairs)
+    products = rng.normal(size=(n_pairs, k))
+    order = np.argsort(level, kind="stable")
+    with jax.enable_x64(True):
+        pairs = PairSum(
+            jnp.asarray(target),
+            jnp.asarray(level),
+            jnp.asarray(products),
+            jnp.asarray(level[order]),
+            jnp.asarray(target[order]),
+            jnp.asarray(products[order]),
+        )
+        w = jnp.asarray(rng.normal(size=(n_levels, k)))
+        cot = jnp.asarray(rng.normal(size=size))
+
+        def dense(w):
+            return jnp.zeros(size).at[target].add(jnp.sum(products * w[level], axis=1))
+
+        np.testing.assert_allclose(np.asarray(pair_sum(w, pairs, size)), np.asarray(dense(w)), rtol=1e-12)
+        g_custom = jax.grad(lambda w: jnp.vdot(cot, pair_sum(w, pairs, size)))(w)
+        g_dense = jax.grad(lambda w: jnp.vdot(cot, dense(w)))(w)
+        np.testing.assert_allclose(np.asarray(g_custom), np.asarray(g_dense), rtol=1e-12)
