@@ -46,6 +46,7 @@ RESULTS = HERE / "results"
 SEED = 20240611
 INSTEVAL_SM_TIMEOUT = 15 * 60  # seconds; statsmodels on InstEval may not finish
 DEFAULT_TIMEOUT = 30 * 60  # any other subprocess
+MIN_FREE_MEMORY = 1.0 * 2**30  # a fit is stopped when the machine has less available
 PEER_EXTRAPOLATION_LIMIT = 60.0  # scaling: skip a peer whose extrapolated time exceeds this
 
 XS10 = [f"x{i}" for i in range(1, 11)]
@@ -430,6 +431,18 @@ def vm_hwm(pid: int | str = "self") -> int:
     return 0
 
 
+def mem_available() -> float:
+    """MemAvailable of the machine in bytes (inf when unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return float("inf")
+
+
 def run_measured(cmd: list[str], timeout: float, workdir: Path, label: str) -> dict:
     """Runs cmd; returns returncode, timed_out, wall seconds, maxrss (bytes), stdout, stderr."""
     out_path = workdir / f"{label}.stdout"
@@ -437,13 +450,18 @@ def run_measured(cmd: list[str], timeout: float, workdir: Path, label: str) -> d
     t0 = time.perf_counter()
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, start_new_session=True)
-        timed_out = False
+        timed_out = out_of_memory = False
         peak = 0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid != 0:
                 break
             peak = max(peak, vm_hwm(proc.pid))
+            if mem_available() < MIN_FREE_MEMORY:
+                out_of_memory = True
+                os.killpg(proc.pid, signal.SIGKILL)  # the session this call started
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
             if time.perf_counter() - t0 > timeout:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)  # the session this call started
@@ -454,6 +472,7 @@ def run_measured(cmd: list[str], timeout: float, workdir: Path, label: str) -> d
     return {
         "returncode": proc.returncode,
         "timed_out": timed_out,
+        "out_of_memory": out_of_memory,
         "wall_s": time.perf_counter() - t0,
         "polled_hwm_bytes": peak,
         "wait4_maxrss_bytes": usage.ru_maxrss * 1024,  # Linux reports kilobytes
@@ -491,6 +510,13 @@ def _collect(run: dict, payload: str | None, timeout: float) -> dict:
         "wall_s": run["wall_s"],
         "wait4_maxrss_bytes": run["wait4_maxrss_bytes"],
     }
+    if run["out_of_memory"]:
+        return {
+            **base,
+            "status": "out of memory",
+            "error": f"stopped when the machine had under {MIN_FREE_MEMORY / 2**30:.1f} GiB available "
+            f"(process peak {base['maxrss_bytes'] / 2**30:.1f} GiB)",
+        }
     if run["timed_out"]:
         return {**base, "status": "timeout", "error": f"did not finish in {timeout / 60:.0f} min"}
     if run["returncode"] != 0 or payload is None:
