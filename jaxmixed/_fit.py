@@ -146,7 +146,8 @@ def _lbfgs_minimize(fun, x0, max_iter, gtol, ftol, memory_size=10, max_linesearc
         # the precision of the objective and exact Armijo would reject every step.
         no_increase = f_t <= c.value + f_noise * (1.0 + jnp.abs(c.value))
         sufficient = jnp.isfinite(f_t) & ((f_t <= c.value + c1 * c.step * c.slope) | no_increase)
-        curvature = jnp.vdot(g_t, c.direction) >= c2 * c.slope
+        slope_t = jnp.vdot(g_t, c.direction)
+        curvature = slope_t >= c2 * c.slope
         converged_here = jnp.max(jnp.abs(g_t)) <= gtol * (1.0 + jnp.abs(f_t))
         wolfe = sufficient & (curvature | converged_here)
         out_of_steps = c.ls_steps + 1 >= max_linesearch
@@ -169,7 +170,11 @@ def _lbfgs_minimize(fun, x0, max_iter, gtol, ftol, memory_size=10, max_linesearc
         hi = jnp.where(sufficient, c.hi, c.step)
         lo_value = jnp.where(sufficient, f_t, c.lo_value)
         lo_grad = jnp.where(sufficient, g_t, c.lo_grad)
-        next_step = jnp.where(jnp.isfinite(hi), 0.5 * (lo + hi), 2.0 * c.step)
+        # Bracketed: bisect. Otherwise extrapolate to the secant minimiser of the
+        # slope along the line, by a factor between 2 and 10.
+        denominator = c.slope - slope_t
+        secant = jnp.where(denominator < 0, c.slope / jnp.where(denominator < 0, denominator, -1.0), 10.0)
+        next_step = jnp.where(jnp.isfinite(hi), 0.5 * (lo + hi), c.step * jnp.clip(secant, 2.0, 10.0))
         status_reject = jnp.where(out_of_steps, 4, _RUNNING)
         keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
         one = jnp.ones((), dtype)

@@ -314,9 +314,20 @@ def _factorize(phi: jax.Array, stats: ModelStatistics) -> _Factorization:
         h_rows = jnp.einsum("ea,eab,ebk->ek", vals, w[stats.cross_level], stats.ZtXy[stats.cross_level])
         h = jnp.zeros((q2, m.shape[0]), phi.dtype).at[cols].add(h_rows)
         dense_lams = lams[1:]
-        s = _scale_dense_rows(stats.dense_ZtZ - k, dense_lams, stats.dense_layout)
-        s = _scale_dense_rows(s.T, dense_lams, stats.dense_layout) + jnp.eye(q2, dtype=phi.dtype)
-        t = _scale_dense_rows(stats.dense_ZtXy - h, dense_lams, stats.dense_layout)
+        if all(q == 1 for _, _, q in stats.dense_layout.blocks):
+            # Scalar terms: Λ₂ is diagonal, and scaling is one elementwise pass.
+            lam_diag = jnp.concatenate(
+                [
+                    jnp.broadcast_to(lam[0, 0], (j,))
+                    for (_, j, _), lam in zip(stats.dense_layout.blocks, dense_lams, strict=True)
+                ]
+            )
+            s = (stats.dense_ZtZ - k) * (lam_diag[:, None] * lam_diag[None, :]) + jnp.eye(q2, dtype=phi.dtype)
+            t = (stats.dense_ZtXy - h) * lam_diag[:, None]
+        else:
+            s = _scale_dense_rows(stats.dense_ZtZ - k, dense_lams, stats.dense_layout)
+            s = _scale_dense_rows(s.T, dense_lams, stats.dense_layout) + jnp.eye(q2, dtype=phi.dtype)
+            t = _scale_dense_rows(stats.dense_ZtXy - h, dense_lams, stats.dense_layout)
         log_det_s, quad = logdet_and_quadratic(s, t)
         m = m - quad
     else:
