@@ -13,7 +13,7 @@ import pandas as pd
 
 from ._covariance import lambda_from_theta, split_params, theta_from_phi
 from ._design import Design, ModelArrays, build_design, design_from_arrays
-from ._fit import STATUS_MESSAGES, default_tolerances, fit_statistics
+from ._fit import STATUS_MESSAGES, default_tolerances, fit_and_solve
 from ._objective import ModelStatistics, compute_statistics, objective, solve_mixed_model
 from ._results import MixedModelResults, build_results
 
@@ -97,8 +97,8 @@ def fit_reml(
         y, X, Z, groups: array input instead of formula and data: ``y`` (n,),
             ``X`` (n, p) (default: an intercept), ``Z`` (n, q) (default: a
             random intercept), ``groups`` (n,) level labels.
-        optimizer: an optax ``GradientTransformation``; default L-BFGS with a
-            zoom line search.
+        optimizer: an optax ``GradientTransformation``; default (None): L-BFGS
+            (optax's ``scale_by_lbfgs``) with a weak-Wolfe line search.
         max_iter: iteration limit of the optimiser (default 500).
         dtype: ``jnp.float64`` (default; JAX's global setting is left alone)
             or ``jnp.float32`` (faster on accelerators; objectives agree with
@@ -129,19 +129,20 @@ def fit_reml(
         stats = model_statistics(design, arrays, dtype=dtype, memory_limit=memory_limit)
         gtol, ftol = default_tolerances(dtype)
         phi0 = jnp.zeros(stats.n_params, dtype)  # Λ = I, lme4's start
-        opt = fit_statistics(stats, phi0, reml, optimizer, max_iter, gtol, ftol)
-        phi = np.asarray(opt.params, dtype=float)
+        opt, solution = jax.tree_util.tree_map(
+            np.asarray, fit_and_solve(stats, phi0, reml, optimizer, max_iter, gtol, ftol)
+        )
+        phi = opt.params.astype(float)
         status = int(opt.status)
-        value = float(opt.value)
-        phi, value, singular = _snap_to_boundary(phi, value, stats, reml)
-        phi_j = jnp.asarray(phi, dtype)
-        solution = jax.tree_util.tree_map(np.asarray, _solve(phi_j, stats, reml))
+        phi, value, singular = _snap_to_boundary(phi, float(opt.value), stats, reml)
+        if value != float(opt.value):  # moved to the boundary: solve there
+            solution = jax.tree_util.tree_map(np.asarray, _solve(jnp.asarray(phi, dtype), stats, reml))
         theta = theta_from_phi(phi, stats.structures)
         lams = [
             lambda_from_theta(t, s)
             for t, s in zip(split_params(theta, stats.structures), stats.structures, strict=True)
         ]
-        grad_norm = float(opt.grad_norm)
+        grad_norm = float(np.max(np.abs(opt.grad)))
         n_iter = int(opt.n_iter)
     converged = status in (0, 1)
     if not converged:

@@ -29,11 +29,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._objective import ModelStatistics, objective
+from ._objective import ModelStatistics, objective, solve_mixed_model
 
 __all__ = [
     "STATUS_MESSAGES",
     "OptimizeResult",
+    "fit_and_solve",
     "fit_statistics",
     "minimize",
 ]
@@ -283,3 +284,19 @@ def fit_statistics(
     value compiles anew; new data of the same shapes does not.
     """
     return minimize(lambda phi: objective(phi, stats, reml), phi0, optimizer, max_iter, gtol, ftol)
+
+
+@eqx.filter_jit
+def fit_and_solve(
+    stats: ModelStatistics,
+    phi0: jax.Array,
+    reml: bool,
+    optimizer=None,
+    max_iter: int = 500,
+    gtol: float = 1e-9,
+    ftol: float = 1e-13,
+) -> tuple[OptimizeResult, dict]:
+    """:func:`fit_statistics` and :func:`solve_mixed_model` at its optimum, in
+    one compiled call (one dispatch instead of two for small models)."""
+    result = minimize(lambda phi: objective(phi, stats, reml), phi0, optimizer, max_iter, gtol, ftol)
+    return result, solve_mixed_model(result.params, stats, reml)

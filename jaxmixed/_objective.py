@@ -176,12 +176,10 @@ def compute_statistics(
     q2 = layout.size
     if q2 == 0:
         empty_i = np.zeros((0,), np.int32)
-        target = np.zeros((0,), np.int64)
-        products = np.zeros((0, q1 * q1))
+        pairs = _pair_map(np.zeros((0,), np.int64), empty_i, np.zeros((0, q1 * q1)), 0, dtype)
         dense_ztz = np.zeros((0, 0))
         dense_ztxy = np.zeros((0, xy.shape[1]))
         cross_values, cross_level, cross_column = np.zeros((0, q1)), empty_i, empty_i
-        first = second = empty_i
     else:
         # Each row's non-zeros in the dense columns: (n, K) columns and values.
         cols = np.concatenate(
@@ -238,10 +236,8 @@ def compute_statistics(
         upper = cross_column[first] <= cross_column[second]
         first, second = first[upper], second[upper]
         target = cross_column[first].astype(np.int64) * q2 + cross_column[second]
-        order = np.argsort(target, kind="stable")
-        first, second, target = first[order], second[order], target[order]
         products = (cross_values[first][:, :, None] * cross_values[second][:, None, :]).reshape(-1, q1 * q1)
-        first = first.astype(np.int32)
+        pairs = _pair_map(target, cross_level[first], products, q2, dtype)
 
     return ModelStatistics(
         XyXy=jnp.asarray(XyXy, dtype),
@@ -252,23 +248,24 @@ def compute_statistics(
         cross_values=jnp.asarray(cross_values, dtype),
         cross_level=jnp.asarray(cross_level),
         cross_column=jnp.asarray(cross_column),
-        pairs=_pair_map(target, cross_level[first], products, q2, n_levels[0], dtype),
+        pairs=pairs,
         n_obs=n,
         structures=tuple(structures),
         dense_layout=layout,
     )
 
 
-def _pair_map(target, level, products, q2, n_levels, dtype) -> PairSum:
+def _pair_map(target, level, products, q2, dtype) -> PairSum:
+    """The pairs, given in level order, stored in both orders (see PairSum)."""
     index_type = jnp.int32 if q2 * q2 < 2**31 else jnp.int64
-    by_level = np.argsort(level, kind="stable")
+    by_target = np.argsort(target, kind="stable")
     return PairSum(
-        target=jnp.asarray(target, index_type),
-        level=jnp.asarray(level, jnp.int32),
-        products=jnp.asarray(products, dtype),
-        level_sorted=jnp.asarray(level[by_level], jnp.int32),
-        target_by_level=jnp.asarray(target[by_level], index_type),
-        products_by_level=jnp.asarray(products[by_level], dtype),
+        target=jnp.asarray(target[by_target], index_type),
+        level=jnp.asarray(level[by_target], jnp.int32),
+        products=jnp.asarray(products[by_target], dtype),
+        level_sorted=jnp.asarray(level, jnp.int32),
+        target_by_level=jnp.asarray(target, index_type),
+        products_by_level=jnp.asarray(products, dtype),
     )
 
 
@@ -403,18 +400,23 @@ def solve_mixed_model(phi: jax.Array, stats: ModelStatistics, reml: bool = True)
         rhs1 = rhs1 - batched_solve_lower(fac.chol1, (cb @ lam1)[..., None])[..., 0]
         # The dense factors' conditional covariances: diagonal blocks of S⁻¹.
         s_inv_chol = jax.scipy.linalg.solve_triangular(chol2, jnp.eye(q2, dtype=phi.dtype), lower=True)
-        # Factor 1: (A⁻¹)₁₁,j = L_j⁻ᵀ (I + B_j S⁻¹ B_jᵀ) L_j⁻¹, B_j = L_j⁻¹Λ₁ᵀC_jΛ₂.
-        c_dense = jnp.zeros((stats.ZtZ.shape[0], lam1.shape[0], q2), phi.dtype)
-        c_dense = c_dense.at[stats.cross_level, :, stats.cross_column].add(stats.cross_values)
-        c_lam = jnp.einsum("ab,jaq->jbq", lam1, c_dense)
-        c_lam = (
-            _scale_dense_rows(c_lam.transpose(2, 0, 1).reshape(q2, -1), fac.lams[1:], stats.dense_layout)
-            .reshape(q2, *c_lam.shape[:2])
-            .transpose(1, 2, 0)
+        # Factor 1: (A⁻¹)₁₁,j = L_j⁻ᵀ (I + B_j S⁻¹ B_jᵀ) L_j⁻¹ with B_j = L_j⁻¹Λ₁ᵀC_jΛ₂,
+        # so B_j S⁻¹ B_jᵀ = G_j (C_j T C_jᵀ) G_jᵀ, T = Λ₂S⁻¹Λ₂ᵀ, G_j = L_j⁻¹Λ₁ᵀ; the
+        # sparse C_j T C_jᵀ is a sum over the stored pairs (each off-diagonal pair
+        # stands for itself and its mirror).
+        lam2_t = [lam.T for lam in fac.lams[1:]]
+        t_mat = _scale_dense_rows(s_inv_chol.T @ s_inv_chol, lam2_t, stats.dense_layout)
+        t_mat = _scale_dense_rows(t_mat.T, lam2_t, stats.dense_layout)
+        pairs = stats.pairs
+        q1 = lam1.shape[0]
+        prods = pairs.products_by_level.reshape(-1, q1, q1)
+        mirrored = (pairs.target_by_level // q2 != pairs.target_by_level % q2)[:, None, None]
+        per_pair = t_mat.reshape(-1)[pairs.target_by_level][:, None, None] * (
+            prods + jnp.where(mirrored, prods.transpose(0, 2, 1), 0.0)
         )
-        b_mat = batched_solve_lower(fac.chol1, c_lam)  # (J₁, q₁, Q₂)
-        bs_inv = jnp.einsum("jaq,rq->jar", b_mat, s_inv_chol)
-        inner = jnp.eye(lam1.shape[0], dtype=phi.dtype) + jnp.einsum("jar,jbr->jab", bs_inv, bs_inv)
+        ctc = jax.ops.segment_sum(per_pair, pairs.level_sorted, stats.ZtZ.shape[0], indices_are_sorted=True)
+        g1 = batched_solve_lower(fac.chol1, jnp.broadcast_to(lam1.T, fac.chol1.shape))
+        inner = jnp.eye(q1, dtype=phi.dtype) + jnp.einsum("jab,jbc,jdc->jad", g1, ctc, g1)
     else:
         inner = jnp.broadcast_to(jnp.eye(lam1.shape[0], dtype=phi.dtype), fac.chol1.shape)
     u1 = batched_solve_upper_t(fac.chol1, rhs1[..., None])[..., 0]
