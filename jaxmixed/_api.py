@@ -13,7 +13,7 @@ import pandas as pd
 
 from ._covariance import lambda_from_theta, split_params, theta_from_phi
 from ._design import Design, ModelArrays, build_design, design_from_arrays
-from ._fit import STATUS_MESSAGES, default_tolerances, fit_and_solve
+from ._fit import STATUS_MESSAGES, default_tolerances, fit_statistics
 from ._objective import ModelStatistics, compute_statistics, objective, solve_mixed_model
 from ._results import MixedModelResults, build_results
 
@@ -130,7 +130,7 @@ def fit_reml(
         gtol, ftol = default_tolerances(dtype)
         phi0 = jnp.zeros(stats.n_params, dtype)  # Λ = I, lme4's start
         opt, solution = jax.tree_util.tree_map(
-            np.asarray, fit_and_solve(stats, phi0, reml, optimizer, max_iter, gtol, ftol)
+            np.asarray, fit_statistics(stats, phi0, reml, optimizer, max_iter, gtol, ftol, solve=True)
         )
         phi = opt.params.astype(float)
         status = int(opt.status)

@@ -34,7 +34,6 @@ from ._objective import ModelStatistics, objective, solve_mixed_model
 __all__ = [
     "STATUS_MESSAGES",
     "OptimizeResult",
-    "fit_and_solve",
     "fit_statistics",
     "minimize",
 ]
@@ -277,26 +276,18 @@ def fit_statistics(
     max_iter: int = 500,
     gtol: float = 1e-9,
     ftol: float = 1e-13,
-) -> OptimizeResult:
+    solve: bool = False,
+):
     """Fits the model given its statistics: one compiled call.
 
-    ``reml``, ``optimizer``, ``max_iter`` and the tolerances are static: a new
-    value compiles anew; new data of the same shapes does not.
+    Returns the :class:`OptimizeResult`; with ``solve=True``, the pair
+    ``(result, solve_mixed_model(result.params, stats, reml))`` computed in the
+    same compiled call (one dispatch instead of two: it matters for small
+    models). ``reml``, ``optimizer``, ``max_iter``, the tolerances and
+    ``solve`` are static: a new value compiles anew; new data of the same
+    shapes does not.
     """
-    return minimize(lambda phi: objective(phi, stats, reml), phi0, optimizer, max_iter, gtol, ftol)
-
-
-@eqx.filter_jit
-def fit_and_solve(
-    stats: ModelStatistics,
-    phi0: jax.Array,
-    reml: bool,
-    optimizer=None,
-    max_iter: int = 500,
-    gtol: float = 1e-9,
-    ftol: float = 1e-13,
-) -> tuple[OptimizeResult, dict]:
-    """:func:`fit_statistics` and :func:`solve_mixed_model` at its optimum, in
-    one compiled call (one dispatch instead of two for small models)."""
     result = minimize(lambda phi: objective(phi, stats, reml), phi0, optimizer, max_iter, gtol, ftol)
-    return result, solve_mixed_model(result.params, stats, reml)
+    if solve:
+        return result, solve_mixed_model(result.params, stats, reml)
+    return result

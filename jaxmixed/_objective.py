@@ -190,18 +190,6 @@ def compute_statistics(
             axis=1,
         )
         vals = np.concatenate([np.asarray(Z[f + 1], float) for f in range(len(blocks))], axis=1)
-        dense_ztz = np.bincount(
-            (cols[:, :, None] * q2 + cols[:, None, :]).ravel(),
-            weights=(vals[:, :, None] * vals[:, None, :]).ravel(),
-            minlength=q2 * q2,
-        ).reshape(q2, q2)
-        dense_ztxy = np.stack(
-            [
-                np.bincount(cols.ravel(), weights=(vals * xy[:, [c]]).ravel(), minlength=q2)
-                for c in range(xy.shape[1])
-            ],
-            axis=1,
-        )
         # Non-zeros of Z₁ᵀZ₂, keyed by (level of factor 1, dense column).
         key = np.asarray(codes[0], np.int64)[:, None] * q2 + cols
         unique_key, inverse = np.unique(key.ravel(), return_inverse=True)
@@ -225,6 +213,19 @@ def compute_statistics(
                 f"of {q2} x {q2} with {n_pairs} cross pairs: about {need / 2**30:.2f} GiB, "
                 f"over the limit of {limit / 2**30:.2f} GiB (raise memory_limit to allow it)"
             )
+        # Checked before any Q₂×Q₂ array is allocated.
+        dense_ztz = np.bincount(
+            (cols[:, :, None] * q2 + cols[:, None, :]).ravel(),
+            weights=(vals[:, :, None] * vals[:, None, :]).ravel(),
+            minlength=q2 * q2,
+        ).reshape(q2, q2)
+        dense_ztxy = np.stack(
+            [
+                np.bincount(cols.ravel(), weights=(vals * xy[:, [c]]).ravel(), minlength=q2)
+                for c in range(xy.shape[1])
+            ],
+            axis=1,
+        )
         # All pairs of non-zeros that share a level of factor 1 (entries are sorted
         # by level because the key is level-major); K is symmetric, so keep the
         # pairs on or above its diagonal, sorted by their target entry of K.

@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from jaxmixed._covariance import structure_for_terms
+from jaxmixed._objective import compute_statistics
 
 
 @st.composite
@@ -60,3 +61,10 @@ def designs(draw, max_factors: int = 1, nested: bool | None = None):
         "n_levels": [int(c.max()) + 1 for c in codes],
         "phi": np.concatenate(phis),
     }
+
+
+def statistics_of(design):
+    """The sufficient statistics of a drawn design (call inside enable_x64)."""
+    return compute_statistics(
+        design["y"], design["X"], design["codes"], design["Z"], design["structures"], design["n_levels"]
+    )

@@ -155,3 +155,30 @@ def test_categorical_and_boolean_predictors_use_treatment_contrasts(sleep):
     )
     assert {"phase[T.late]", "phase[T.mid]"} <= set(res.fixed_effects.index)
     assert res.converged
+
+
+def test_row_order_and_labels_do_not_change_crossed_and_nested_fits():
+    pen = jm.load_dataset("Penicillin")
+    base = jm.fit_reml("diameter ~ 1 + (1 | plate) + (1 | sample)", data=pen)
+    shuffled = pen.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    relabelled = shuffled.assign(
+        plate=shuffled.plate.cat.codes.astype(int) + 100,  # integers
+        sample=shuffled["sample"].astype(str),  # strings
+    )
+    res = jm.fit_reml("diameter ~ 1 + (1 | plate) + (1 | sample)", data=relabelled)
+    assert res.objective == pytest.approx(base.objective, rel=1e-10)
+    np.testing.assert_allclose(res.theta, base.theta, rtol=1e-5)
+    np.testing.assert_allclose(
+        res.random_effects["plate"].to_numpy().ravel(),
+        base.random_effects["plate"].to_numpy().ravel(),
+        rtol=1e-5,
+    )
+    assert list(res.random_effects["plate"].index[:2]) == [100, 101]
+    pastes = jm.load_dataset("Pastes")
+    nested = jm.fit_reml("strength ~ 1 + (1 | batch/cask)", data=pastes)
+    explicit = jm.fit_reml(
+        "strength ~ 1 + (1 | batch) + (1 | cask:batch)", data=pastes.sample(frac=1.0, random_state=1)
+    )
+    assert nested.objective == pytest.approx(explicit.objective, rel=1e-10)
+    assert list(nested.random_effects) == ["cask:batch", "batch"]
+    assert nested.random_effects["cask:batch"].index[0] == "a:A"

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import HealthCheck, given, settings
-from strategies import designs
+from strategies import designs, statistics_of
 
 import jaxmixed as jm
 
@@ -24,9 +24,7 @@ def _fd_gradient(f, x, h=1e-6):
 @given(designs(max_factors=3))
 def test_gradient_matches_finite_differences(design):
     with jax.enable_x64(True):
-        stats = jm.compute_statistics(
-            design["y"], design["X"], design["codes"], design["Z"], design["structures"], design["n_levels"]
-        )
+        stats = statistics_of(design)
         for reml in (True, False):
             f = jax.jit(lambda p, reml=reml: jm.objective(p, stats, reml))
             grad = np.asarray(

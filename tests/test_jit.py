@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from hypothesis import HealthCheck, given, settings
-from strategies import designs
+from strategies import designs, statistics_of
 
 import jaxmixed as jm
 
@@ -16,9 +16,7 @@ import jaxmixed as jm
 @given(designs(max_factors=2))
 def test_jit_equals_eager(design):
     with jax.enable_x64(True):
-        stats = jm.compute_statistics(
-            design["y"], design["X"], design["codes"], design["Z"], design["structures"], design["n_levels"]
-        )
+        stats = statistics_of(design)
         phi = jnp.asarray(design["phi"])
         for reml in (True, False):
             eager = float(jm.objective(phi, stats, reml))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import dense_criterion
 from hypothesis import HealthCheck, given, settings
-from strategies import designs
+from strategies import designs, statistics_of
 
 import jaxmixed as jm
 from jaxmixed._covariance import lambda_from_phi, split_params
@@ -18,9 +18,7 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 
 def _check(design, reml):
     with jax.enable_x64(True):
-        stats = jm.compute_statistics(
-            design["y"], design["X"], design["codes"], design["Z"], design["structures"], design["n_levels"]
-        )
+        stats = statistics_of(design)
         phi = jnp.asarray(design["phi"])
         value = float(jm.objective(phi, stats, reml))
         lams = [
@@ -62,9 +60,7 @@ def test_nested_factors_match_dense(design):
 def test_solution_matches_dense_gls(design):
     """β̂, σ̂ and the conditional modes against V-based formulas."""
     with jax.enable_x64(True):
-        stats = jm.compute_statistics(
-            design["y"], design["X"], design["codes"], design["Z"], design["structures"], design["n_levels"]
-        )
+        stats = statistics_of(design)
         phi = jnp.asarray(design["phi"])
         sol = jax.tree_util.tree_map(np.asarray, jm.solve_mixed_model(phi, stats, True))
         lams = [
