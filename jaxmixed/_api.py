@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -101,8 +102,8 @@ def fit_reml(
             (optax's ``scale_by_lbfgs``) with a weak-Wolfe line search.
         max_iter: iteration limit of the optimiser (default 500).
         dtype: ``jnp.float64`` (default; JAX's global setting is left alone)
-            or ``jnp.float32`` (faster on accelerators; objectives agree with
-            float64 to about 1e-5 relative only).
+            or ``jnp.float32`` (faster on accelerators; on lme4's example
+            datasets objectives agree with float64 to 1e-6 relative, θ to 1e-3).
         missing: ``"raise"`` (default) or ``"drop"`` rows with missing values.
         memory_limit: bytes allowed for the dense block of the grouping
             factors after the first; default half the machine's memory.
@@ -125,8 +126,13 @@ def fit_reml(
     dtype = jnp.dtype(dtype)
     if dtype not in (jnp.dtype(jnp.float64), jnp.dtype(jnp.float32)):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
+    # The model is equivariant in y → y − Xβ₀: fitting the OLS residuals gives the
+    # same θ, σ, b and criterion, and β̂ + β₀. It removes the cancellation in
+    # yᵀy − ‖c‖² that would otherwise cost float32 (and float64) digits.
+    beta0 = np.linalg.lstsq(arrays.X, arrays.y, rcond=None)[0]
+    centred = dataclasses.replace(arrays, y=arrays.y - arrays.X @ beta0)
     with jax.enable_x64(True):
-        stats = model_statistics(design, arrays, dtype=dtype, memory_limit=memory_limit)
+        stats = model_statistics(design, centred, dtype=dtype, memory_limit=memory_limit)
         gtol, ftol = default_tolerances(dtype)
         phi0 = jnp.zeros(stats.n_params, dtype)  # Λ = I, lme4's start
         opt, solution = jax.tree_util.tree_map(
@@ -142,6 +148,7 @@ def fit_reml(
             lambda_from_theta(t, s)
             for t, s in zip(split_params(theta, stats.structures), stats.structures, strict=True)
         ]
+        solution["beta"] = solution["beta"] + beta0
         grad_norm = float(np.max(np.abs(opt.grad)))
         n_iter = int(opt.n_iter)
     converged = status in (0, 1)

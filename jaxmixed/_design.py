@@ -7,6 +7,7 @@ it, with a message that names the problem.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -105,9 +106,10 @@ def _missing_mask(column: pd.Series) -> np.ndarray:
     return mask
 
 
-def _required_variables(expr: str) -> set[str]:
+@functools.lru_cache(maxsize=256)
+def _required_variables(expr: str) -> frozenset[str]:
     try:
-        return set(formulaic.Formula(expr).required_variables)
+        return frozenset(formulaic.Formula(expr).required_variables)
     except Exception as err:  # formulaic's parser errors vary by version
         raise ValueError(f"cannot parse the formula part {expr!r}: {err}") from err
 
