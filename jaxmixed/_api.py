@@ -52,18 +52,19 @@ def _snap_to_boundary(phi: np.ndarray, value: float, stats: ModelStatistics, rem
     """Sets diagonal θ entries below ``SINGULAR_TOL`` to exactly 0 (φ = −inf).
 
     Accepted when the objective at the boundary is not worse than at the
-    optimiser's point beyond round-off; returns (φ, objective, singular).
+    optimiser's point beyond round-off; returns (φ, objective, singular,
+    snapped).
     """
     theta = theta_from_phi(phi, stats.structures)
     diag = np.concatenate([s.is_diagonal_entry for s in stats.structures])
     small = diag & (theta < SINGULAR_TOL)
     if not small.any():
-        return phi, value, False
+        return phi, value, False, False
     snapped = np.where(small, -np.inf, phi)
     new_value = float(_objective(jnp.asarray(snapped, stats.XyXy.dtype), stats, reml))
     if np.isfinite(new_value) and new_value <= value + 1e-9 * (1 + abs(value)):
-        return snapped, new_value, True
-    return phi, value, True
+        return snapped, new_value, True, True
+    return phi, value, True, False
 
 
 def fit_reml(
@@ -140,8 +141,8 @@ def fit_reml(
         )
         phi = opt.params.astype(float)
         status = int(opt.status)
-        phi, value, singular = _snap_to_boundary(phi, float(opt.value), stats, reml)
-        if value != float(opt.value):  # moved to the boundary: solve there
+        phi, value, singular, snapped = _snap_to_boundary(phi, float(opt.value), stats, reml)
+        if snapped:  # moved to the boundary: solve there
             solution = jax.tree_util.tree_map(np.asarray, _solve(jnp.asarray(phi, dtype), stats, reml))
         theta = theta_from_phi(phi, stats.structures)
         lams = [

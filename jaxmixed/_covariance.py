@@ -52,21 +52,21 @@ class CovarianceStructure:
         return np.asarray(self.rows) == np.asarray(self.cols)
 
 
-def structure_for_terms(sizes: Sequence[int], correlated: Sequence[bool]) -> CovarianceStructure:
+def structure_for_terms(sizes: Sequence[int]) -> CovarianceStructure:
     """The block-diagonal structure of the terms of one grouping factor.
 
     Args:
-        sizes: the number of columns of each term's model matrix.
-        correlated: per term, True for ``|`` (full lower triangle) and False
-            for ``||`` (diagonal only).
+        sizes: the number of columns of each term's model matrix; each term
+            is a full lower-triangular block (its effects correlated). lme4's
+            ``(x || g)`` is several terms of one column each.
     """
     rows: list[int] = []
     cols: list[int] = []
     slices = []
     offset = 0
-    for size, corr in zip(sizes, correlated, strict=True):
+    for size in sizes:
         for j in range(size):
-            for i in range(j, size if corr else j + 1):
+            for i in range(j, size):
                 rows.append(offset + i)
                 cols.append(offset + j)
         slices.append((offset, offset + size))

@@ -73,7 +73,12 @@ class ModelArrays:
 
 @dataclasses.dataclass(frozen=True)
 class Design:
-    """What is needed to map a fit back to names and to predict on new data."""
+    """What is needed to map a fit back to names and to predict on new data.
+
+    ``report_order`` lists lme4's terms in lme4's order as (factor, term)
+    indices into ``factors``; ``all_fixed_names`` are the fixed-effects
+    columns before aliased ones were dropped.
+    """
 
     response: str
     fixed_names: tuple[str, ...]
@@ -82,10 +87,23 @@ class Design:
     dropped_fixed: tuple[str, ...]
     n_dropped_rows: int
     formula: str | None
+    report_order: tuple[tuple[int, int], ...]
+    all_fixed_names: tuple[str, ...]
 
     @property
     def structures(self) -> tuple[CovarianceStructure, ...]:
         return tuple(f.structure for f in self.factors)
+
+    @property
+    def theta_order(self) -> np.ndarray:
+        """Positions, in the computation's θ (factor by factor), of lme4's θ."""
+        starts, offset = {}, 0
+        for f, info in enumerate(self.factors):
+            for t, (lo, hi) in enumerate(info.structure.term_slices):
+                size = hi - lo
+                starts[(f, t)] = (offset, size * (size + 1) // 2)
+                offset += size * (size + 1) // 2
+        return np.concatenate([np.arange(o, o + k) for o, k in (starts[ft] for ft in self.report_order)])
 
 
 def _check_finite(values: np.ndarray, what: str) -> None:
@@ -141,22 +159,24 @@ def _group_codes(data: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray
 def _aliased_columns(X: np.ndarray) -> np.ndarray:
     """Indices of columns of X that are linear combinations of earlier ones.
 
-    An unpivoted QR of the column-normalised X: a column whose diagonal of R is
-    below the tolerance adds nothing to the span of the columns before it.
+    Columns are taken in order (as lme4 keeps the earlier of aliased columns):
+    a column whose component orthogonal to the kept ones (Gram-Schmidt, twice
+    for stability) is below the tolerance relative to its norm is aliased.
     """
-    if X.shape[1] == 0:
-        return np.array([], dtype=int)
-    norms = np.linalg.norm(X, axis=0)
-    if np.any(norms == 0):
-        scaled = X / np.where(norms == 0, 1.0, norms)
-    else:
-        scaled = X / norms
-    r = np.abs(np.diag(np.linalg.qr(scaled, mode="r")))
-    return np.flatnonzero((r < _RANK_TOL) | (norms == 0))
-
-
-def _name_terms(factor_name: str, n_terms: int) -> tuple[str, ...]:
-    return tuple(factor_name if k == 0 else f"{factor_name}.{k}" for k in range(n_terms))
+    basis = np.zeros((X.shape[0], 0))
+    aliased = []
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        norm = np.linalg.norm(col)
+        resid = col
+        for _ in range(2):
+            resid = resid - basis @ (basis.T @ resid)
+        r = np.linalg.norm(resid)
+        if norm == 0 or r < _RANK_TOL * norm or basis.shape[1] == X.shape[0]:
+            aliased.append(j)
+        else:
+            basis = np.column_stack([basis, resid / r])
+    return np.asarray(aliased, dtype=int)
 
 
 def _check_fixed(X: np.ndarray, names: list[str], n: int) -> tuple[np.ndarray, list[str], list[str]]:
@@ -183,8 +203,9 @@ def _check_response(y: np.ndarray) -> None:
 
 
 def _check_factors(arrays: ModelArrays, factors: Sequence[FactorInfo]) -> None:
+    """lme4's identifiability checks: every factor has 2 to n−1 levels, and
+    each term has fewer random effects (levels × columns) than observations."""
     n = len(arrays.y)
-    total = 0
     for info in factors:
         if info.n_levels < 2:
             raise ValueError(
@@ -197,19 +218,13 @@ def _check_factors(arrays: ModelArrays, factors: Sequence[FactorInfo]) -> None:
                 "observations: its random effects are not identifiable from the "
                 "residual (the number of levels must be smaller than n)"
             )
-        total += info.n_levels * info.structure.q
-    if total > n:
-        raise ValueError(
-            f"the model has {total} random effects for {n} observations: "
-            "they are not identifiable (need fewer random effects than observations)"
-        )
-
-
-def _sorted_factors(
-    groups: dict[tuple[str, ...], dict[str, Any]],
-) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
-    # lme4's order: terms by decreasing number of levels; ties keep formula order.
-    return sorted(groups.items(), key=lambda kv: -len(kv[1]["levels"]))
+        for name, (lo, hi) in zip(info.term_names, info.structure.term_slices, strict=True):
+            if info.n_levels * (hi - lo) >= n:
+                raise ValueError(
+                    f"the term of {name!r} has {info.n_levels * (hi - lo)} random effects for {n} "
+                    "observations: they are not identifiable (need fewer random effects than "
+                    "observations)"
+                )
 
 
 def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tuple[Design, ModelArrays]:
@@ -272,50 +287,66 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
     X, fixed_names, dropped = _check_fixed(X, list(mm.rhs.columns), n)
     _check_response(y)
 
-    # Collect the terms of each grouping factor (several bars may share one).
-    groups: dict[tuple[str, ...], dict[str, Any]] = {}
-    for term in parsed.random:
-        entry = groups.setdefault(term.group, {"name": term.name, "terms": []})
-        entry["terms"].append(term)
-    for cols, entry in groups.items():
-        entry["codes"], entry["levels"] = _group_codes(data, cols)
-
-    factors, codes, Zs = [], [], []
-    for cols, entry in _sorted_factors(groups):
-        mats, specs, term_cols, sizes, corr = [], [], [], [], []
-        for term in entry["terms"]:
-            tm = formulaic.model_matrix(term.expr, data, na_action="raise")
+    # lme4's terms: a (x || g) bar is expanded as lme4 expands it, into
+    # (1 | g) + (0 + t | g) for each term t of x; each term is one block of Λ.
+    terms = []
+    for bar in parsed.random:
+        exprs = [bar.expr] if bar.correlated else _split_uncorrelated(bar.expr)
+        for expr in exprs:
+            tm = formulaic.model_matrix(expr, data, na_action="raise")
             z = np.asarray(tm, dtype=float)
-            _check_finite(z, f"the model matrix of ({term.expr} | {term.name})")
+            _check_finite(z, f"the model matrix of ({bar.expr} | {bar.name})")
             if z.shape[1] == 0:
-                raise ValueError(f"the random-effects term ({term.expr} | {term.name}) is empty")
-            names = list(tm.columns)
-            if not term.correlated:
-                # (x || g): each column its own uncorrelated term, as lme4 expands it.
-                for k, nm in enumerate(names):
-                    mats.append(z[:, [k]])
-                    specs.append(tm.model_spec)
-                    term_cols.append((nm,))
-                    sizes.append(1)
-                    corr.append(True)
-            else:
-                mats.append(z)
-                specs.append(tm.model_spec)
-                term_cols.append(tuple(names))
-                sizes.append(z.shape[1])
-                corr.append(True)
-        info = FactorInfo(
-            name=entry["name"],
-            columns=cols,
-            levels=entry["levels"],
-            term_names=_name_terms(entry["name"], len(term_cols)),
-            term_columns=tuple(term_cols),
-            term_specs=tuple(specs),
-            structure=structure_for_terms(sizes, corr),
+                raise ValueError(f"the random-effects term ({bar.expr} | {bar.name}) is empty")
+            terms.append({"bar": bar, "z": z, "spec": tm.model_spec, "columns": tuple(tm.columns)})
+    groups: dict[tuple[str, ...], dict[str, Any]] = {}
+    for term in terms:
+        cols = term["bar"].group
+        if cols not in groups:
+            codes_f, levels_f = _group_codes(data, cols)
+            groups[cols] = {"name": term["bar"].name, "codes": codes_f, "levels": levels_f}
+        term["n_levels"] = len(groups[cols]["levels"])
+
+    # lme4's order of the terms (mkReTrms): when the numbers of levels are not
+    # already non-increasing, rev(order(nl)), which also reverses ties. Its
+    # group names number repeats: Subject, Subject.1, …
+    nl = [t["n_levels"] for t in terms]
+    order = list(range(len(terms)))
+    if any(b > a for a, b in zip(nl, nl[1:], strict=False)):
+        order = sorted(order, key=lambda k: nl[k])[::-1]
+        # Python's sort is stable ascending; reversing it reverses ties, as rev(order()) does.
+    seen: dict[str, int] = {}
+    for rank, k in enumerate(order):
+        name = terms[k]["bar"].name
+        terms[k]["grp"] = name if name not in seen else f"{name}.{seen[name]}"
+        seen[name] = seen.get(name, 0) + 1
+        terms[k]["rank"] = rank
+
+    # The computation: one block per grouping factor, the factor with the most
+    # levels first (block diagonal), its terms in lme4's order.
+    factor_keys = sorted(
+        groups,
+        key=lambda c: (-len(groups[c]["levels"]), min(t["rank"] for t in terms if t["bar"].group == c)),
+    )
+    factors, codes, Zs, placed = [], [], [], {}
+    for f_index, cols in enumerate(factor_keys):
+        mine = sorted((t for t in terms if t["bar"].group == cols), key=lambda t: t["rank"])
+        for t_index, t in enumerate(mine):
+            placed[t["rank"]] = (f_index, t_index)
+        factors.append(
+            FactorInfo(
+                name=groups[cols]["name"],
+                columns=cols,
+                levels=groups[cols]["levels"],
+                term_names=tuple(t["grp"] for t in mine),
+                term_columns=tuple(t["columns"] for t in mine),
+                term_specs=tuple(t["spec"] for t in mine),
+                structure=structure_for_terms([t["z"].shape[1] for t in mine]),
+            )
         )
-        factors.append(info)
-        codes.append(entry["codes"])
-        Zs.append(np.concatenate(mats, axis=1))
+        codes.append(groups[cols]["codes"])
+        Zs.append(np.concatenate([t["z"] for t in mine], axis=1))
+    report_order = tuple(placed[r] for r in range(len(terms)))
 
     arrays = ModelArrays(y=y, X=X, codes=tuple(codes), Z=tuple(Zs))
     _check_factors(arrays, factors)
@@ -327,8 +358,19 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
         dropped_fixed=tuple(dropped),
         n_dropped_rows=n_dropped,
         formula=formula,
+        report_order=report_order,
+        all_fixed_names=tuple(mm.rhs.columns),
     )
     return design, arrays
+
+
+def _split_uncorrelated(expr: str) -> list[str]:
+    """lme4's expansion of ``(expr || g)``: ``1`` if expr has an intercept, then
+    ``0 + t`` for each of its other terms."""
+    out = []
+    for term in formulaic.Formula(expr):
+        out.append("1" if str(term) == "1" else f"0 + {term}")
+    return out
 
 
 def _as_2d(name: str, values: Any, n: int | None) -> tuple[np.ndarray, list[str]]:
@@ -400,6 +442,7 @@ def design_from_arrays(
         keep = ~bad
         y_arr, X_arr, Z_arr, g = y_arr[keep], X_arr[keep], Z_arr[keep], g[keep].reset_index(drop=True)
         n = len(y_arr)
+    all_x_names = list(x_names)
     X_arr, x_names, dropped = _check_fixed(X_arr, x_names, n)
     _check_response(y_arr)
     codes, levels = _group_codes(pd.DataFrame({group_name: g}), [group_name])
@@ -410,7 +453,7 @@ def design_from_arrays(
         term_names=(group_name,),
         term_columns=(tuple(z_names),),
         term_specs=(None,),
-        structure=structure_for_terms([Z_arr.shape[1]], [True]),
+        structure=structure_for_terms([Z_arr.shape[1]]),
     )
     arrays = ModelArrays(y=y_arr, X=X_arr, codes=(codes,), Z=(Z_arr,))
     _check_factors(arrays, [info])
@@ -422,5 +465,7 @@ def design_from_arrays(
         dropped_fixed=tuple(dropped),
         n_dropped_rows=n_dropped,
         formula=None,
+        report_order=((0, 0),),
+        all_fixed_names=tuple(all_x_names),
     )
     return design, arrays

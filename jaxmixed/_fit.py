@@ -44,7 +44,7 @@ STATUS_MESSAGES = {
     1: "relative change of the objective below tolerance",
     2: "iteration limit reached",
     3: "objective became NaN or infinite",
-    4: "no progress: the line search could not decrease the objective",
+    4: "no progress: the objective stopped changing while the gradient was still large",
 }
 _RUNNING = -1
 

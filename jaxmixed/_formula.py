@@ -110,24 +110,27 @@ def _find_bar_terms(rhs: str) -> tuple[str, list[str]]:
 
 
 def _group_names(group: str) -> list[tuple[tuple[str, ...], str]]:
-    """Expands ``a/b`` into ``a`` and ``a:b``; returns (columns, lme4 name) pairs."""
-    nested = [g.strip() for g in _split_top_level(group, "/")]
-    out = []
-    for k in range(len(nested)):
-        columns: list[str] = []
-        for piece in nested[: k + 1]:
-            columns.extend(c.strip() for c in piece.split(":"))
+    """Expands ``a/b/c`` into ``a``, ``b:a`` and ``c:(b:a)`` as lme4 does.
+
+    Returns (columns, lme4 name) pairs; the columns are in the order of the
+    name, which is also the order of the parts of the level labels.
+    """
+    out: list[tuple[tuple[str, ...], str]] = []
+    for piece in (g.strip() for g in _split_top_level(group, "/")):
+        columns = [c.strip() for c in piece.split(":")]
         for c in columns:
             if not _NAME.match(c):
                 raise FormulaError(
                     f"grouping factor {group!r}: {c!r} is not a column name "
                     "(use plain names joined by ':' or '/')"
                 )
-        # lme4 names the inner factor of a/b "b:a" (its expandSlash order), and
-        # its levels "b-level:a-level": keep the columns in that order.
-        if k > 0:
-            columns.reverse()
-        out.append((tuple(columns), ":".join(columns)))
+        if out:
+            inner_columns, inner = out[-1]
+            name = f"{piece}:({inner})" if ":" in inner else f"{piece}:{inner}"
+            columns = columns + list(inner_columns)
+        else:
+            name = piece
+        out.append((tuple(columns), name))
     return out
 
 

@@ -1,6 +1,7 @@
 """The profiled REML/ML criterion from per-level sufficient statistics.
 
-Notation (lme4's, DESIGN.md §2): ``y = Xβ + Zb + ε``, ``b = Λu``,
+Notation (lme4's; Bates et al. 2015, "Fitting linear mixed-effects models
+using lme4", section 3): ``y = Xβ + Zb + ε``, ``b = Λu``,
 ``u ~ N(0, σ²I)``, ``ε ~ N(0, σ²I)``. With ``A = ΛᵀZᵀZΛ + I = L Lᵀ`` and the
 Cholesky factor of the augmented matrix
 
@@ -116,6 +117,13 @@ def _available_memory() -> int:
         return 8 * 2**30
 
 
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} bytes"
+
+
 def dense_block_bytes(q2: int, n_pairs: int, q1: int = 1, itemsize: int = 8) -> int:
     """Memory an objective evaluation with its gradient needs for the dense part.
 
@@ -157,6 +165,11 @@ def compute_statistics(
         memory_limit: bytes allowed for the dense block of the other factors;
             default half the machine's memory.
     """
+    if jnp.zeros((), dtype).dtype != jnp.dtype(dtype):
+        raise ValueError(
+            f"{jnp.dtype(dtype)} statistics need JAX's 64-bit mode: call this inside "
+            "`with jax.enable_x64(True):` (fit_reml does so itself), or pass dtype=jnp.float32"
+        )
     n = len(y)
     xy = np.concatenate([np.asarray(X, float), np.asarray(y, float)[:, None]], axis=1)
     XyXy = xy.T @ xy
@@ -206,12 +219,12 @@ def compute_statistics(
         per_level = np.bincount(cross_level, minlength=n_levels[0])
         n_pairs = int(np.sum(per_level.astype(np.int64) ** 2))
         limit = _available_memory() // 2 if memory_limit is None else memory_limit
-        need = dense_block_bytes(q2, n_pairs, q1)
+        need = dense_block_bytes(q2, n_pairs, q1, jnp.dtype(dtype).itemsize)
         if need > limit:
             raise MemoryError(
                 f"the random effects of the factors after the first need a dense block "
-                f"of {q2} x {q2} with {n_pairs} cross pairs: about {need / 2**30:.2f} GiB, "
-                f"over the limit of {limit / 2**30:.2f} GiB (raise memory_limit to allow it)"
+                f"of {q2} x {q2} with {n_pairs} cross pairs: about {_bytes(need)}, "
+                f"over the limit of {_bytes(limit)} (raise memory_limit to allow it)"
             )
         # Checked before any Q₂×Q₂ array is allocated.
         dense_ztz = np.bincount(
@@ -385,11 +398,12 @@ def solve_mixed_model(phi: jax.Array, stats: ModelStatistics, reml: bool = True)
     lam1 = fac.lams[0]
     q2 = stats.dense_layout.size
     rhs1 = fac.r1[..., p] - fac.r1[..., :p] @ beta  # (J₁, q₁)
+    g = batched_solve_lower(fac.chol1, jnp.broadcast_to(lam1.T, fac.chol1.shape))  # L_j⁻¹Λ₁ᵀ
     bs, covs = [], []
     if q2:
         chol2 = jnp.linalg.cholesky(fac.schur)
-        r2 = jax.scipy.linalg.solve_triangular(chol2, fac.t, lower=True)
-        rhs2 = r2[:, p] - r2[:, :p] @ beta
+        r_dense = jax.scipy.linalg.solve_triangular(chol2, fac.t, lower=True)
+        rhs2 = r_dense[:, p] - r_dense[:, :p] @ beta
         u2 = jax.scipy.linalg.solve_triangular(chol2, rhs2, lower=True, trans="T")
         b2 = _scale_dense_rows(u2[:, None], [lam.T for lam in fac.lams[1:]], stats.dense_layout)[:, 0]
         # B_j u₂ = L_j⁻¹ Λ₁ᵀ C_j b₂, with C_j b₂ summed over the stored non-zeros.
@@ -416,14 +430,12 @@ def solve_mixed_model(phi: jax.Array, stats: ModelStatistics, reml: bool = True)
             prods + jnp.where(mirrored, prods.transpose(0, 2, 1), 0.0)
         )
         ctc = jax.ops.segment_sum(per_pair, pairs.level_sorted, stats.ZtZ.shape[0], indices_are_sorted=True)
-        g1 = batched_solve_lower(fac.chol1, jnp.broadcast_to(lam1.T, fac.chol1.shape))
-        inner = jnp.eye(q1, dtype=phi.dtype) + jnp.einsum("jab,jbc,jdc->jad", g1, ctc, g1)
+        inner = jnp.eye(q1, dtype=phi.dtype) + jnp.einsum("jab,jbc,jdc->jad", g, ctc, g)
     else:
         inner = jnp.broadcast_to(jnp.eye(lam1.shape[0], dtype=phi.dtype), fac.chol1.shape)
     u1 = batched_solve_upper_t(fac.chol1, rhs1[..., None])[..., 0]
     bs.append(u1 @ lam1.T)
     # Λ L⁻ᵀ inner L⁻¹ Λᵀ per level.
-    g = batched_solve_lower(fac.chol1, jnp.broadcast_to(lam1.T, fac.chol1.shape))
     covs.append(sigma2 * jnp.einsum("jab,jac,jcd->jbd", g, inner, g))
     if q2:
         for (off, j, q), lam in zip(stats.dense_layout.blocks, fac.lams[1:], strict=True):

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from formulaic.errors import DataMismatchWarning
 
 from ._design import Design, FactorInfo, ModelArrays
 from ._fit import STATUS_MESSAGES
@@ -18,43 +19,54 @@ __all__ = ["MixedModelResults", "varcorr_table", "theta_names"]
 _Z975 = 1.959963984540054  # standard normal 97.5% quantile
 
 
-def _term_lambda(lam: np.ndarray, start: int, stop: int) -> np.ndarray:
-    return lam[start:stop, start:stop]
-
-
-def varcorr_table(factors: tuple[FactorInfo, ...], lams: list[np.ndarray], sigma: float) -> pd.DataFrame:
+def varcorr_table(design: Design, lams: list[np.ndarray], sigma: float) -> pd.DataFrame:
     """lme4's ``as.data.frame(VarCorr(m))``: one row per variance and covariance.
 
-    Per term: the variances in column order, then the covariances of the lower
-    triangle in column-major order (sdcor holds the correlation), then the
-    ``Residual`` row with σ² and σ.
+    Terms in lme4's order; per term the variances in column order, then the
+    covariances of the lower triangle in column-major order (``sdcor`` holds
+    the correlation); last the ``Residual`` row with σ² and σ. Absent names
+    are ``None``.
     """
     rows = []
-    for info, lam in zip(factors, lams, strict=True):
-        for name, cols, (start, stop) in zip(
-            info.term_names, info.term_columns, info.structure.term_slices, strict=True
-        ):
-            lam_t = _term_lambda(lam, start, stop)
-            cov = sigma**2 * lam_t @ lam_t.T
-            sd = np.sqrt(np.diag(cov))
-            for i, c in enumerate(cols):
-                rows.append((name, c, None, cov[i, i], sd[i]))
-            for j in range(len(cols)):
-                for i in range(j + 1, len(cols)):
-                    denom = sd[i] * sd[j]
-                    corr = cov[i, j] / denom if denom > 0 else float("nan")
-                    rows.append((name, cols[j], cols[i], cov[i, j], corr))
+    for f, t in design.report_order:
+        info = design.factors[f]
+        name, cols = info.term_names[t], info.term_columns[t]
+        start, stop = info.structure.term_slices[t]
+        lam_t = lams[f][start:stop, start:stop]
+        cov = sigma**2 * lam_t @ lam_t.T
+        sd = np.sqrt(np.diag(cov))
+        for i, c in enumerate(cols):
+            rows.append((name, c, None, cov[i, i], sd[i]))
+        for j in range(len(cols)):
+            for i in range(j + 1, len(cols)):
+                denom = sd[i] * sd[j]
+                corr = cov[i, j] / denom if denom > 0 else float("nan")
+                rows.append((name, cols[j], cols[i], cov[i, j], corr))
     rows.append(("Residual", None, None, sigma**2, sigma))
-    return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+    grp, var1, var2, vcov, sdcor = zip(*rows, strict=True)
+    # Object columns keep None (not NaN) for absent names.
+    return pd.DataFrame(
+        {
+            "grp": pd.Series(grp, dtype=object),
+            "var1": pd.Series(var1, dtype=object),
+            "var2": pd.Series(var2, dtype=object),
+            "vcov": np.asarray(vcov, dtype=float),
+            "sdcor": np.asarray(sdcor, dtype=float),
+        }
+    )
 
 
-def theta_names(factors: tuple[FactorInfo, ...]) -> list[str]:
-    """lme4-style names of θ: ``Subject.Days`` (diagonal), ``Subject.Days.Intercept``."""
+def theta_names(design: Design) -> list[str]:
+    """lme4-style names of θ in lme4's order: ``Subject.Days`` (diagonal),
+    ``Subject.Days.Intercept`` (row, column)."""
     names = []
-    for info in factors:
-        cols = info.column_names
-        for r, c in zip(info.structure.rows, info.structure.cols, strict=True):
-            names.append(f"{info.name}.{cols[c]}" if r == c else f"{info.name}.{cols[r]}.{cols[c]}")
+    for f, t in design.report_order:
+        info = design.factors[f]
+        cols = info.term_columns[t]
+        size = len(cols)
+        for j in range(size):
+            for i in range(j, size):
+                names.append(f"{info.name}.{cols[i]}" if i == j else f"{info.name}.{cols[i]}.{cols[j]}")
     return names
 
 
@@ -92,7 +104,8 @@ class MixedModelResults:
     - ``random_effects``: factor name → DataFrame (levels × terms) of the
       conditional modes; ``random_effects_var`` the same shape with their
       conditional variances; ``random_effects_cov``: factor → (J, q, q).
-    - ``fitted``, ``residuals`` (n,): ``Xβ̂ + Zb̂`` and ``y`` minus it.
+    - ``fitted``, ``residuals`` (n,): ``Xβ̂ + Zb̂`` and ``y`` minus it;
+      ``fitted_fixed``: ``Xβ̂``.
 
     Diagnostics: ``nobs``, ``converged``, ``convergence_message``, ``n_iter``,
     ``grad_norm`` (largest gradient entry of the objective in the log-Cholesky
@@ -119,6 +132,7 @@ class MixedModelResults:
     random_effects_var: dict[str, pd.DataFrame]
     random_effects_cov: dict[str, np.ndarray]
     fitted: np.ndarray
+    fitted_fixed: np.ndarray
     residuals: np.ndarray
     n_dropped_rows: int
     dropped_columns: tuple[str, ...]
@@ -169,7 +183,10 @@ class MixedModelResults:
 
         Args:
             newdata: a DataFrame with the columns the formula uses; None gives
-                the fitted values of the data the model was fitted on.
+                the fitted values of the data the model was fitted on
+                (``fitted``, or ``fitted_fixed`` without random effects). A
+                category of a fixed-effects factor not seen in fitting is an
+                error.
             include_random: add each grouping factor's conditional mode for
                 the row's level. A level not seen in fitting has no estimate:
                 its rows get the fixed-effects prediction for that factor (the
@@ -178,15 +195,20 @@ class MixedModelResults:
                 place of ``newdata``.
         """
         if newdata is None and X is None:
-            if include_random:
-                return self.fitted.copy()
-            raise ValueError("pass newdata (or X for an array model) to predict without random effects")
+            return (self.fitted if include_random else self.fitted_fixed).copy()
         design = self.design
         if design.fixed_spec is None:
             return self._predict_arrays(X, Z, groups, include_random)
         if not isinstance(newdata, pd.DataFrame):
             raise TypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-        xm = design.fixed_spec.get_model_matrix(newdata, na_action="raise")
+        with warnings.catch_warnings():
+            # formulaic warns and codes an unseen category as the reference level:
+            # that would be a silent wrong prediction, so it is an error here.
+            warnings.simplefilter("error", DataMismatchWarning)
+            try:
+                xm = design.fixed_spec.get_model_matrix(newdata, na_action="raise")
+            except DataMismatchWarning as err:
+                raise ValueError(f"newdata has a category not seen in fitting: {err}") from None
         pred = np.asarray(xm[list(self.fixed_effects.index)], dtype=float) @ self.fixed_effects.to_numpy()
         if include_random:
             for info in design.factors:
@@ -200,12 +222,10 @@ class MixedModelResults:
     def _predict_arrays(self, X, Z, groups, include_random) -> np.ndarray:
         X = np.asarray(X, dtype=float)
         X = X[:, None] if X.ndim == 1 else X
-        names = list(self.fixed_effects.index)
-        if X.shape[1] != len(names) + len(self.dropped_columns):
-            raise ValueError(
-                f"X has {X.shape[1]} columns; the model was fitted with {len(names) + len(self.dropped_columns)}"
-            )
-        keep = [i for i, nm in enumerate(self._array_x_names()) if nm in names]
+        all_names = list(self.design.all_fixed_names)
+        if X.shape[1] != len(all_names):
+            raise ValueError(f"X has {X.shape[1]} columns; the model was fitted with {len(all_names)}")
+        keep = [all_names.index(name) for name in self.fixed_effects.index]
         pred = X[:, keep] @ self.fixed_effects.to_numpy()
         if include_random:
             info = self.design.factors[0]
@@ -220,10 +240,6 @@ class MixedModelResults:
             codes = info.levels.get_indexer(pd.Index(np.asarray(groups)))
             pred = pred + self._random_part(info, codes, z)
         return pred
-
-    def _array_x_names(self) -> list[str]:
-        all_names = list(self.fixed_effects.index) + list(self.dropped_columns)
-        return sorted(all_names, key=lambda s: int(s[1:]) if s[1:].isdigit() else -1)
 
     def _random_part(self, info: FactorInfo, codes: np.ndarray, z: np.ndarray) -> np.ndarray:
         unseen = codes < 0
@@ -324,7 +340,8 @@ def build_results(
     beta = np.asarray(solution["beta"], dtype=float)
     vcov = np.asarray(solution["vcov_beta"], dtype=float)
     sigma = float(solution["sigma"])
-    fitted = arrays.X @ beta
+    fitted_fixed = arrays.X @ beta
+    fitted = fitted_fixed.copy()
     re, re_var, re_cov = {}, {}, {}
     for info, codes, z, b, cov in zip(
         design.factors, arrays.codes, arrays.Z, solution["b"], solution["b_cov"], strict=True
@@ -342,9 +359,9 @@ def build_results(
         fixed_effects=pd.Series(beta, index=names, name="estimate"),
         fixed_effects_se=pd.Series(np.sqrt(np.diag(vcov)), index=names, name="std_error"),
         vcov=pd.DataFrame(vcov, index=names, columns=names),
-        varcorr=varcorr_table(design.factors, lams, sigma),
+        varcorr=varcorr_table(design, lams, sigma),
         sigma=sigma,
-        theta=pd.Series(theta, index=theta_names(design.factors), name="theta"),
+        theta=pd.Series(theta[design.theta_order], index=theta_names(design), name="theta"),
         objective=float(solution["objective"]),
         reml=reml,
         nobs=len(arrays.y),
@@ -357,6 +374,7 @@ def build_results(
         random_effects_var=re_var,
         random_effects_cov=re_cov,
         fitted=fitted,
+        fitted_fixed=fitted_fixed,
         residuals=arrays.y - fitted,
         n_dropped_rows=design.n_dropped_rows,
         dropped_columns=design.dropped_fixed,

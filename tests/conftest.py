@@ -23,6 +23,8 @@ def lme4_name(name: str) -> str:
         return "Intercept"
     if name == "service1":
         return "service[T.1]"
+    if name in ("pha", "phb"):
+        return f"ph[{name[-1]}]"
     return name
 
 

@@ -41,9 +41,9 @@ def designs(draw, max_factors: int = 1, nested: bool | None = None):
         z = np.column_stack([np.ones(n)] + [rng.normal(size=n) for _ in range(q - 1)])
         correlated = draw(st.booleans())
         if correlated:
-            s = structure_for_terms([q], [True])
+            s = structure_for_terms([q])
         else:
-            s = structure_for_terms([1] * q, [True] * q)
+            s = structure_for_terms([1] * q)
         codes.append(c)
         Zs.append(z)
         structures.append(s)

@@ -11,7 +11,7 @@ from jaxmixed._covariance import structure_for_terms
 
 
 def test_correlated_term_is_column_major_lower_triangle():
-    s = structure_for_terms([3], [True])
+    s = structure_for_terms([3])
     assert list(zip(s.rows, s.cols, strict=True)) == [(0, 0), (1, 0), (2, 0), (1, 1), (2, 1), (2, 2)]
     with jax.enable_x64(True):
         lam = np.asarray(lambda_from_phi(jnp.log(jnp.arange(1.0, 7.0)), s))
@@ -22,14 +22,14 @@ def test_correlated_term_is_column_major_lower_triangle():
 
 
 def test_several_terms_make_a_block_diagonal_factor():
-    s = structure_for_terms([1, 2], [True, True])
+    s = structure_for_terms([1, 2])
     assert s.q == 3
     assert s.term_slices == ((0, 1), (1, 3))
     assert list(zip(s.rows, s.cols, strict=True)) == [(0, 0), (1, 1), (2, 1), (2, 2)]
 
 
 def test_theta_roundtrip_and_zero_boundary():
-    structures = [structure_for_terms([2], [True]), structure_for_terms([1], [True])]
+    structures = [structure_for_terms([2]), structure_for_terms([1])]
     theta = np.array([0.9, -0.3, 0.2, 1.5])
     phi = phi_from_theta(theta, structures)
     np.testing.assert_allclose(theta_from_phi(phi, structures), theta, rtol=1e-15)

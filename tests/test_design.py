@@ -182,3 +182,30 @@ def test_row_order_and_labels_do_not_change_crossed_and_nested_fits():
     assert nested.objective == pytest.approx(explicit.objective, rel=1e-10)
     assert list(nested.random_effects) == ["cask:batch", "batch"]
     assert nested.random_effects["cask:batch"].index[0] == "a:A"
+
+
+def test_more_fixed_effects_than_observations_is_a_clear_error(sleep):
+    with pytest.raises(ValueError, match="is not larger than the number of fixed effects|rank deficient"):
+        with pytest.warns(UserWarning, match="rank deficient"):
+            jm.fit_reml("Reaction ~ C(Days) * Subject + (1 | Subject)", data=sleep.iloc[:40])
+
+
+def test_random_effects_are_counted_per_term_as_lme4_does():
+    """(1 | a/b/c) with 5 + 15 + 45 = 65 random effects for 60 rows: each term
+    has fewer than n, so lme4 fits it, and so does jaxmixed."""
+    rng = np.random.default_rng(2)
+    a = np.repeat(np.arange(5), 12)
+    b = np.tile(np.repeat(np.arange(3), 4), 5)
+    c = np.tile(np.repeat(np.arange(3), 1), 20)
+    df = pd.DataFrame({"a": a, "b": b, "c": c, "x": rng.normal(size=60)})
+    df["y"] = df.x + rng.normal(size=5)[a] + rng.normal(size=60)
+    res = jm.fit_reml("y ~ x + (1 | a/b/c)", data=df)
+    assert list(res.random_effects) == ["c:(b:a)", "b:a", "a"]
+    assert res.random_effects["c:(b:a)"].index[0] == "0:0:0"
+
+
+def test_low_level_statistics_need_64_bit_mode_for_float64():
+    df = jm.load_dataset("Dyestuff")
+    design, arrays = jm.build_design("Yield ~ 1 + (1 | Batch)", df)
+    with pytest.raises(ValueError, match="enable_x64"):
+        jm.model_statistics(design, arrays)

@@ -59,3 +59,9 @@ def test_functions_and_nested_parentheses_stay_in_fixed_part():
 def test_bad_formulas_raise_clear_errors(bad, message):
     with pytest.raises(FormulaError, match=message):
         parse_formula(bad)
+
+
+def test_three_level_nesting_is_named_as_lme4_names_it():
+    f = parse_formula("y ~ 1 + (1 | a/b/c)")
+    assert [t.name for t in f.random] == ["a", "b:a", "c:(b:a)"]
+    assert f.random[2].group == ("c", "b", "a")

@@ -120,3 +120,35 @@ def test_several_factors_predict_adds_each_known_factor():
     b_sample = res.random_effects["sample"].loc["A", "Intercept"]
     mu = res.fixed_effects["Intercept"]
     np.testing.assert_allclose(pred, [mu + b_plate + b_sample, mu + b_sample])
+
+
+def test_predict_without_newdata_and_without_random_effects(sleep_fit):
+    np.testing.assert_allclose(sleep_fit.predict(include_random=False), sleep_fit.fitted_fixed)
+    np.testing.assert_allclose(
+        sleep_fit.fitted_fixed,
+        sleep_fit.fixed_effects["Intercept"]
+        + sleep_fit.fixed_effects["Days"] * jm.load_dataset("sleepstudy").Days,
+    )
+
+
+def test_unseen_category_of_a_fixed_factor_is_an_error():
+    df = jm.load_dataset("sleepstudy")
+    df["phase"] = np.where(df.Days < 5, "early", "late")
+    res = jm.fit_reml("Reaction ~ phase + (1 | Subject)", data=df)
+    new = pd.DataFrame({"phase": ["middle"], "Subject": ["308"]})
+    with pytest.raises(ValueError, match="category not seen in fitting"):
+        res.predict(new)
+
+
+def test_array_predict_keeps_the_right_columns_when_one_is_aliased():
+    rng = np.random.default_rng(4)
+    n = 120
+    g = np.repeat(np.arange(12), 10)
+    u, v = rng.normal(size=n), rng.normal(size=n)
+    X = pd.DataFrame({"one": np.ones(n), "u": u, "u2": 2 * u, "v": v})
+    y = 1 + u - 2 * v + rng.normal(size=12)[g] + rng.normal(size=n)
+    with pytest.warns(UserWarning, match=r"\['u2'\]"):
+        res = jm.fit_reml(y=y, X=X, groups=g)
+    assert list(res.fixed_effects.index) == ["one", "u", "v"]
+    expected = res.fixed_effects["one"] + res.fixed_effects["u"] * u + res.fixed_effects["v"] * v
+    np.testing.assert_allclose(res.predict(X=X, groups=g, include_random=False), expected)
