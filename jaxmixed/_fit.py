@@ -94,7 +94,7 @@ def _status(value, grad, prev_value, it, max_iter, gtol, ftol):
         [
             ~jnp.isfinite(value) | ~jnp.all(jnp.isfinite(grad)),
             gmax <= gtol * scale,
-            (change <= ftol * scale) & (gmax <= jnp.sqrt(gtol) * scale),
+            (change <= ftol * scale) & (gmax <= 1e3 * gtol * scale),
             change == 0,
             it >= max_iter,
         ],
@@ -237,8 +237,8 @@ def minimize(
             own line search, …), stepped once per evaluation.
         max_iter: iteration limit.
         gtol: stop when ``max|∇f| <= gtol * (1 + |f|)``.
-        ftol: stop when ``|f_prev - f| <= ftol * (1 + |f|)`` (and the gradient
-            is not large).
+        ftol: stop when ``|f_prev - f| <= ftol * (1 + |f|)`` and the gradient
+            is below ``1000 * gtol * (1 + |f|)``.
     """
     if optimizer is None:
         return _lbfgs_minimize(fun, x0, max_iter, gtol, ftol)
