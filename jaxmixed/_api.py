@@ -150,7 +150,7 @@ def fit_reml(
             for t, s in zip(split_params(theta, stats.structures), stats.structures, strict=True)
         ]
         solution["beta"] = solution["beta"] + beta0
-        grad_norm = float(np.max(np.abs(opt.grad)))
+        grad_norm = float(opt.grad_norm)
         n_iter = int(opt.n_iter)
     converged = status in (0, 1)
     if not converged:

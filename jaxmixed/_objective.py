@@ -283,13 +283,33 @@ def _pair_map(target, level, products, q2, dtype) -> PairSum:
     )
 
 
+def _scalar_diagonal(lams: Sequence[jax.Array], layout: DenseLayout) -> jax.Array | None:
+    """The diagonal of Λ₂ (Q₂,) when every dense factor has one effect, else None."""
+    if not all(q == 1 for _, _, q in layout.blocks):
+        return None
+    return jnp.concatenate(
+        [jnp.broadcast_to(lam[0, 0], (j,)) for (_, j, _), lam in zip(layout.blocks, lams, strict=True)]
+    )
+
+
 def _scale_dense_rows(mat: jax.Array, lams: Sequence[jax.Array], layout: DenseLayout) -> jax.Array:
-    """``Λ₂ᵀ mat`` for the block-diagonal ``Λ₂`` of the dense factors."""
+    """``Λ₂ᵀ mat`` for the block-diagonal ``Λ₂`` of the dense factors; ``mat`` (Q₂, k)."""
+    diag = _scalar_diagonal(lams, layout)
+    if diag is not None:  # scalar terms: Λ₂ is diagonal, one elementwise pass
+        return mat * diag[:, None]
     pieces = []
     for (off, j, q), lam in zip(layout.blocks, lams, strict=True):
         block = mat[off : off + j * q].reshape(j, q, -1)
         pieces.append(jnp.einsum("ab,jac->jbc", lam, block).reshape(j * q, -1))
     return jnp.concatenate(pieces, axis=0)
+
+
+def _congruence(mat: jax.Array, lams: Sequence[jax.Array], layout: DenseLayout) -> jax.Array:
+    """``Λ₂ᵀ mat Λ₂`` for a symmetric ``mat`` (Q₂, Q₂)."""
+    diag = _scalar_diagonal(lams, layout)
+    if diag is not None:
+        return mat * (diag[:, None] * diag[None, :])
+    return _scale_dense_rows(_scale_dense_rows(mat, lams, layout).T, lams, layout)
 
 
 class _Factorization(eqx.Module):
@@ -325,20 +345,8 @@ def _factorize(phi: jax.Array, stats: ModelStatistics) -> _Factorization:
         h_rows = jnp.einsum("ea,eab,ebk->ek", vals, w[stats.cross_level], stats.ZtXy[stats.cross_level])
         h = jnp.zeros((q2, m.shape[0]), phi.dtype).at[cols].add(h_rows)
         dense_lams = lams[1:]
-        if all(q == 1 for _, _, q in stats.dense_layout.blocks):
-            # Scalar terms: Λ₂ is diagonal, and scaling is one elementwise pass.
-            lam_diag = jnp.concatenate(
-                [
-                    jnp.broadcast_to(lam[0, 0], (j,))
-                    for (_, j, _), lam in zip(stats.dense_layout.blocks, dense_lams, strict=True)
-                ]
-            )
-            s = (stats.dense_ZtZ - k) * (lam_diag[:, None] * lam_diag[None, :]) + jnp.eye(q2, dtype=phi.dtype)
-            t = (stats.dense_ZtXy - h) * lam_diag[:, None]
-        else:
-            s = _scale_dense_rows(stats.dense_ZtZ - k, dense_lams, stats.dense_layout)
-            s = _scale_dense_rows(s.T, dense_lams, stats.dense_layout) + jnp.eye(q2, dtype=phi.dtype)
-            t = _scale_dense_rows(stats.dense_ZtXy - h, dense_lams, stats.dense_layout)
+        s = _congruence(stats.dense_ZtZ - k, dense_lams, stats.dense_layout) + jnp.eye(q2, dtype=phi.dtype)
+        t = _scale_dense_rows(stats.dense_ZtXy - h, dense_lams, stats.dense_layout)
         log_det_s, quad = logdet_and_quadratic(s, t)
         m = m - quad
     else:
@@ -420,8 +428,7 @@ def solve_mixed_model(phi: jax.Array, stats: ModelStatistics, reml: bool = True)
         # sparse C_j T C_jᵀ is a sum over the stored pairs (each off-diagonal pair
         # stands for itself and its mirror).
         lam2_t = [lam.T for lam in fac.lams[1:]]
-        t_mat = _scale_dense_rows(s_inv_chol.T @ s_inv_chol, lam2_t, stats.dense_layout)
-        t_mat = _scale_dense_rows(t_mat.T, lam2_t, stats.dense_layout)
+        t_mat = _congruence(s_inv_chol.T @ s_inv_chol, lam2_t, stats.dense_layout)
         pairs = stats.pairs
         q1 = lam1.shape[0]
         prods = pairs.products_by_level.reshape(-1, q1, q1)
