@@ -1,40 +1,29 @@
-"""jaxmixed: linear mixed-effects models in JAX, with lme4's answers."""
+"""jaxmixed: linear mixed-effects models in JAX, with lme4's answers.
 
-from ._api import ConvergenceWarning, fit_reml, model_statistics
-from ._covariance import CovarianceStructure, lambda_from_phi, phi_from_theta, theta_from_phi
+The user level is re-exported here: :func:`fit_reml` and its
+:class:`MixedModelResults`, the datasets, the errors and warnings, the status
+enumeration :class:`RESULTS` and the :class:`FitOptions`. The pure layer that
+the next capabilities build on (statistics, objective, the pure fit and its
+result, the covariance parameterisation) lives in :mod:`jaxmixed.core`.
+"""
+
+from . import core
+from ._api import ConvergenceWarning, fit_reml
 from ._datasets import list_datasets, load_dataset
-from ._design import Design, ModelArrays, build_design, design_from_arrays
-from ._fit import OptimizeResult, fit_statistics, minimize
-from ._formula import FormulaError, ParsedFormula, RandomTerm, parse_formula
-from ._objective import ModelStatistics, compute_statistics, objective, solve_mixed_model
+from ._formula import FormulaError
+from ._optimise import RESULTS, FitOptions
 from ._results import MixedModelResults
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "RESULTS",
     "ConvergenceWarning",
-    "CovarianceStructure",
-    "Design",
+    "FitOptions",
     "FormulaError",
     "MixedModelResults",
-    "ModelArrays",
-    "ModelStatistics",
-    "OptimizeResult",
-    "ParsedFormula",
-    "RandomTerm",
-    "build_design",
-    "compute_statistics",
-    "design_from_arrays",
+    "core",
     "fit_reml",
-    "fit_statistics",
-    "lambda_from_phi",
     "list_datasets",
     "load_dataset",
-    "minimize",
-    "model_statistics",
-    "objective",
-    "parse_formula",
-    "phi_from_theta",
-    "solve_mixed_model",
-    "theta_from_phi",
 ]

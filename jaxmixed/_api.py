@@ -1,8 +1,7 @@
-"""``fit_reml``: the user-facing fit of a linear mixed model."""
+"""``fit_reml``: build the design on the host, call the pure fit, present the result."""
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Any
 
@@ -12,59 +11,50 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._covariance import lambda_from_theta, split_params, theta_from_phi
 from ._design import Design, ModelArrays, build_design, design_from_arrays
-from ._fit import STATUS_MESSAGES, default_tolerances, fit_statistics
-from ._objective import ModelStatistics, compute_statistics, objective, solve_mixed_model
+from ._fit import fit_data
+from ._optimise import RESULTS, FitOptions
 from ._results import MixedModelResults, build_results
+from ._statistics import ModelData, model_data
 
-__all__ = ["ConvergenceWarning", "fit_reml", "model_statistics"]
-
-# lme4's isSingular tolerance on the diagonal of θ (relative to σ already).
-SINGULAR_TOL = 1e-4
+__all__ = ["ConvergenceWarning", "fit_reml", "prepare"]
 
 
 class ConvergenceWarning(UserWarning):
     """The optimiser stopped before meeting its convergence criteria."""
 
 
-_solve = eqx.filter_jit(solve_mixed_model)
-_objective = eqx.filter_jit(objective)
+_fit_data = eqx.filter_jit(fit_data)
 
 
-def model_statistics(
-    design: Design, arrays: ModelArrays, dtype=jnp.float64, memory_limit: int | None = None
-) -> ModelStatistics:
-    """The sufficient statistics of a validated design (see ``compute_statistics``)."""
-    return compute_statistics(
-        arrays.y,
+def prepare(
+    design: Design, arrays: ModelArrays, *, dtype=jnp.float64, memory_limit: int | None = None
+) -> ModelData:
+    """The pure layer's :class:`ModelData` of a validated design (host side).
+
+    Call inside ``with jax.enable_x64(True):`` for float64.
+    """
+    return model_data(
         arrays.X,
-        arrays.codes,
         arrays.Z,
-        design.structures,
+        arrays.codes,
         [f.n_levels for f in design.factors],
+        design.structures,
         dtype=dtype,
         memory_limit=memory_limit,
     )
 
 
-def _snap_to_boundary(phi: np.ndarray, value: float, stats: ModelStatistics, reml: bool):
-    """Sets diagonal θ entries below ``SINGULAR_TOL`` to exactly 0 (φ = −inf).
-
-    Accepted when the objective at the boundary is not worse than at the
-    optimiser's point beyond round-off; returns (φ, objective, singular,
-    snapped).
-    """
-    theta = theta_from_phi(phi, stats.structures)
-    diag = np.concatenate([s.is_diagonal_entry for s in stats.structures])
-    small = diag & (theta < SINGULAR_TOL)
-    if not small.any():
-        return phi, value, False, False
-    snapped = np.where(small, -np.inf, phi)
-    new_value = float(_objective(jnp.asarray(snapped, stats.XyXy.dtype), stats, reml))
-    if np.isfinite(new_value) and new_value <= value + 1e-9 * (1 + abs(value)):
-        return snapped, new_value, True, True
-    return phi, value, True, False
+def _design(formula, data, y, X, Z, groups, missing) -> tuple[Design, ModelArrays]:
+    if formula is not None:
+        if y is not None or X is not None or Z is not None or groups is not None:
+            raise ValueError("pass either a formula with data, or arrays (y, X, Z, groups), not both")
+        if data is None:
+            raise ValueError("a formula needs data: fit_reml(formula, data=df)")
+        return build_design(formula, data, missing=missing)
+    if y is None:
+        raise ValueError("pass a formula and data, or arrays: fit_reml(y=..., X=..., groups=...)")
+    return design_from_arrays(y, X, Z, groups, missing=missing)
 
 
 def fit_reml(
@@ -81,12 +71,16 @@ def fit_reml(
     dtype=jnp.float64,
     missing: str = "raise",
     memory_limit: int | None = None,
+    options: FitOptions | None = None,
 ) -> MixedModelResults:
     """Fits a linear mixed model by REML (default) or maximum likelihood.
 
     Model (lme4's): ``y = Xβ + Zb + ε`` with ``b ~ N(0, σ²ΛΛᵀ)`` per level of
     each grouping factor and ``ε ~ N(0, σ²I)``. β and σ² are profiled out; the
-    criterion is minimised over the log-Cholesky parameters of Λ.
+    criterion is minimised over the log-Cholesky parameters of Λ. REML (the
+    default) gives unbiased variance components, as lme4's ``lmer`` does;
+    ``reml=False`` gives maximum likelihood, which likelihood-ratio tests of
+    fixed effects (models with different X) need.
 
     Args:
         formula: lme4-style, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
@@ -96,81 +90,40 @@ def fit_reml(
             ``np.log(x)``, ``I(x**2)``, ``a*b``, ``0 +`` …).
         data: a DataFrame with the columns the formula uses.
         reml: True for REML, False for maximum likelihood.
-        y, X, Z, groups: array input instead of formula and data: ``y`` (n,),
-            ``X`` (n, p) (default: an intercept), ``Z`` (n, q) (default: a
-            random intercept), ``groups`` (n,) level labels.
-        optimizer: an optax ``GradientTransformation``; default (None): L-BFGS
-            (optax's ``scale_by_lbfgs``) with a weak-Wolfe line search.
+        y, X, Z, groups: array input instead of formula and data (one grouping
+            factor): ``y`` (n,), ``X`` (n, p) (default: an intercept), ``Z``
+            (n, q) (default: a random intercept), ``groups`` (n,) level labels.
+        optimizer: an optax ``GradientTransformation`` for the main
+            optimisation; default (None): L-BFGS with a weak-Wolfe line search.
         max_iter: iteration limit of the optimiser (default 500).
         dtype: ``jnp.float64`` (default; JAX's global setting is left alone)
-            or ``jnp.float32`` (faster on accelerators; on lme4's example
-            datasets objectives agree with float64 to 1e-6 relative, θ to 1e-3).
+            or ``jnp.float32`` (see the README for what float32 gives).
         missing: ``"raise"`` (default) or ``"drop"`` rows with missing values.
         memory_limit: bytes allowed for the dense block of the grouping
             factors after the first; default half the machine's memory.
+        options: a :class:`FitOptions` with every setting (tolerances,
+            boundary handling, start); when given, ``reml``, ``optimizer`` and
+            ``max_iter`` are ignored in favour of its own.
 
     Returns:
         A ``MixedModelResults``. A fit that did not converge has
         ``converged=False`` and emits a ``ConvergenceWarning``.
     """
-    if formula is not None:
-        if y is not None or X is not None or Z is not None or groups is not None:
-            raise ValueError("pass either a formula with data, or arrays (y, X, Z, groups), not both")
-        if data is None:
-            raise ValueError("a formula needs data: fit_reml(formula, data=df)")
-        design, arrays = build_design(formula, data, missing=missing)
-    else:
-        if y is None:
-            raise ValueError("pass a formula and data, or arrays: fit_reml(y=..., X=..., groups=...)")
-        design, arrays = design_from_arrays(y, X, Z, groups, missing=missing)
-
+    design, arrays = _design(formula, data, y, X, Z, groups, missing)
     dtype = jnp.dtype(dtype)
     if dtype not in (jnp.dtype(jnp.float64), jnp.dtype(jnp.float32)):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
-    # The model is equivariant in y → y − Xβ₀: fitting the OLS residuals gives the
-    # same θ, σ, b and criterion, and β̂ + β₀. It removes the cancellation in
-    # yᵀy − ‖c‖² that would otherwise cost float32 (and float64) digits.
-    beta0 = np.linalg.lstsq(arrays.X, arrays.y, rcond=None)[0]
-    centred = dataclasses.replace(arrays, y=arrays.y - arrays.X @ beta0)
+    if options is None:
+        options = FitOptions(reml=reml, max_iter=max_iter, optimizer=optimizer)
     with jax.enable_x64(True):
-        stats = model_statistics(design, centred, dtype=dtype, memory_limit=memory_limit)
-        gtol, ftol = default_tolerances(dtype)
-        phi0 = jnp.zeros(stats.n_params, dtype)  # Λ = I, lme4's start
-        opt, solution = jax.tree_util.tree_map(
-            np.asarray, fit_statistics(stats, phi0, reml, optimizer, max_iter, gtol, ftol, solve=True)
-        )
-        phi = opt.params.astype(float)
-        status = int(opt.status)
-        phi, value, singular, snapped = _snap_to_boundary(phi, float(opt.value), stats, reml)
-        if snapped:  # moved to the boundary: solve there
-            solution = jax.tree_util.tree_map(np.asarray, _solve(jnp.asarray(phi, dtype), stats, reml))
-        theta = theta_from_phi(phi, stats.structures)
-        lams = [
-            lambda_from_theta(t, s)
-            for t, s in zip(split_params(theta, stats.structures), stats.structures, strict=True)
-        ]
-        solution["beta"] = solution["beta"] + beta0
-        grad_norm = float(opt.grad_norm)
-        n_iter = int(opt.n_iter)
-    converged = status in (0, 1)
-    if not converged:
+        rows = prepare(design, arrays, dtype=dtype, memory_limit=memory_limit)
+        result = _fit_data(rows, jnp.asarray(arrays.y, dtype), options)
+        result = jax.tree.map(np.asarray, result)
+    if not bool(result.converged):
         warnings.warn(
-            f"the fit did not converge: {STATUS_MESSAGES[status]} after {n_iter} "
+            f"the fit did not converge: {RESULTS[result.result]} after {int(result.n_iter)} "
             "iterations; the estimates may be unreliable",
             ConvergenceWarning,
             stacklevel=2,
         )
-    return build_results(
-        design,
-        arrays,
-        solution,
-        lams,
-        theta,
-        phi,
-        reml,
-        status,
-        converged,
-        n_iter,
-        grad_norm,
-        singular,
-    )
+    return build_results(design, arrays, result, options.reml)

@@ -74,10 +74,19 @@ def structure_for_terms(sizes: Sequence[int]) -> CovarianceStructure:
     return CovarianceStructure(offset, tuple(rows), tuple(cols), tuple(slices))
 
 
-def lambda_from_phi(phi: jnp.ndarray, structure: CovarianceStructure) -> jnp.ndarray:
-    """Builds ``Λ`` (q×q) from the log-Cholesky parameters ``φ`` (n_params,)."""
+def lambda_from_phi(
+    phi: jnp.ndarray, structure: CovarianceStructure, zero: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """Builds ``Λ`` (q×q) from the log-Cholesky parameters ``φ`` (n_params,).
+
+    ``zero`` (n_params,) bool, optional: diagonal entries held at exactly 0
+    (a boundary); their ``φ`` is ignored and gets a zero gradient.
+    """
     diag = jnp.asarray(structure.is_diagonal_entry)
-    values = jnp.where(diag, jnp.exp(phi), phi)
+    # exp only where it is taken: off-diagonal φ may be large.
+    values = jnp.where(diag, jnp.exp(jnp.where(diag, phi, 0.0)), phi)
+    if zero is not None:
+        values = jnp.where(diag & zero, 0.0, values)
     lam = jnp.zeros((structure.q, structure.q), dtype=phi.dtype)
     return lam.at[np.asarray(structure.rows), np.asarray(structure.cols)].set(values)
 
@@ -86,7 +95,8 @@ def theta_from_phi(phi: np.ndarray, structures: Sequence[CovarianceStructure]) -
     """lme4's θ from the concatenated ``φ`` of all factors (numpy, host side)."""
     diag = np.concatenate([s.is_diagonal_entry for s in structures])
     phi = np.asarray(phi, dtype=float)
-    return np.where(diag, np.exp(phi), phi)
+    # exp only of the diagonal entries: an off-diagonal entry may be large.
+    return np.where(diag, np.exp(np.where(diag, phi, 0.0)), phi)
 
 
 def phi_from_theta(theta: np.ndarray, structures: Sequence[CovarianceStructure]) -> np.ndarray:

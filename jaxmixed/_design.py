@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -15,14 +16,26 @@ from typing import Any
 import formulaic
 import numpy as np
 import pandas as pd
+from formulaic.parser.types import Factor
+from formulaic.transforms import TRANSFORMS
+from formulaic.utils.variables import get_required_variables
 
 from ._covariance import CovarianceStructure, structure_for_terms
-from ._formula import ParsedFormula, parse_formula
+from ._formula import ParsedFormula, RandomTerm, parse_formula
 
 __all__ = ["Design", "FactorInfo", "ModelArrays", "build_design", "design_from_arrays"]
 
 # Relative tolerance of the pivot in the rank check of X (lme4 uses 1e-7).
 _RANK_TOL = 1e-7
+# A random-effects column counts as in the span of X when the norm of its
+# residual after projection on X is below this fraction of its norm. (It is
+# computed as ||z||² − ||Qᵀz||², whose rounding error grows with the rows of a
+# level, hence a little looser than _RANK_TOL.)
+_CONFOUND_TOL = 1e-6
+# Names in formula text: quoted names and strings are matched whole (and kept
+# as they are), so that names inside them are not taken for column names.
+_NAME_TOKEN = re.compile(r"""`[^`]*`|'[^']*'|"[^"]*"|(?<![\w.])[A-Za-z_.][\w.]*""")
+_DOTTED = re.compile(r"[A-Za-z_.][\w.]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,12 +119,18 @@ class Design:
         return np.concatenate([np.arange(o, o + k) for o, k in (starts[ft] for ft in self.report_order)])
 
 
-def _check_finite(values: np.ndarray, what: str) -> None:
-    bad = ~np.isfinite(values)
+def _check_finite(values: np.ndarray, what: str, names: Sequence[str] | None = None) -> None:
+    """Raises if ``values`` has NaN or inf entries, naming the columns and rows."""
+    bad = ~np.isfinite(values).reshape(len(values), -1)
     if bad.any():
-        rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))
+        rows = np.flatnonzero(bad.any(axis=1))
+        where = ""
+        if names is not None:
+            where = f" in column(s) {[names[k] for k in np.flatnonzero(bad.any(axis=0))]}"
         raise ValueError(
-            f"{what} has {len(rows)} row(s) with NaN or inf values (first rows: {rows[:5].tolist()})"
+            f"{what} has {len(rows)} row(s) with NaN or inf values{where} (first rows: "
+            f"{rows[:5].tolist()}); a transformation of the data made them (e.g. the log "
+            "of a value <= 0): change the formula or remove those rows"
         )
 
 
@@ -124,12 +143,145 @@ def _missing_mask(column: pd.Series) -> np.ndarray:
     return mask
 
 
+def _quote_names(expr: str, columns: set[str]) -> str:
+    """Puts backticks around the names in ``expr`` that are columns but not
+    Python names (``x.1``, ``x.sq``), so that formulaic reads them as columns
+    rather than as attribute access or a syntax error. Calls are left alone."""
+
+    def quote(m: re.Match) -> str:
+        tok = m.group(0)
+        call = expr[m.end() :].lstrip().startswith("(")
+        if tok in columns and not tok.isidentifier() and not call:
+            return f"`{tok}`"
+        return tok
+
+    return _NAME_TOKEN.sub(quote, expr)
+
+
+def _unquote_names(names: Sequence[str], expr: str) -> dict[str, str]:
+    """formulaic's column names → the user's: the backticks around dotted names
+    in ``expr``, as :func:`_quote_names` adds them, are taken out
+    (``np.log(`x.1`)`` → ``np.log(x.1)``); other quoted names keep theirs."""
+    quoted = {q for q in re.findall(r"`([^`]*)`", expr) if _DOTTED.fullmatch(q)}
+    out = {}
+    for name in names:
+        new = name
+        for q in quoted:
+            new = new.replace(f"`{q}`", q)
+        if new != name:
+            out[name] = new
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _RenamedSpec:
+    """A formulaic model spec whose model-matrix columns get the user's names."""
+
+    spec: Any
+    names: tuple[tuple[str, str], ...]
+
+    def get_model_matrix(self, data: Any, **kwargs: Any) -> pd.DataFrame:
+        """formulaic's model matrix for ``data``, columns renamed."""
+        mm = self.spec.get_model_matrix(data, **kwargs)
+        return pd.DataFrame(mm).rename(columns=dict(self.names))
+
+
+def _named_matrix(mm: Any, expr: str) -> tuple[list[str], Any]:
+    """The user's column names of a formulaic model matrix and its spec."""
+    names = _unquote_names(list(mm.columns), expr)
+    spec = _RenamedSpec(mm.model_spec, tuple(names.items())) if names else mm.model_spec
+    return [names.get(c, c) for c in mm.columns], spec
+
+
 @functools.lru_cache(maxsize=256)
-def _required_variables(expr: str) -> frozenset[str]:
+def _required_variables(expr: str) -> frozenset[tuple[str, bool]]:
+    """The variables that ``expr`` uses, as (name, used as it is) pairs.
+
+    Names are not cut at dots (formulaic's ``required_variables`` reads
+    ``x.sq`` as ``x``); :func:`_resolve_variable` matches them to columns.
+    """
     try:
-        return frozenset(formulaic.Formula(expr).required_variables)
+        formula = formulaic.Formula(expr)
     except Exception as err:  # formulaic's parser errors vary by version
         raise ValueError(f"cannot parse the formula part {expr!r}: {err}") from err
+    out = set()
+    for term in formula:
+        for factor in term.factors:
+            if factor.eval_method == Factor.EvalMethod.LOOKUP:
+                out.add((factor.expr, True))
+            elif factor.eval_method == Factor.EvalMethod.PYTHON:
+                out |= {(str(v), False) for v in _python_variables(factor.expr)}
+    return frozenset(out)
+
+
+def _python_variables(expr: str) -> set[str]:
+    """Variables of a Python factor, less formulaic's transforms (``np``, ``C``)."""
+    try:
+        variables = get_required_variables(expr, TRANSFORMS)
+    except Exception:  # malformed code: formulaic reports it when it evaluates
+        return set()
+    return {str(v) for v in variables if v.split(".", 1)[0] not in TRANSFORMS}
+
+
+def _resolve_variable(name: str, as_is: bool, columns: pd.Index) -> str:
+    """The column a variable refers to: the whole name if it is a column
+    (``x.sq``), else, in Python code, the part before the first dot
+    (``x.fillna`` → ``x``)."""
+    if name in columns or as_is:
+        return name
+    return name.split(".", 1)[0]
+
+
+def _used_columns(parsed: ParsedFormula, columns: pd.Index) -> tuple[set[str], set[str]]:
+    """All columns the formula uses, and those used as they are (not in code)."""
+    used, plain = set(), set()
+    exprs = [parsed.response, parsed.fixed] + [t.expr for t in parsed.random]
+    for expr in exprs:
+        for name, as_is in _required_variables(expr):
+            col = _resolve_variable(name, as_is, columns)
+            used.add(col)
+            if as_is:
+                plain.add(col)
+    for term in parsed.random:
+        used |= set(term.group)
+    return used, plain
+
+
+def _check_columns(data: pd.DataFrame, used: set[str], plain: set[str]) -> None:
+    """Unknown or duplicated used columns, and dates used as numbers, are errors."""
+    unknown = sorted(v for v in used if v not in data.columns)
+    if unknown:
+        raise ValueError(
+            f"column(s) {unknown} used in the formula are not in the data; "
+            f"available columns: {list(data.columns)}"
+        )
+    duplicated = sorted({c for c in data.columns[data.columns.duplicated()] if c in used})
+    if duplicated:
+        raise ValueError(
+            f"the data has several columns named {duplicated}: rename them so that "
+            "each column the formula uses has a unique name"
+        )
+    for col in sorted(plain):
+        if _is_date_or_time(data[col]):
+            raise ValueError(
+                f"column {col!r} holds dates or times ({data[col].dtype}), which cannot "
+                "be a response, fixed effect or random-effects term as they are: convert "
+                f"it to a number (e.g. days since a date: (df[{col!r}] - df[{col!r}].min())"
+                f".dt.days) or to a category (e.g. df[{col!r}].astype(str))"
+            )
+
+
+def _is_date_or_time(column: pd.Series) -> bool:
+    """True for datetime, timedelta and period columns (also as Python objects)."""
+    dtype = column.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+        return True
+    if isinstance(dtype, pd.PeriodDtype):
+        return True
+    if pd.api.types.is_object_dtype(dtype):
+        kind = pd.api.types.infer_dtype(column, skipna=True)
+        return kind in ("datetime", "datetime64", "date", "timedelta", "timedelta64", "period")
+    return False
 
 
 def _group_codes(data: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, pd.Index]:
@@ -227,6 +379,53 @@ def _check_factors(arrays: ModelArrays, factors: Sequence[FactorInfo]) -> None:
                 )
 
 
+def _confounded_columns(Q: np.ndarray, codes: np.ndarray, n_levels: int, z: np.ndarray) -> list[int]:
+    """Columns k of a term whose random effects all lie in the span of X.
+
+    The random effect of level j and column k enters the model through the
+    column z_k·1[code = j]; with Q an orthonormal basis of X's columns, its
+    squared distance from that span is Σ_{level j} z_k² − ||Σ_{level j} Q_i z_ik||²
+    (segment sums, no n × J matrix). Column k is confounded when that is
+    (relatively) zero for every level whose column is not zero.
+    """
+    out = []
+    for k in range(z.shape[1]):
+        zk = z[:, k]
+        norm2 = np.bincount(codes, weights=zk * zk, minlength=n_levels)
+        proj = np.stack(
+            [np.bincount(codes, weights=Q[:, m] * zk, minlength=n_levels) for m in range(Q.shape[1])],
+            axis=1,
+        )
+        resid2 = norm2 - np.einsum("jm,jm->j", proj, proj)
+        present = norm2 > 0
+        if present.any() and (resid2[present] <= _CONFOUND_TOL**2 * norm2[present]).all():
+            out.append(k)
+    return out
+
+
+def _check_confounding(
+    X: np.ndarray, terms: Sequence[tuple[str, str, np.ndarray, int, np.ndarray, Sequence[str]]]
+) -> None:
+    """Raises if a random-effects term's random effects all lie in the span of
+    the fixed effects (e.g. ``y ~ g + (1 | g)``): they are not identifiable.
+
+    ``terms``: (term label, factor name, codes, number of levels, Z, Z's column names).
+    """
+    if X.shape[1] == 0:
+        return
+    Q = np.linalg.qr(X)[0]
+    for label, factor, codes, n_levels, z, names in terms:
+        bad = _confounded_columns(Q, codes, n_levels, z)
+        if bad:
+            raise ValueError(
+                f"the random effects of the term {label} ({[names[k] for k in bad]}) are "
+                f"confounded with the fixed effects: for every level of grouping factor "
+                f"{factor!r} they are a combination of fixed-effect columns, so their variance "
+                f"is not identifiable; remove the fixed-effect term for {factor!r} (or the "
+                "random-effects term)"
+            )
+
+
 def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tuple[Design, ModelArrays]:
     """Validates the data and builds the model arrays for ``formula``.
 
@@ -248,15 +447,9 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
             "for a linear model without random effects use ordinary least squares"
         )
 
-    used = _required_variables(parsed.response) | _required_variables(parsed.fixed)
-    for term in parsed.random:
-        used |= _required_variables(term.expr) | set(term.group)
-    unknown = sorted(v for v in used if v not in data.columns)
-    if unknown:
-        raise ValueError(
-            f"column(s) {unknown} used in the formula are not in the data; "
-            f"available columns: {list(data.columns)}"
-        )
+    parsed = _quote_formula(parsed, data.columns)
+    used, plain = _used_columns(parsed, data.columns)
+    _check_columns(data, used, plain)
     used_cols = [c for c in data.columns if c in used]
     data = data[used_cols]
     masks = {c: _missing_mask(data[c]) for c in used_cols}
@@ -278,13 +471,15 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
         raise ValueError("no observations left to fit")
 
     mm = formulaic.model_matrix(f"{parsed.response} ~ {parsed.fixed}", data, na_action="raise")
+    response = _unquote_names([parsed.response], parsed.response).get(parsed.response, parsed.response)
     if mm.lhs.shape[1] != 1:
-        raise ValueError(f"the response {parsed.response!r} must be one numeric column")
+        raise ValueError(f"the response {response!r} must be one numeric column")
     y = np.asarray(mm.lhs, dtype=float).reshape(-1)
-    _check_finite(y, f"the response {parsed.response!r}")
+    _check_finite(y, f"the response {response!r}")
     X = np.asarray(mm.rhs, dtype=float)
-    _check_finite(X, "the fixed-effects model matrix")
-    X, fixed_names, dropped = _check_fixed(X, list(mm.rhs.columns), n)
+    all_fixed_names, fixed_spec = _named_matrix(mm.rhs, parsed.fixed)
+    _check_finite(X, "the fixed-effects model matrix", all_fixed_names)
+    X, fixed_names, dropped = _check_fixed(X, all_fixed_names, n)
     _check_response(y)
 
     # lme4's terms: a (x || g) bar is expanded as lme4 expands it, into
@@ -295,10 +490,12 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
         for expr in exprs:
             tm = formulaic.model_matrix(expr, data, na_action="raise")
             z = np.asarray(tm, dtype=float)
-            _check_finite(z, f"the model matrix of ({bar.expr} | {bar.name})")
+            columns, spec = _named_matrix(tm, expr)
+            label = _term_label(bar)
+            _check_finite(z, f"the model matrix of {label}", columns)
             if z.shape[1] == 0:
-                raise ValueError(f"the random-effects term ({bar.expr} | {bar.name}) is empty")
-            terms.append({"bar": bar, "z": z, "spec": tm.model_spec, "columns": tuple(tm.columns)})
+                raise ValueError(f"the random-effects term {label} is empty")
+            terms.append({"bar": bar, "z": z, "spec": spec, "columns": tuple(columns), "label": label})
     groups: dict[tuple[str, ...], dict[str, Any]] = {}
     for term in terms:
         cols = term["bar"].group
@@ -350,26 +547,59 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
 
     arrays = ModelArrays(y=y, X=X, codes=tuple(codes), Z=tuple(Zs))
     _check_factors(arrays, factors)
+    _check_confounding(
+        X,
+        [
+            (t["label"], t["bar"].name, groups[t["bar"].group]["codes"], t["n_levels"], t["z"], t["columns"])
+            for t in terms
+        ],
+    )
     design = Design(
-        response=parsed.response,
+        response=response,
         fixed_names=tuple(fixed_names),
-        fixed_spec=mm.rhs.model_spec,
+        fixed_spec=fixed_spec,
         factors=tuple(factors),
         dropped_fixed=tuple(dropped),
         n_dropped_rows=n_dropped,
         formula=formula,
         report_order=report_order,
-        all_fixed_names=tuple(mm.rhs.columns),
+        all_fixed_names=tuple(all_fixed_names),
     )
     return design, arrays
 
 
+def _quote_formula(parsed: ParsedFormula, columns: pd.Index) -> ParsedFormula:
+    """``parsed`` with column names that are not Python names in backticks."""
+    names = {str(c) for c in columns}
+    return dataclasses.replace(
+        parsed,
+        response=_quote_names(parsed.response, names),
+        fixed=_quote_names(parsed.fixed, names),
+        random=tuple(dataclasses.replace(t, expr=_quote_names(t.expr, names)) for t in parsed.random),
+    )
+
+
+def _term_label(bar: RandomTerm) -> str:
+    """A random-effects term as the user wrote it: ``(x.1 | g)``, ``(x || g)``."""
+    expr = _unquote_names([bar.expr], bar.expr).get(bar.expr, bar.expr)
+    return f"({expr} {'|' if bar.correlated else '||'} {bar.name})"
+
+
 def _split_uncorrelated(expr: str) -> list[str]:
     """lme4's expansion of ``(expr || g)``: ``1`` if expr has an intercept, then
-    ``0 + t`` for each of its other terms."""
+    ``0 + t`` for each of its other terms (names that need it in backticks)."""
     out = []
     for term in formulaic.Formula(expr):
-        out.append("1" if str(term) == "1" else f"0 + {term}")
+        if str(term) == "1":
+            out.append("1")
+            continue
+        factors = [
+            f"`{f.expr}`"
+            if f.eval_method == Factor.EvalMethod.LOOKUP and not f.expr.isidentifier()
+            else f.expr
+            for f in term.factors
+        ]
+        out.append("0 + " + ":".join(factors))
     return out
 
 
@@ -457,6 +687,7 @@ def design_from_arrays(
     )
     arrays = ModelArrays(y=y_arr, X=X_arr, codes=(codes,), Z=(Z_arr,))
     _check_factors(arrays, [info])
+    _check_confounding(X_arr, [(f"(Z | {group_name})", group_name, codes, len(levels), Z_arr, z_names)])
     design = Design(
         response="y",
         fixed_names=tuple(x_names),

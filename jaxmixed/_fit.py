@@ -1,293 +1,300 @@
-"""Minimisation of the profiled criterion inside one jitted loop.
+"""The pure fit: statistics and options in, a typed result out.
 
-The default solver is L-BFGS: optax's ``scale_by_lbfgs`` gives the direction,
-and a weak-Wolfe line search (bracketing by doubling and bisection) the step.
-The whole solver is one ``jax.lax.while_loop`` whose body evaluates the
-objective and its gradient exactly once, at the current trial point:
+``fit(stats, options)`` is one jittable, vmappable, differentiable function:
 
-- the objective is compiled once (a line search with several call sites of
-  the objective compiles it several times: 3x the compilation time);
-- under ``jax.vmap`` (many fits at once) every step is one batched
-  evaluation, with finished fits masked, instead of nested loops.
+1. **Optimise** the standardised criterion (``_objective.standard_criterion``)
+   over φ, the log-Cholesky parameters of Λ̃, from Λ̃ = I (or
+   ``options.start``) with the L-BFGS loop of ``_optimise``.
+2. **Boundaries.** In log-Cholesky coordinates a variance at 0 sits at
+   φ = −∞ and the gradient with respect to φ vanishes as θ → 0 (for a scalar
+   term the criterion is even in θ: ``d(θ) ≈ d(0) + ½hθ²``, so
+   ``∂d/∂φ = hθ²``), so a gradient test can stop at a small positive θ. After
+   the main optimisation each diagonal entry of θ is tried at exactly 0 in
+   turn, the rest re-optimised from the current point, and the zero is kept
+   when the criterion is not above the current one beyond round-off
+   (``options.boundary_tol``). An entry is tried only when setting it alone
+   to 0 raises the criterion by less than ``options.boundary_screen``: this
+   secant increase is ``½hθ²``, the criterion's curvature at the boundary
+   times the squared distance to it, so the threshold adapts to the
+   curvature rather than to θ's size alone. All trials run in one
+   ``lax.scan`` over one compiled loop (no second compilation of the
+   objective; under ``jax.vmap`` every fit runs the same program).
+3. **Solve** at the optimum: β̂, σ̂, b̂ and their covariances, mapped back from
+   the standardised units (``_statistics``) to the user's.
 
-Any other optax transformation can be used instead (``minimize(...,
-optimizer=optax.adam(0.05))``); it then takes one step per evaluation.
-
-The loop stops when the largest gradient entry is small relative to the
-objective, when the objective stops changing (relative), after ``max_iter``
-iterations, or when the objective is not finite. Everything here is a pure
-function of arrays, so it jits and vmaps.
+Gradients through the optimum (implicit function theorem). At φ̂ the
+gradient of the criterion with respect to the free entries vanishes:
+``∇_φ d(φ̂(s), s) = 0`` for statistics ``s``, so ``dφ̂/ds = −H⁻¹ ∂²d/∂φ∂s`` with
+H the Hessian in the free φ (entries at the boundary held at 0). The fit is
+a ``filter_custom_vjp`` whose backward pass solves ``H w = v̄`` (H formed
+exactly: φ has few entries) and returns ``−∂/∂s [∇_φ d(φ̂, s)·w]``. Everything
+after φ̂ is explicit and differentiated by JAX directly, so ``jax.grad`` or
+``jax.jacrev`` of any function of the result reaches the response, X, prior
+weights or anything upstream of the statistics. Reverse mode only
+(``jax.jacfwd`` is not supported through the custom VJP).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 
-from ._objective import ModelStatistics, objective, solve_mixed_model
+from ._covariance import split_params
+from ._objective import lambdas, scale_correction, solve, standard_criterion
+from ._optimise import (
+    _SKIPPED,
+    RESULTS,
+    FitOptions,
+    _optax_minimize,
+    is_converged,
+    lbfgs,
+    results_from_code,
+)
+from ._statistics import ModelData, ModelStatistics, model_statistics
 
-__all__ = [
-    "STATUS_MESSAGES",
-    "OptimizeResult",
-    "fit_statistics",
-    "minimize",
-]
-
-# Stopping reasons, by the integer code that the jitted loop records.
-STATUS_MESSAGES = {
-    0: "gradient below tolerance",
-    1: "relative change of the objective below tolerance",
-    2: "iteration limit reached",
-    3: "objective became NaN or infinite",
-    4: "no progress: the objective stopped changing while the gradient was still large",
-}
-_RUNNING = -1
+__all__ = ["FitResult", "fit", "fit_data"]
 
 
-class OptimizeResult(eqx.Module):
-    """Where the optimiser stopped and why.
+class FitResult(eqx.Module):
+    """A fitted model, in the user's units (computation order: factor by factor).
 
     Attributes:
-        params: (n_params,) final parameters.
-        value: the objective there. grad: its gradient.
-        n_iter: iterations taken. status: key of ``STATUS_MESSAGES``.
+        theta: (n_params,) θ: the entries of each factor's Λ (σ-relative
+            Cholesky factor of the random-effects covariance); exactly 0 at
+            a boundary.
+        phi: (n_params,) the optimiser's log-Cholesky parameters of the
+            standardised Λ̃ (−inf at a boundary).
+        at_boundary: (n_params,) bool: diagonal entries fixed at 0.
+        lambdas: per factor, Λ (q_f, q_f) in the user's units.
+        beta: (p,) fixed effects; vcov_beta: (p, p) their covariance
+            ``σ̂²(XᵀV⁻¹X)⁻¹``; sigma: residual standard deviation.
+        b, b_cov: per factor, the conditional modes (J_f, q_f) and their
+            conditional covariances (J_f, q_f, q_f).
+        objective: REML criterion or deviance on lme4's scale.
+        result: a ``RESULTS`` item (why the optimiser stopped).
+        n_iter: iterations over all optimisations (main and boundary trials).
+        grad_norm: largest |∂d/∂φ| over the free entries, standardised criterion.
     """
 
-    params: jax.Array
-    value: jax.Array
-    grad: jax.Array
+    theta: jax.Array
+    phi: jax.Array
+    at_boundary: jax.Array
+    lambdas: tuple[jax.Array, ...]
+    beta: jax.Array
+    vcov_beta: jax.Array
+    sigma: jax.Array
+    b: tuple[jax.Array, ...]
+    b_cov: tuple[jax.Array, ...]
+    objective: jax.Array
+    result: RESULTS
     n_iter: jax.Array
-    status: jax.Array
+    grad_norm: jax.Array
 
     @property
-    def grad_norm(self) -> jax.Array:
-        return jnp.max(jnp.abs(self.grad)) if self.grad.size else jnp.zeros(())
+    def converged(self) -> jax.Array:
+        return is_converged(self.result)
+
+    @property
+    def singular(self) -> jax.Array:
+        """A variance at the boundary (reported as exactly 0)."""
+        return jnp.any(self.at_boundary, axis=-1)
 
 
-def default_tolerances(dtype) -> tuple[float, float]:
-    """(gtol, ftol) relative to ``1 + |objective|``, by precision."""
-    if jnp.finfo(dtype).bits >= 64:
-        return 1e-9, 1e-13
-    return 1e-5, 1e-7
-
-
-def _uses_stored_value(state) -> bool:
-    """Whether the optimiser's state carries the value and gradient at its new
-    iterate (optax's line searches do), so they need not be computed again."""
-    try:
-        return optax.tree.get(state, "value") is not None and optax.tree.get(state, "grad") is not None
-    except (KeyError, ValueError):
-        return False
-
-
-def _status(value, grad, prev_value, it, max_iter, gtol, ftol):
-    """The stopping rule shared by both solvers (``_RUNNING`` to go on)."""
-    scale = 1.0 + jnp.abs(value)
-    gmax = jnp.max(jnp.abs(grad)) if grad.size else jnp.zeros((), value.dtype)
-    change = jnp.abs(prev_value - value)
-    return jnp.select(
-        [
-            ~jnp.isfinite(value) | ~jnp.all(jnp.isfinite(grad)),
-            gmax <= gtol * scale,
-            (change <= ftol * scale) & (gmax <= 1e3 * gtol * scale),
-            change == 0,
-            it >= max_iter,
-        ],
-        [3, 0, 1, 4, 2],
-        default=_RUNNING,
-    )
-
-
-class _LBFGSCarry(NamedTuple):
-    x: jax.Array  # accepted iterate
+class _Optimum(eqx.Module):
+    phi: jax.Array
+    zero: jax.Array
     value: jax.Array
     grad: jax.Array
-    direction: jax.Array
-    slope: jax.Array  # gradᵀ direction (< 0)
-    step: jax.Array  # trial step length
-    lo: jax.Array  # largest step known to satisfy the sufficient decrease
-    hi: jax.Array  # smallest step known to fail it (inf: none yet)
-    lo_value: jax.Array
-    lo_grad: jax.Array
-    ls_steps: jax.Array
-    lbfgs_state: Any
     n_iter: jax.Array
-    status: jax.Array
-    started: jax.Array  # False until the first evaluation at x0
+    code: jax.Array
 
 
-def _lbfgs_minimize(fun, x0, max_iter, gtol, ftol, memory_size=10, max_linesearch=40):
-    c1, c2 = 1e-4, 0.9  # weak Wolfe constants (sufficient decrease, curvature)
-    lbfgs = optax.scale_by_lbfgs(memory_size=memory_size)
-    value_and_grad = jax.value_and_grad(fun)
-    dtype = x0.dtype
-    f_noise = 1e-11 if jnp.finfo(dtype).bits >= 64 else 1e-5
+def _diagonal_positions(stats: ModelStatistics) -> np.ndarray:
+    return np.flatnonzero(np.concatenate([s.is_diagonal_entry for s in stats.structures]))
 
-    def new_direction(x, grad, state):
-        precond, state = lbfgs.update(grad, state, x)
-        direction = -precond
-        slope = jnp.vdot(grad, direction)
-        # Not a descent direction (round-off in the memory): steepest descent.
-        bad = ~(slope < 0)
-        direction = jnp.where(bad, -grad, direction)
-        slope = jnp.where(bad, -jnp.vdot(grad, grad), slope)
-        return direction, slope, state
 
-    def step(c: _LBFGSCarry) -> _LBFGSCarry:
-        trial = jnp.where(c.started, c.x + c.step * c.direction, c.x)
-        f_t, g_t = value_and_grad(trial)
-        # Sufficient decrease, or (approximate Wolfe, Hager & Zhang) no increase
-        # beyond round-off: near the optimum the decrease c1·step·slope is below
-        # the precision of the objective and exact Armijo would reject every step.
-        no_increase = f_t <= c.value + f_noise * (1.0 + jnp.abs(c.value))
-        sufficient = jnp.isfinite(f_t) & ((f_t <= c.value + c1 * c.step * c.slope) | no_increase)
-        slope_t = jnp.vdot(g_t, c.direction)
-        curvature = slope_t >= c2 * c.slope
-        converged_here = jnp.max(jnp.abs(g_t)) <= gtol * (1.0 + jnp.abs(f_t))
-        wolfe = sufficient & (curvature | converged_here)
-        out_of_steps = c.ls_steps + 1 >= max_linesearch
-        # Accept the trial, or (line search exhausted) the best step with decrease.
-        take_lo = ~wolfe & out_of_steps & (c.lo > 0)
-        accept = ~c.started | wolfe | take_lo
-        step_taken = jnp.where(take_lo, c.lo, c.step)
-        x_new = jnp.where(c.started, c.x + step_taken * c.direction, c.x)
-        f_new = jnp.where(take_lo, c.lo_value, f_t)
-        g_new = jnp.where(take_lo, c.lo_grad, g_t)
-        direction, slope, state = new_direction(x_new, g_new, c.lbfgs_state)
-        n_iter = c.n_iter + c.started.astype(c.n_iter.dtype)
-        status_accept = jnp.where(
-            c.started,
-            _status(f_new, g_new, c.value, n_iter, max_iter, gtol, ftol),
-            _status(f_new, g_new, jnp.inf, n_iter, max_iter, gtol, ftol),
-        )
-        # Not accepted: narrow the bracket and try again.
-        lo = jnp.where(sufficient, c.step, c.lo)
-        hi = jnp.where(sufficient, c.hi, c.step)
-        lo_value = jnp.where(sufficient, f_t, c.lo_value)
-        lo_grad = jnp.where(sufficient, g_t, c.lo_grad)
-        # Bracketed: bisect. Otherwise extrapolate to the secant minimiser of the
-        # slope along the line, by a factor between 2 and 10.
-        denominator = c.slope - slope_t
-        secant = jnp.where(denominator < 0, c.slope / jnp.where(denominator < 0, denominator, -1.0), 10.0)
-        next_step = jnp.where(jnp.isfinite(hi), 0.5 * (lo + hi), c.step * jnp.clip(secant, 2.0, 10.0))
-        status_reject = jnp.where(out_of_steps, 4, _RUNNING)
-        keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
-        one = jnp.ones((), dtype)
-        return _LBFGSCarry(
-            x=keep(x_new, c.x),
-            value=keep(f_new, c.value),
-            grad=keep(g_new, c.grad),
-            direction=keep(direction, c.direction),
-            slope=keep(slope, c.slope),
-            step=keep(one, next_step),
-            lo=keep(0 * one, lo),
-            hi=keep(jnp.inf * one, hi),
-            lo_value=keep(f_new, lo_value),
-            lo_grad=keep(g_new, lo_grad),
-            ls_steps=keep(jnp.zeros_like(c.ls_steps), c.ls_steps + 1),
-            lbfgs_state=jax.tree.map(keep, state, c.lbfgs_state),
-            n_iter=keep(n_iter, c.n_iter),
-            status=jnp.where(accept, status_accept, status_reject).astype(jnp.int32),
-            started=jnp.ones((), bool),
-        )
+def _start(stats: ModelStatistics, options: FitOptions, dtype) -> jax.Array:
+    """φ₀: zeros (Λ̃ = I), or ``options.start`` (user-unit θ) standardised."""
+    if options.start is None:
+        return jnp.zeros(stats.n_params, dtype)
+    theta = jnp.asarray(options.start, dtype)
+    scale = _row_scale(stats)
+    diag = jnp.asarray(np.concatenate([s.is_diagonal_entry for s in stats.structures]))
+    scaled = theta / scale
+    return jnp.where(diag, jnp.log(jnp.where(diag, jnp.maximum(scaled, 1e-6), 1.0)), scaled)
 
-    zero = jnp.zeros((), dtype)
-    carry = _LBFGSCarry(
-        x=x0,
-        value=jnp.inf * jnp.ones((), dtype),
-        grad=jnp.zeros_like(x0),
-        direction=jnp.zeros_like(x0),
-        slope=zero,
-        step=jnp.ones((), dtype),
-        lo=zero,
-        hi=jnp.inf * jnp.ones((), dtype),
-        lo_value=zero,
-        lo_grad=jnp.zeros_like(x0),
-        ls_steps=jnp.zeros((), jnp.int32),
-        lbfgs_state=lbfgs.init(x0),
-        n_iter=jnp.zeros((), jnp.int32),
-        status=jnp.asarray(_RUNNING, jnp.int32),
-        started=jnp.zeros((), bool),
+
+def _row_scale(stats: ModelStatistics) -> jax.Array:
+    """Per θ entry, the scale of its row of Λ: θ = s_row · θ̃."""
+    scales = stats.design.scaling.z_scale
+    pieces = [s[np.asarray(st.rows)] for s, st in zip(scales, stats.structures, strict=True)]
+    return jnp.concatenate(pieces)
+
+
+def _trial_masks(stats: ModelStatistics) -> np.ndarray:
+    """Row 0: nothing held (the main optimisation); row k: diagonal entry k at 0."""
+    diag = _diagonal_positions(stats)
+    masks = np.zeros((len(diag) + 1, stats.n_params), bool)
+    masks[np.arange(1, len(diag) + 1), diag] = True
+    return masks
+
+
+def _optimize(stats: ModelStatistics, options: FitOptions) -> _Optimum:
+    """The main optimisation, then the boundary trials (see the module docstring).
+
+    With the default L-BFGS, the main optimisation is trial 0 of the same
+    ``lax.scan``, so that the objective and its gradient are compiled once.
+    """
+    dtype = stats.response.yty.dtype
+    gtol, ftol, btol = options.tolerances(dtype)
+    phi0 = _start(stats, options, dtype)
+    nothing = jnp.zeros(phi0.shape, bool)
+    masks = _trial_masks(stats) if options.boundary else _trial_masks(stats)[:1]
+    start = _Optimum(phi0, nothing, jnp.asarray(jnp.inf, dtype), jnp.zeros_like(phi0), 0, 0)
+    if options.optimizer is not None:
+        fun = lambda x: standard_criterion(x, stats, options.reml, nothing)  # noqa: E731
+        main = _optax_minimize(fun, phi0, options.optimizer, options.max_iter, gtol, ftol)
+        start = _Optimum(main.params, nothing, main.value, main.grad, main.n_iter, main.code)
+        masks = masks[1:]
+    start = eqx.tree_at(
+        lambda o: (o.n_iter, o.code),
+        start,
+        (jnp.asarray(start.n_iter, jnp.int32), jnp.asarray(start.code, jnp.int32)),
     )
-    out = jax.lax.while_loop(lambda c: c.status == _RUNNING, step, carry)
-    return OptimizeResult(out.x, out.value, out.grad, out.n_iter, out.status)
+
+    def trial(cur: _Optimum, entry: jax.Array):
+        main = ~jnp.any(entry)
+        zero = cur.zero | entry
+        res = lbfgs(
+            jax.value_and_grad(lambda x: standard_criterion(x, stats, options.reml, zero)),
+            cur.phi,
+            max_iter=options.max_iter,
+            gtol=gtol,
+            ftol=ftol,
+            memory_size=options.memory_size,
+            max_linesearch=options.max_linesearch,
+            run=main | (~jnp.any(cur.zero & entry) & jnp.isfinite(cur.value)),
+            give_up_above=jnp.where(main, jnp.inf, cur.value + options.boundary_screen),
+        )
+        not_worse = res.value <= cur.value + btol * (1.0 + jnp.abs(cur.value))
+        keep = main | ((res.code != _SKIPPED) & jnp.isfinite(res.value) & not_worse)
+        ran = jnp.where(res.code == _SKIPPED, 0, res.n_iter)
+        new = _Optimum(res.params, zero, res.value, res.grad, cur.n_iter + ran, res.code)
+        out = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, cur)
+        return eqx.tree_at(lambda o: o.n_iter, out, cur.n_iter + ran), None
+
+    if len(masks) == 0:
+        return start
+    final, _ = jax.lax.scan(trial, start, jnp.asarray(masks))
+    return final
 
 
-def minimize(
-    fun: Callable[[jax.Array], jax.Array],
-    x0: jax.Array,
-    optimizer=None,
-    max_iter: int = 500,
-    gtol: float = 1e-9,
-    ftol: float = 1e-13,
-) -> OptimizeResult:
-    """Minimises ``fun`` from ``x0`` in one ``while_loop``.
+@eqx.filter_custom_vjp
+def _optimum(stats: ModelStatistics, options: FitOptions) -> _Optimum:
+    return _optimize(stats, options)
+
+
+@_optimum.def_fwd
+def _optimum_fwd(perturbed, stats, options):
+    del perturbed
+    out = _optimize(stats, options)
+    return out, out
+
+
+def _free_hessian(phi, zero, stats, reml):
+    """Hessian of the criterion in the free φ; held entries get an identity row."""
+    hess = jax.jacrev(jax.grad(lambda x: standard_criterion(x, stats, reml, zero)))(phi)
+    held = zero[:, None] | zero[None, :]
+    return jnp.where(held, jnp.eye(phi.shape[0], dtype=phi.dtype), hess)
+
+
+@_optimum.def_bwd
+def _optimum_bwd(residuals, grad_obj, perturbed, stats, options):
+    del perturbed
+    opt: _Optimum = residuals
+    v = grad_obj.phi
+    if v is None:
+        return jax.tree.map(lambda _: None, stats)
+    v = jnp.where(opt.zero, 0.0, v)
+    w = jnp.linalg.solve(_free_hessian(opt.phi, opt.zero, stats, options.reml), v)
+
+    def stationarity(s):
+        return jax.grad(lambda x: standard_criterion(x, s, options.reml, opt.zero))(opt.phi)
+
+    diff, static = eqx.partition(stats, eqx.is_inexact_array)
+    _, vjp = jax.vjp(lambda d: stationarity(eqx.combine(d, static)), diff)
+    (cot,) = vjp(-w)
+    return cot
+
+
+def _map_back(stats: ModelStatistics, opt: _Optimum, options: FitOptions) -> FitResult:
+    """Solves at φ̂ and maps every quantity to the user's units."""
+    design, response = stats.design, stats.response
+    sol = solve(opt.phi, stats, options.reml, opt.zero)
+    scale = response.y_scale
+    r_factor = design.scaling.r_factor
+    beta_q = scale * (sol.beta + response.beta_shift)
+    beta = jax.scipy.linalg.solve_triangular(r_factor, beta_q, lower=False)
+    r_inv = jax.scipy.linalg.solve_triangular(r_factor, jnp.eye(r_factor.shape[0], dtype=scale.dtype))
+    vcov = scale**2 * (r_inv @ sol.vcov_beta @ r_inv.T)
+    z_scale = design.scaling.z_scale
+    b = tuple(scale * bf * s for bf, s in zip(sol.b, z_scale, strict=True))
+    b_cov = tuple(scale**2 * c * (s[:, None] * s[None, :]) for c, s in zip(sol.b_cov, z_scale, strict=True))
+    lams = tuple(s[:, None] * lam for lam, s in zip(lambdas(opt.phi, stats, opt.zero), z_scale, strict=True))
+    theta = jnp.concatenate(
+        [
+            lam[np.asarray(st.rows), np.asarray(st.cols)]
+            for lam, st in zip(lams, stats.structures, strict=True)
+        ]
+    )
+    code = jnp.where(response.spread <= 100 * jnp.finfo(scale.dtype).eps, 5, opt.code)
+    free_grad = jnp.where(opt.zero, 0.0, opt.grad)
+    return FitResult(
+        theta=theta,
+        phi=jnp.where(opt.zero, -jnp.inf, opt.phi),
+        at_boundary=opt.zero,
+        lambdas=lams,
+        beta=beta,
+        vcov_beta=vcov,
+        sigma=scale * sol.sigma,
+        b=b,
+        b_cov=b_cov,
+        objective=sol.criterion + scale_correction(stats, options.reml),
+        result=results_from_code(code),
+        n_iter=opt.n_iter,
+        grad_norm=jnp.max(jnp.abs(free_grad), initial=0.0),
+    )
+
+
+def fit(stats: ModelStatistics, options: FitOptions | None = None) -> FitResult:
+    """Fits the model given its statistics: the pure core of jaxmixed.
 
     Args:
-        fun: scalar objective of a flat parameter vector.
-        x0: (k,) starting point.
-        optimizer: None (default) for L-BFGS with a weak-Wolfe line search
-            (optax's ``scale_by_lbfgs`` directions); or any optax
-            ``GradientTransformation`` (adam, sgd, ``optax.lbfgs()`` with its
-            own line search, …), stepped once per evaluation.
-        max_iter: iteration limit.
-        gtol: stop when ``max|∇f| <= gtol * (1 + |f|)``.
-        ftol: stop when ``|f_prev - f| <= ftol * (1 + |f|)`` and the gradient
-            is below ``1000 * gtol * (1 + |f|)``.
+        stats: design and response statistics (``jaxmixed.core.model_statistics``).
+        options: a :class:`FitOptions` (default ``FitOptions()``: REML).
+
+    Returns:
+        A :class:`FitResult`. Jittable (``eqx.filter_jit(fit)``), vmappable
+        over stacked response statistics, differentiable (reverse mode) with
+        respect to every floating array in ``stats`` (see the module docstring).
     """
-    if optimizer is None:
-        return _lbfgs_minimize(fun, x0, max_iter, gtol, ftol)
-    optimizer = optax.with_extra_args_support(optimizer)
-    value_and_grad = jax.value_and_grad(fun)
-    state0 = optimizer.init(x0)
-    stored = _uses_stored_value(state0)
-    value0, grad0 = value_and_grad(x0)
-
-    def step(carry):
-        params, state, value, grad, _, it, _ = carry
-        updates, state = optimizer.update(grad, state, params, value=value, grad=grad, value_fn=fun)
-        new_params = optax.apply_updates(params, updates)
-        if stored:
-            new_value = optax.tree.get(state, "value")
-            new_grad = optax.tree.get(state, "grad")
-        else:
-            new_value, new_grad = value_and_grad(new_params)
-        it = it + 1
-        status = _status(new_value, new_grad, value, it, max_iter, gtol, ftol)
-        return new_params, state, new_value, new_grad, value, it, status
-
-    first_status = _status(value0, grad0, jnp.inf, 0, max_iter, gtol, ftol)
-    carry = (x0, state0, value0, grad0, value0, jnp.asarray(0), jnp.asarray(first_status))
-    params, _, value, grad, _, it, status = jax.lax.while_loop(lambda c: c[-1] == _RUNNING, step, carry)
-    return OptimizeResult(params, value, grad, it, status)
+    options = FitOptions() if options is None else options
+    return _map_back(stats, _optimum(stats, options), options)
 
 
-@eqx.filter_jit
-def fit_statistics(
-    stats: ModelStatistics,
-    phi0: jax.Array,
-    reml: bool,
-    optimizer=None,
-    max_iter: int = 500,
-    gtol: float = 1e-9,
-    ftol: float = 1e-13,
-    solve: bool = False,
-):
-    """Fits the model given its statistics: one compiled call.
+def fit_data(
+    data: ModelData,
+    y: jax.Array,
+    options: FitOptions | None = None,
+    *,
+    offset: jax.Array | None = None,
+) -> FitResult:
+    """``fit(model_statistics(data, y, offset), options)``: rows to result in one call."""
+    return fit(model_statistics(data, y, offset), options)
 
-    Returns the :class:`OptimizeResult`; with ``solve=True``, the pair
-    ``(result, solve_mixed_model(result.params, stats, reml))`` computed in the
-    same compiled call (one dispatch instead of two: it matters for small
-    models). ``reml``, ``optimizer``, ``max_iter``, the tolerances and
-    ``solve`` are static: a new value compiles anew; new data of the same
-    shapes does not.
-    """
-    result = minimize(lambda phi: objective(phi, stats, reml), phi0, optimizer, max_iter, gtol, ftol)
-    if solve:
-        return result, solve_mixed_model(result.params, stats, reml)
-    return result
+
+def split_theta(theta: jax.Array, stats: ModelStatistics) -> list:
+    """θ split into one piece per grouping factor."""
+    return split_params(theta, stats.structures)

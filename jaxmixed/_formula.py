@@ -14,6 +14,9 @@ import re
 __all__ = ["ParsedFormula", "RandomTerm", "parse_formula"]
 
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+_BACKTICKED = re.compile(r"^`(?P<name>[^`]+)`$")
+_Q_CALL = re.compile(r"""^Q\(\s*(?P<q>['"])(?P<name>.+)(?P=q)\s*\)$""")
+_QUOTES = "`'\""
 
 
 class FormulaError(ValueError):
@@ -48,11 +51,22 @@ class ParsedFormula:
     random: tuple[RandomTerm, ...]
 
 
+def _skip_quoted(text: str, i: int) -> int:
+    """Index just past the quoted name or string (`...`, '...', "...") at ``text[i]``."""
+    end = text.find(text[i], i + 1)
+    if end < 0:
+        raise FormulaError(f"unclosed {text[i]} in {text!r}")
+    return end + 1
+
+
 def _split_top_level(text: str, sep: str) -> list[str]:
-    """Splits ``text`` on ``sep`` where it is outside all parentheses."""
+    """Splits ``text`` on ``sep`` where it is outside all parentheses and quotes."""
     parts, depth, start, i = [], 0, 0, 0
     while i < len(text):
         ch = text[i]
+        if ch in _QUOTES:
+            i = _skip_quoted(text, i)
+            continue
         if ch in "([{":
             depth += 1
         elif ch in ")]}":
@@ -71,6 +85,20 @@ def _split_top_level(text: str, sep: str) -> list[str]:
     return parts
 
 
+def _closing_paren(text: str, i: int) -> int:
+    """Index just past the parenthesis that closes the one at ``text[i]``."""
+    depth, j = 1, i + 1
+    while j < len(text) and depth:
+        if text[j] in _QUOTES:
+            j = _skip_quoted(text, j)
+            continue
+        depth += {"(": 1, ")": -1}.get(text[j], 0)
+        j += 1
+    if depth:
+        raise FormulaError(f"unbalanced parentheses in {text!r}")
+    return j
+
+
 def _find_bar_terms(rhs: str) -> tuple[str, list[str]]:
     """Removes the parenthesised bar terms from ``rhs``.
 
@@ -80,13 +108,12 @@ def _find_bar_terms(rhs: str) -> tuple[str, list[str]]:
     bars: list[str] = []
     i = 0
     while i < len(rhs):
-        if rhs[i] == "(":
-            depth, j = 1, i + 1
-            while j < len(rhs) and depth:
-                depth += {"(": 1, ")": -1}.get(rhs[j], 0)
-                j += 1
-            if depth:
-                raise FormulaError(f"unbalanced parentheses in {rhs!r}")
+        if rhs[i] in _QUOTES:
+            j = _skip_quoted(rhs, i)
+            fixed_chars.extend(rhs[i:j])
+            i = j
+        elif rhs[i] == "(":
+            j = _closing_paren(rhs, i)
             inner = rhs[i + 1 : j - 1]
             if len(_split_top_level(inner, "|")) > 1:
                 # A bar term: it must be joined to the rest by '+'.
@@ -109,27 +136,37 @@ def _find_bar_terms(rhs: str) -> tuple[str, list[str]]:
     return fixed, bars
 
 
+def _column_name(text: str, group: str) -> str:
+    """The column named by ``text``: a plain name, `a name` or Q("a name")."""
+    text = text.strip()
+    quoted = _BACKTICKED.match(text) or _Q_CALL.match(text)
+    if quoted:
+        return quoted.group("name")
+    if not _NAME.match(text):
+        raise FormulaError(
+            f"grouping factor {group!r}: {text!r} is not a column name (use plain "
+            "names, `quoted names` or Q(\"quoted names\") joined by ':' or '/')"
+        )
+    return text
+
+
 def _group_names(group: str) -> list[tuple[tuple[str, ...], str]]:
     """Expands ``a/b/c`` into ``a``, ``b:a`` and ``c:(b:a)`` as lme4 does.
 
     Returns (columns, lme4 name) pairs; the columns are in the order of the
-    name, which is also the order of the parts of the level labels.
+    name, which is also the order of the parts of the level labels. Names are
+    built from the column names (without backticks or ``Q("…")``).
     """
     out: list[tuple[tuple[str, ...], str]] = []
-    for piece in (g.strip() for g in _split_top_level(group, "/")):
-        columns = [c.strip() for c in piece.split(":")]
-        for c in columns:
-            if not _NAME.match(c):
-                raise FormulaError(
-                    f"grouping factor {group!r}: {c!r} is not a column name "
-                    "(use plain names joined by ':' or '/')"
-                )
+    for piece in _split_top_level(group, "/"):
+        columns = [_column_name(c, group) for c in _split_top_level(piece, ":")]
+        piece_name = ":".join(columns)
         if out:
             inner_columns, inner = out[-1]
-            name = f"{piece}:({inner})" if ":" in inner else f"{piece}:{inner}"
+            name = f"{piece_name}:({inner})" if len(inner_columns) > 1 else f"{piece_name}:{inner}"
             columns = columns + list(inner_columns)
         else:
-            name = piece
+            name = piece_name
         out.append((tuple(columns), name))
     return out
 
@@ -138,8 +175,9 @@ def parse_formula(formula: str) -> ParsedFormula:
     """Parses an lme4-style formula.
 
     Supports ``(1 | g)``, ``(x | g)``, ``(0 + x | g)``, ``(x || g)``,
-    ``(1 | a/b)`` (``(1 | a) + (1 | a:b)``) and ``(1 | a:b)``; everything
-    outside the bars is passed to formulaic unchanged.
+    ``(1 | a/b)`` (``(1 | a) + (1 | a:b)``) and ``(1 | a:b)``; a grouping
+    column may be written `with backticks` or as ``Q("with quotes")``.
+    Everything outside the bars is passed to formulaic unchanged.
     """
     if not isinstance(formula, str):
         raise TypeError(f"formula must be a string, got {type(formula).__name__}")

@@ -114,15 +114,19 @@ def pair_sum(w: jnp.ndarray, pairs: PairSum, size: int) -> jnp.ndarray:
 
 
 def _pair_sum_fwd(w, pairs, size):
-    return pair_sum(w, pairs, size), (pairs, w.shape[0])
+    return pair_sum(w, pairs, size), (pairs, w)
 
 
 def _pair_sum_bwd(size, residuals, g):
-    pairs, n_levels = residuals
+    pairs, w = residuals
+    n_levels = w.shape[0]
     per_pair = g[pairs.target_by_level][:, None] * pairs.products_by_level
     grad_w = jax.ops.segment_sum(per_pair, pairs.level_sorted, n_levels, indices_are_sorted=True)
     zeros = jax.tree.map(lambda a: None if a is None else jnp.zeros_like(a), pairs)
-    return grad_w, zeros
+    # The products carry the data (Z's values): their cotangent lets gradients
+    # reach Z and prior weights; XLA drops it when nothing asks for it.
+    grad_products = g[pairs.target][:, None] * w[pairs.level]
+    return grad_w, zeros._replace(products=grad_products)
 
 
 pair_sum.defvjp(_pair_sum_fwd, _pair_sum_bwd)

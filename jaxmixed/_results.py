@@ -12,7 +12,8 @@ import pandas as pd
 from formulaic.errors import DataMismatchWarning
 
 from ._design import Design, FactorInfo, ModelArrays
-from ._fit import STATUS_MESSAGES
+from ._fit import FitResult
+from ._optimise import RESULTS
 
 __all__ = ["MixedModelResults", "varcorr_table", "theta_names"]
 
@@ -79,13 +80,34 @@ def _factor_design(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
 
 
 def _factor_codes(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
-    if len(info.columns) == 1:
-        values = data[info.columns[0]]
-        if isinstance(values.dtype, pd.CategoricalDtype):
-            values = values.astype(info.levels.dtype if info.levels.dtype != object else object)
-        return info.levels.get_indexer(pd.Index(values))
-    labels = data[list(info.columns)].astype(str).agg(":".join, axis=1)
-    return info.levels.get_indexer(pd.Index(labels))
+    """Level codes of the rows of ``data`` for the factor ``info``; -1 for a level
+    not seen in fitting.
+
+    Labels match by value; labels of another kind than the fitted ones (strings
+    for integers, or integers for strings) match by their string forms ("3" is
+    3). New labels of another kind of which none match are an error.
+    """
+    if len(info.columns) > 1:
+        labels = data[list(info.columns)].astype(str).agg(":".join, axis=1)
+        return info.levels.get_indexer(pd.Index(labels))
+    values = data[info.columns[0]]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    new = pd.Index(values)
+    codes = info.levels.get_indexer(new)
+    kinds = [pd.api.types.infer_dtype(x, skipna=True) for x in (info.levels, new)]
+    numeric = ("integer", "floating", "mixed-integer-float", "decimal")
+    if (codes >= 0).all() or kinds[0] == kinds[1] or (kinds[0] in numeric and kinds[1] in numeric):
+        return codes
+    by_str = {str(label): k for k, label in reversed(list(enumerate(info.levels)))}
+    str_codes = np.asarray([by_str.get(str(v), -1) for v in new], dtype=codes.dtype)
+    codes = np.where(codes >= 0, codes, str_codes)
+    if len(new) and (codes < 0).all():
+        raise ValueError(
+            f"the labels of grouping factor {info.name!r} in newdata are of type {kinds[1]} and "
+            f"none matches the fitted labels, of type {kinds[0]}: convert them to the fitted type"
+        )
+    return codes
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -111,7 +133,9 @@ class MixedModelResults:
     ``grad_norm`` (largest gradient entry of the objective in the log-Cholesky
     parameters), ``singular`` (a variance at the boundary, reported as 0),
     ``n_dropped_rows`` (with ``missing="drop"``), ``dropped_columns``
-    (aliased fixed-effect columns).
+    (aliased fixed-effect columns). ``optimizer_params``: the optimiser's φ
+    (log-Cholesky parameters of the standardised Λ̃, −inf at a boundary);
+    ``fit_result``: the pure layer's :class:`~jaxmixed.core.FitResult`.
     """
 
     fixed_effects: pd.Series
@@ -139,6 +163,7 @@ class MixedModelResults:
     formula: str | None
     design: Design = dataclasses.field(repr=False)
     optimizer_params: np.ndarray = dataclasses.field(repr=False)
+    fit_result: FitResult = dataclasses.field(repr=False)
 
     @property
     def n_params(self) -> int:
@@ -321,31 +346,17 @@ def _normal_quantile(p: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def build_results(
-    design: Design,
-    arrays: ModelArrays,
-    solution: dict,
-    lams: list[np.ndarray],
-    theta: np.ndarray,
-    phi: np.ndarray,
-    reml: bool,
-    status: int,
-    converged: bool,
-    n_iter: int,
-    grad_norm: float,
-    singular: bool,
-) -> MixedModelResults:
-    """Attaches names to the numbers of a fit."""
+def build_results(design: Design, arrays: ModelArrays, fit: FitResult, reml: bool) -> MixedModelResults:
+    """Attaches names to the numbers of a fit (``fit``'s leaves as numpy arrays)."""
     names = list(design.fixed_names)
-    beta = np.asarray(solution["beta"], dtype=float)
-    vcov = np.asarray(solution["vcov_beta"], dtype=float)
-    sigma = float(solution["sigma"])
+    beta = np.asarray(fit.beta, dtype=float)
+    vcov = np.asarray(fit.vcov_beta, dtype=float)
+    sigma = float(fit.sigma)
+    theta = np.asarray(fit.theta, dtype=float)
     fitted_fixed = arrays.X @ beta
     fitted = fitted_fixed.copy()
     re, re_var, re_cov = {}, {}, {}
-    for info, codes, z, b, cov in zip(
-        design.factors, arrays.codes, arrays.Z, solution["b"], solution["b_cov"], strict=True
-    ):
+    for info, codes, z, b, cov in zip(design.factors, arrays.codes, arrays.Z, fit.b, fit.b_cov, strict=True):
         b = np.asarray(b, dtype=float)
         cov = np.asarray(cov, dtype=float)
         index = pd.Index(info.levels, name=info.name)
@@ -355,6 +366,7 @@ def build_results(
         )
         re_cov[info.name] = cov
         fitted = fitted + np.einsum("nq,nq->n", z, b[codes])
+    lams = [np.asarray(lam, dtype=float) for lam in fit.lambdas]
     return MixedModelResults(
         fixed_effects=pd.Series(beta, index=names, name="estimate"),
         fixed_effects_se=pd.Series(np.sqrt(np.diag(vcov)), index=names, name="std_error"),
@@ -362,14 +374,14 @@ def build_results(
         varcorr=varcorr_table(design, lams, sigma),
         sigma=sigma,
         theta=pd.Series(theta[design.theta_order], index=theta_names(design), name="theta"),
-        objective=float(solution["objective"]),
+        objective=float(fit.objective),
         reml=reml,
         nobs=len(arrays.y),
-        converged=converged,
-        convergence_message=STATUS_MESSAGES[status],
-        singular=singular,
-        n_iter=n_iter,
-        grad_norm=grad_norm,
+        converged=bool(fit.converged),
+        convergence_message=RESULTS[fit.result],
+        singular=bool(fit.singular),
+        n_iter=int(fit.n_iter),
+        grad_norm=float(fit.grad_norm),
         random_effects=re,
         random_effects_var=re_var,
         random_effects_cov=re_cov,
@@ -380,5 +392,6 @@ def build_results(
         dropped_columns=design.dropped_fixed,
         formula=design.formula,
         design=design,
-        optimizer_params=phi,
+        optimizer_params=np.asarray(fit.phi, dtype=float),
+        fit_result=fit,
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import jaxmixed as jm
+from jaxmixed._design import build_design, design_from_arrays
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 
@@ -47,8 +50,23 @@ def test_missing_drop_drops_and_records(sleep):
 
 def test_non_finite_after_transformation_is_an_error():
     df = pd.DataFrame({"y": np.arange(12.0) % 5, "x": np.arange(12.0), "g": list("ab") * 6})
-    with pytest.raises(ValueError, match="fixed-effects model matrix has 1 row"):
+    with pytest.raises(ValueError, match=r"fixed-effects model matrix has 1 row.*\['np.log\(x\)'\]"):
         jm.fit_reml("y ~ np.log(x) + (1 | g)", data=df)
+
+
+@pytest.mark.parametrize(
+    "formula, message",
+    [
+        ("np.log(y) ~ x + (1 | g)", r"the response 'np.log\(y\)' has 3 row"),
+        ("y ~ x + (np.log(x) | g)", r"model matrix of \(np.log\(x\) \| g\) has 1 row.*\['np.log\(x\)'\]"),
+        ("y ~ x + (1 | h)", r"missing or non-finite values.*'h': 1"),
+    ],
+)
+def test_non_finite_values_name_their_column(formula, message):
+    df = pd.DataFrame({"y": np.arange(12.0) % 4, "x": np.arange(12.0), "g": np.arange(12) % 3})
+    df["h"] = np.where(np.arange(12) == 5, np.inf, df.g)
+    with pytest.raises(ValueError, match=message):
+        build_design(formula, df)
 
 
 def test_unknown_column(sleep):
@@ -209,3 +227,151 @@ def test_low_level_statistics_need_64_bit_mode_for_float64():
     design, arrays = jm.build_design("Yield ~ 1 + (1 | Batch)", df)
     with pytest.raises(ValueError, match="enable_x64"):
         jm.model_statistics(design, arrays)
+
+
+def _simulated(seed: int = 0, n_groups: int = 8, per_group: int = 10) -> pd.DataFrame:
+    """Small data with a random intercept and slope on g."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), per_group)
+    x = rng.normal(size=g.size)
+    y = 1 + 0.5 * x + rng.normal(size=n_groups)[g] + 0.3 * rng.normal(size=n_groups)[g] * x
+    return pd.DataFrame({"y": y + rng.normal(size=g.size), "x": x, "xsq": x**2, "g": g})
+
+
+def test_duplicate_column_names_are_an_error():
+    df = _simulated()
+    dup = pd.concat([df, df[["x"]]], axis=1)
+    with pytest.raises(ValueError, match=r"several columns named \['x'\].*rename"):
+        build_design("y ~ x + (1 | g)", dup)
+    dup_group = pd.concat([df, df[["g"]]], axis=1)
+    with pytest.raises(ValueError, match=r"several columns named \['g'\]"):
+        build_design("y ~ x + (1 | g)", dup_group)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    ["y ~ when + (1 | g)", "y ~ x + (when | g)", "y ~ x + (0 + when || g)", "y ~ lag + (1 | g)"],
+)
+def test_dates_and_times_as_predictors_are_an_error(formula):
+    df = _simulated()
+    df["when"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(len(df)), unit="D")
+    df["lag"] = pd.to_timedelta(np.arange(len(df)), unit="h")
+    column = "lag" if "lag" in formula else "when"
+    with pytest.raises(ValueError, match=rf"column '{column}' holds dates or times.*number.*days.*category"):
+        build_design(formula, df)
+
+
+def test_dates_as_python_objects_are_an_error_but_fine_as_groups():
+    df = _simulated()
+    df["day"] = [pd.Timestamp("2024-01-01").date()] * len(df)
+    with pytest.raises(ValueError, match="column 'day' holds dates"):
+        build_design("y ~ day + (1 | g)", df)
+    df["week"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(7 * df.g, unit="D")
+    design, _ = build_design("y ~ x + (1 | week)", df)
+    assert design.factors[0].n_levels == 8
+
+
+def _assert_same_fit(res, ref):
+    assert res.objective == pytest.approx(ref.objective, rel=1e-10)
+    np.testing.assert_allclose(res.fixed_effects.to_numpy(), ref.fixed_effects.to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(res.theta.to_numpy(), ref.theta.to_numpy(), rtol=1e-6)
+
+
+def test_dotted_names_fit_as_plain_names():
+    df = _simulated()
+    ref = jm.fit_reml("y ~ x + xsq + (x | g)", df)
+    dotted = df.rename(columns={"y": "y.1", "x": "x.1", "xsq": "x.sq", "g": "g.1"})
+    res = jm.fit_reml("y.1 ~ x.1 + x.sq + (x.1 | g.1)", dotted)
+    _assert_same_fit(res, ref)
+    assert list(res.fixed_effects.index) == ["Intercept", "x.1", "x.sq"]
+    assert list(res.random_effects) == ["g.1"]
+    assert list(res.random_effects["g.1"].columns) == ["Intercept", "x.1"]
+    np.testing.assert_allclose(res.predict(dotted.iloc[:5]), ref.fitted[:5], rtol=1e-8)
+    # x.sq next to x: the column x.sq, not an attribute of x.
+    res = jm.fit_reml("y ~ x + x.sq + (x | g)", df.rename(columns={"xsq": "x.sq"}))
+    _assert_same_fit(res, ref)
+    assert list(res.fixed_effects.index) == ["Intercept", "x", "x.sq"]
+
+
+def test_dotted_names_inside_transforms_keep_the_users_spelling():
+    df = _simulated().rename(columns={"x": "x.1", "g": "g.1"})
+    design, arrays = build_design("y ~ np.exp(x.1) + C(g.1) + (0 + x.1 || g.1)", df)
+    assert design.fixed_names[:3] == ("Intercept", "np.exp(x.1)", "C(g.1)[T.1]")
+    np.testing.assert_allclose(arrays.X[:, 1], np.exp(df["x.1"]))
+    xm = design.fixed_spec.get_model_matrix(df.iloc[:3])
+    assert list(xm.columns) == list(design.fixed_names)
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (x | `my group`)",
+        'y ~ x + (x | Q("my group"))',
+        "y ~ `my x` + (`my x` | `my group`)",
+    ],
+)
+def test_grouping_column_with_spaces(formula):
+    df = _simulated()
+    ref = jm.fit_reml("y ~ x + (x | g)", df)
+    spaced = df.rename(columns={"g": "my group"})
+    spaced["my x"] = spaced.x
+    res = jm.fit_reml(formula, spaced)
+    _assert_same_fit(res, ref)
+    assert list(res.random_effects) == ["my group"]
+    assert set(res.varcorr.grp) == {"my group", "Residual"}
+    np.testing.assert_allclose(res.predict(spaced.iloc[:5]), ref.fitted[:5], rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "formula, term",
+    [
+        ("y ~ x + g + (1 | g)", r"\(1 \| g\) \(\['Intercept'\]\)"),
+        ("y ~ x + C(g) + (x | g)", r"\(x \| g\) \(\['Intercept'\]\)"),
+        ("y ~ x * g + (x || g)", r"\(x \|\| g\) \(\['Intercept'\]\)"),
+    ],
+)
+def test_grouping_factor_as_fixed_effect_is_not_identifiable(formula, term):
+    df = _simulated().assign(g=lambda d: "g" + d.g.astype(str))
+    with pytest.raises(ValueError, match=rf"{term} are confounded with the fixed effects.*factor 'g'"):
+        build_design(formula, df)
+
+
+def test_confounding_with_array_input():
+    df = _simulated()
+    X = pd.get_dummies(df.g, prefix="g", dtype=float)
+    with pytest.raises(ValueError, match=r"\(Z \| group\) \(\['Intercept'\]\) are confounded"):
+        design_from_arrays(y=df.y, X=X, groups=df.g)
+
+
+def test_confounding_check_spares_identifiable_models(sleep):
+    build_design(FORMULA, sleep)
+    build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", jm.load_dataset("Penicillin"))
+    build_design("strength ~ 1 + (1 | batch/cask)", jm.load_dataset("Pastes"))
+    df = _simulated()
+    df["h"] = np.tile(np.arange(5), 16)
+    build_design("y ~ x + (1 | g/h)", df)
+    # X holds the indicator of one level of g, and a between-group covariate.
+    df["one"] = (df.g == 3).astype(float)
+    df["size"] = np.asarray([1.0, 2, 2, 3, 1, 4, 5, 2])[df.g]
+    build_design("y ~ x + one + size + (x | g)", df)
+
+
+def test_predict_matches_integer_and_string_labels(sleep):
+    sleep = sleep.assign(Subject=sleep.Subject.astype(int))
+    res = jm.fit_reml(FORMULA, data=sleep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        as_str = res.predict(sleep.assign(Subject=sleep.Subject.astype(str)))
+        as_cat = res.predict(sleep.assign(Subject=pd.Categorical(sleep.Subject.astype(str))))
+    np.testing.assert_allclose(as_str, res.fitted, rtol=1e-12)
+    np.testing.assert_allclose(as_cat, res.fitted, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"'Subject'.*of type string.*of type integer"):
+        res.predict(sleep.assign(Subject="S" + sleep.Subject.astype(str)))
+    # Fitted with strings, predicted with integers; an unseen integer only warns.
+    res = jm.fit_reml(FORMULA, data=sleep.assign(Subject=sleep.Subject.astype(str)))
+    new = sleep.iloc[:12].copy()
+    new.loc[new.index[-2:], "Subject"] = 9999
+    with pytest.warns(UserWarning, match="2 row"):
+        pred = res.predict(new)
+    np.testing.assert_allclose(pred[:10], res.fitted[:10], rtol=1e-12)
+    np.testing.assert_allclose(pred[10:], res.fitted_fixed[10:12], rtol=1e-12)

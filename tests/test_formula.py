@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jaxmixed import FormulaError, RandomTerm, parse_formula
+from jaxmixed._formula import FormulaError, RandomTerm, parse_formula
 
 
 def test_slopes_formula():
@@ -65,3 +65,27 @@ def test_three_level_nesting_is_named_as_lme4_names_it():
     f = parse_formula("y ~ 1 + (1 | a/b/c)")
     assert [t.name for t in f.random] == ["a", "b:a", "c:(b:a)"]
     assert f.random[2].group == ("c", "b", "a")
+
+
+@pytest.mark.parametrize("group", ["`my group`", 'Q("my group")', "Q('my group')", " `my group` "])
+def test_quoted_grouping_factor_is_named_by_its_column(group):
+    f = parse_formula(f"y ~ x + (1 | {group})")
+    assert f.random == (RandomTerm("1", ("my group",), "my group", True),)
+
+
+def test_quoted_names_keep_separators_and_nest_like_plain_names():
+    f = parse_formula("y ~ `a|b` + (1 | `site:1`/Q('plot/2'))")
+    assert f.fixed == "`a|b`"
+    assert [t.group for t in f.random] == [("site:1",), ("plot/2", "site:1")]
+    assert [t.name for t in f.random] == ["site:1", "plot/2:site:1"]
+
+
+def test_dotted_names_are_read_whole():
+    f = parse_formula("y.1 ~ x.1 + x.sq + (x.1 | g.1)")
+    assert (f.response, f.fixed) == ("y.1", "x.1 + x.sq")
+    assert f.random == (RandomTerm("x.1", ("g.1",), "g.1", True),)
+
+
+def test_unclosed_backtick_is_an_error():
+    with pytest.raises(FormulaError, match="unclosed `"):
+        parse_formula("y ~ x + (1 | `g)")

@@ -1,0 +1,83 @@
+"""The pure layer: every function here is a JAX function of pytrees.
+
+The pipeline, in the order a reader meets it:
+
+1. ``build_design(formula, data)`` → ``(Design, ModelArrays)`` (host: names,
+   validation) and ``prepare(design, arrays)`` → :class:`ModelData` (the rows
+   and the integer structure of the design); or ``model_data(X, Z, codes,
+   ...)`` from arrays directly.
+2. ``design_statistics(data)`` → :class:`DesignStatistics` (built once per
+   design) and ``response_statistics(design, y)`` → :class:`ResponseStatistics`
+   (linear in y: differentiate with respect to y, vmap over many responses);
+   ``model_statistics(data, y)`` does both.
+3. ``objective(phi, stats, reml)``: lme4's profiled criterion at φ;
+   ``solve(phi, stats, reml)``: β̃, σ̂, b̃ there (standardised units).
+4. ``fit(stats, FitOptions(...))`` → :class:`FitResult`: optimisation,
+   boundary check and the map back to the user's units, in one jittable,
+   vmappable, differentiable function (gradients through the optimum by
+   implicit differentiation); ``fit_data(data, y, options)`` = 2 + 4.
+5. ``minimize``: the optimiser loop on any scalar function.
+
+Covariance parameterisation: ``CovarianceStructure`` (which entries of a
+factor's Λ are free), ``lambda_from_phi``, ``theta_from_phi``,
+``phi_from_theta``.
+
+Call these inside ``with jax.enable_x64(True):`` for float64 (``fit_reml``
+does so itself).
+"""
+
+from ._api import prepare
+from ._covariance import CovarianceStructure, lambda_from_phi, phi_from_theta, theta_from_phi
+from ._design import Design, ModelArrays, build_design, design_from_arrays
+from ._fit import FitResult, fit, fit_data
+from ._formula import ParsedFormula, RandomTerm, parse_formula
+from ._objective import Solution, objective, solve, standard_criterion
+from ._optimise import RESULTS, FitOptions, OptimizeResult, minimize
+from ._statistics import (
+    DesignIndex,
+    DesignStatistics,
+    ModelData,
+    ModelStatistics,
+    ResponseStatistics,
+    Standardization,
+    design_statistics,
+    model_data,
+    model_statistics,
+    response_statistics,
+)
+
+__all__ = [
+    "RESULTS",
+    "CovarianceStructure",
+    "Design",
+    "DesignIndex",
+    "DesignStatistics",
+    "FitOptions",
+    "FitResult",
+    "ModelArrays",
+    "ModelData",
+    "ModelStatistics",
+    "OptimizeResult",
+    "ParsedFormula",
+    "RandomTerm",
+    "ResponseStatistics",
+    "Solution",
+    "Standardization",
+    "build_design",
+    "design_from_arrays",
+    "design_statistics",
+    "fit",
+    "fit_data",
+    "lambda_from_phi",
+    "minimize",
+    "model_data",
+    "model_statistics",
+    "objective",
+    "parse_formula",
+    "phi_from_theta",
+    "prepare",
+    "response_statistics",
+    "solve",
+    "standard_criterion",
+    "theta_from_phi",
+]
