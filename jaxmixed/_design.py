@@ -473,7 +473,10 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
     mm = formulaic.model_matrix(f"{parsed.response} ~ {parsed.fixed}", data, na_action="raise")
     response = _unquote_names([parsed.response], parsed.response).get(parsed.response, parsed.response)
     if mm.lhs.shape[1] != 1:
-        raise ValueError(f"the response {response!r} must be one numeric column")
+        raise ValueError(
+            f"the response {response!r} must be one numeric column, but it makes "
+            f"{mm.lhs.shape[1]} columns {list(mm.lhs.columns)} (it is not numeric): convert it to numbers"
+        )
     y = np.asarray(mm.lhs, dtype=float).reshape(-1)
     _check_finite(y, f"the response {response!r}")
     X = np.asarray(mm.rhs, dtype=float)

@@ -28,14 +28,8 @@ def lme4_name(name: str) -> str:
     return name
 
 
-def dense_criterion(y, X, codes, Z, lams, reml: bool) -> float:
-    """-2 log-likelihood (ML) or the REML criterion with V built explicitly.
-
-    V₀ = Z Λ Λᵀ Zᵀ + I; β̂ by generalised least squares; σ̂² = r²/n (ML) or
-    r²/(n−p) (REML); then -2 log N(y; Xβ̂, σ̂² V₀), plus log|XᵀV⁻¹X| − p log 2π
-    for REML... written out in full below, with no use of the package.
-    """
-    n, p = X.shape
+def dense_v0(n, codes, Z, lams, weights=None):
+    """V₀ = ZΛΛᵀZᵀ + W⁻¹ built explicitly (n×n)."""
     blocks = []
     for c, z, lam in zip(codes, Z, lams, strict=True):
         j = int(c.max()) + 1
@@ -45,7 +39,19 @@ def dense_criterion(y, X, codes, Z, lams, reml: bool) -> float:
             full[i, c[i] * q : (c[i] + 1) * q] = z[i]
         blocks.append(full @ np.kron(np.eye(j), lam))
     zl = np.concatenate(blocks, axis=1)
-    v0 = zl @ zl.T + np.eye(n)
+    w_inv = np.ones(n) if weights is None else 1.0 / np.asarray(weights)
+    return zl @ zl.T + np.diag(w_inv)
+
+
+def dense_criterion(y, X, codes, Z, lams, reml: bool, weights=None) -> float:
+    """-2 log-likelihood (ML) or the REML criterion with V built explicitly.
+
+    V₀ = Z Λ Λᵀ Zᵀ + W⁻¹ (prior weights W, default I); β̂ by generalised least squares; σ̂² = r²/n (ML) or
+    r²/(n−p) (REML); then -2 log N(y; Xβ̂, σ̂² V₀), plus log|XᵀV⁻¹X| − p log 2π
+    for REML... written out in full below, with no use of the package.
+    """
+    n, p = X.shape
+    v0 = dense_v0(n, codes, Z, lams, weights)
     v0_inv = np.linalg.inv(v0)
     xtvx = X.T @ v0_inv @ X
     beta = np.linalg.solve(xtvx, X.T @ v0_inv @ y)

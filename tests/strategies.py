@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from jaxmixed._covariance import structure_for_terms
-from jaxmixed._objective import compute_statistics
+import jax.numpy as jnp
+
+from jaxmixed import core
+from jaxmixed._covariance import lambda_from_phi, split_params, structure_for_terms
 
 
 @st.composite
-def designs(draw, max_factors: int = 1, nested: bool | None = None):
+def designs(draw, max_factors: int = 1, nested: bool | None = None, weighted: bool = False):
     """A random design: y, X, per factor (codes, Z), structures and φ.
 
     Factors may be crossed (independent codes) or nested (codes of factor k
@@ -52,7 +54,9 @@ def designs(draw, max_factors: int = 1, nested: bool | None = None):
     for c, z in zip(codes, Zs, strict=True):
         b = rng.normal(size=(int(c.max()) + 1, z.shape[1]))
         y = y + np.einsum("nq,nq->n", z, b[c])
+    weights = rng.uniform(0.3, 3.0, size=n) if weighted and draw(st.booleans()) else None
     return {
+        "weights": weights,
         "y": y,
         "X": X,
         "codes": codes,
@@ -63,8 +67,29 @@ def designs(draw, max_factors: int = 1, nested: bool | None = None):
     }
 
 
-def statistics_of(design):
-    """The sufficient statistics of a drawn design (call inside enable_x64)."""
-    return compute_statistics(
-        design["y"], design["X"], design["codes"], design["Z"], design["structures"], design["n_levels"]
+def data_of(design, dtype=jnp.float64):
+    """The pure layer's ModelData of a drawn design (call inside enable_x64)."""
+    return core.model_data(
+        design["X"],
+        design["Z"],
+        design["codes"],
+        design["n_levels"],
+        design["structures"],
+        weights=design.get("weights"),
+        dtype=dtype,
     )
+
+
+def statistics_of(design, y=None):
+    """The statistics of a drawn design (call inside enable_x64)."""
+    return core.model_statistics(data_of(design), design["y"] if y is None else y)
+
+
+def user_lambdas(phi, stats) -> list[np.ndarray]:
+    """Each factor's Λ in the user's units from the standardised φ: Λ = S Λ̃."""
+    out = []
+    for p, s, scale in zip(
+        split_params(phi, stats.structures), stats.structures, stats.design.scaling.z_scale, strict=True
+    ):
+        out.append(np.asarray(scale)[:, None] * np.asarray(lambda_from_phi(p, s)))
+    return out

@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import dense_criterion
+from conftest import dense_criterion, dense_v0
 from hypothesis import HealthCheck, given, settings
-from strategies import designs, statistics_of
+from strategies import designs, statistics_of, user_lambdas
 
 import jaxmixed as jm
-from jaxmixed._covariance import lambda_from_phi, split_params
+from jaxmixed import core
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -20,29 +20,28 @@ def _check(design, reml):
     with jax.enable_x64(True):
         stats = statistics_of(design)
         phi = jnp.asarray(design["phi"])
-        value = float(jm.objective(phi, stats, reml))
-        lams = [
-            np.asarray(lambda_from_phi(p, s))
-            for p, s in zip(split_params(phi, design["structures"]), design["structures"], strict=True)
-        ]
-    expected = dense_criterion(design["y"], design["X"], design["codes"], design["Z"], lams, reml)
+        value = float(core.objective(phi, stats, reml))
+        lams = user_lambdas(phi, stats)
+    expected = dense_criterion(
+        design["y"], design["X"], design["codes"], design["Z"], lams, reml, design["weights"]
+    )
     assert value == pytest.approx(expected, rel=1e-8)
 
 
 @SETTINGS
-@given(designs(max_factors=1))
+@given(designs(max_factors=1, weighted=True))
 def test_one_factor_matches_dense_reml(design):
     _check(design, reml=True)
 
 
 @SETTINGS
-@given(designs(max_factors=1))
+@given(designs(max_factors=1, weighted=True))
 def test_one_factor_matches_dense_ml(design):
     _check(design, reml=False)
 
 
 @SETTINGS
-@given(designs(max_factors=3, nested=False))
+@given(designs(max_factors=3, nested=False, weighted=True))
 def test_crossed_factors_match_dense(design):
     _check(design, reml=True)
     _check(design, reml=False)
@@ -55,51 +54,51 @@ def test_nested_factors_match_dense(design):
     _check(design, reml=False)
 
 
-@SETTINGS
-@given(designs(max_factors=3))
-def test_solution_matches_dense_gls(design):
-    """β̂, σ̂ and the conditional modes against V-based formulas."""
-    with jax.enable_x64(True):
-        stats = statistics_of(design)
-        phi = jnp.asarray(design["phi"])
-        sol = jax.tree_util.tree_map(np.asarray, jm.solve_mixed_model(phi, stats, True))
-        lams = [
-            np.asarray(lambda_from_phi(p, s))
-            for p, s in zip(split_params(phi, design["structures"]), design["structures"], strict=True)
-        ]
+def _dense_solution(design, lams):
+    """β̂, σ̂², vcov, b̂ and conditional covariances from V₀ built explicitly."""
     y, X = design["y"], design["X"]
     n, p = X.shape
+    v0_inv = np.linalg.inv(dense_v0(n, design["codes"], design["Z"], lams, design["weights"]))
+    beta = np.linalg.solve(X.T @ v0_inv @ X, X.T @ v0_inv @ y)
+    resid = y - X @ beta
+    sigma2 = resid @ v0_inv @ resid / (n - p)
+    vcov = sigma2 * np.linalg.inv(X.T @ v0_inv @ X)
+    # b̂ = Λ Λᵀ Zᵀ V₀⁻¹ (y − Xβ̂); Cov(b | y) = σ² Λ (ΛᵀZᵀWZΛ + I)⁻¹ Λᵀ.
     blocks = []
     for c, z, lam in zip(design["codes"], design["Z"], lams, strict=True):
         j, q = int(c.max()) + 1, z.shape[1]
         full = np.zeros((n, j * q))
-        for i in range(n):
-            full[i, c[i] * q : (c[i] + 1) * q] = z[i]
-        blocks.append((full, np.kron(np.eye(j), lam), j, q))
+        full[np.arange(n)[:, None], c[:, None] * q + np.arange(q)[None, :]] = z
+        blocks.append((full, np.kron(np.eye(j), lam)))
     zfull = np.concatenate([b[0] for b in blocks], axis=1)
     lam_full = np.zeros((zfull.shape[1], zfull.shape[1]))
     off = 0
-    for _, lk, _, _ in blocks:
-        k = lk.shape[0]
-        lam_full[off : off + k, off : off + k] = lk
-        off += k
+    for _, lk in blocks:
+        lam_full[off : off + lk.shape[0], off : off + lk.shape[0]] = lk
+        off += lk.shape[0]
+    w = np.ones(n) if design["weights"] is None else design["weights"]
     zl = zfull @ lam_full
-    v0 = zl @ zl.T + np.eye(n)
-    v0_inv = np.linalg.inv(v0)
-    beta = np.linalg.solve(X.T @ v0_inv @ X, X.T @ v0_inv @ y)
-    resid = y - X @ beta
-    sigma2 = resid @ v0_inv @ resid / (n - p)
-    np.testing.assert_allclose(sol["beta"], beta, rtol=1e-7, atol=1e-9)
-    assert float(sol["sigma"]) ** 2 == pytest.approx(sigma2, rel=1e-8)
-    np.testing.assert_allclose(
-        sol["vcov_beta"], sigma2 * np.linalg.inv(X.T @ v0_inv @ X), rtol=1e-6, atol=1e-12
-    )
-    # Conditional modes b̂ = Λ Λᵀ Zᵀ V₀⁻¹ (y − Xβ̂) and covariances σ² Λ (ΛᵀZᵀZΛ + I)⁻¹ Λᵀ.
     b_all = lam_full @ lam_full.T @ zfull.T @ v0_inv @ resid
-    a_inv = np.linalg.inv(zl.T @ zl + np.eye(zl.shape[1]))
-    cov_all = sigma2 * lam_full @ a_inv @ lam_full.T
+    cov_all = sigma2 * lam_full @ np.linalg.inv(zl.T @ (w[:, None] * zl) + np.eye(zl.shape[1])) @ lam_full.T
+    return beta, sigma2, vcov, b_all, cov_all
+
+
+@SETTINGS
+@given(designs(max_factors=3, weighted=True))
+def test_solution_matches_dense_gls(design):
+    """β̂, σ̂ and the conditional modes against V-based formulas, in user units."""
+    with jax.enable_x64(True):
+        stats = statistics_of(design)
+        phi = jnp.asarray(design["phi"])
+        res = jax.tree_util.tree_map(np.asarray, _solve_at(phi, stats))
+        lams = user_lambdas(phi, stats)
+    beta, sigma2, vcov, b_all, cov_all = _dense_solution(design, lams)
+    np.testing.assert_allclose(res.beta, beta, rtol=1e-7, atol=1e-9)
+    assert float(res.sigma) ** 2 == pytest.approx(sigma2, rel=1e-8)
+    np.testing.assert_allclose(res.vcov_beta, vcov, rtol=1e-6, atol=1e-12)
     off = 0
-    for (_, _, j, q), b, cov in zip(blocks, sol["b"], sol["b_cov"], strict=True):
+    for b, cov in zip(res.b, res.b_cov, strict=True):
+        j, q = b.shape
         np.testing.assert_allclose(b.reshape(-1), b_all[off : off + j * q], rtol=1e-6, atol=1e-9)
         for lv in range(j):
             s = slice(off + lv * q, off + (lv + 1) * q)
@@ -107,10 +106,16 @@ def test_solution_matches_dense_gls(design):
         off += j * q
 
 
+def _solve_at(phi, stats):
+    """The pure fit's map back to user units, at a given φ (no optimisation)."""
+    from jaxmixed._fit import _map_back, _Optimum
+
+    zero = jnp.zeros(phi.shape, bool)
+    opt = _Optimum(phi, zero, jnp.zeros(()), jnp.zeros_like(phi), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    return _map_back(stats, opt, core.FitOptions())
+
+
 def test_dense_block_memory_limit_is_enforced():
     df = jm.load_dataset("Penicillin")
-    with pytest.raises(
-        MemoryError,
-        match=r"dense block of 6 x 6 with 864 cross pairs: about [0-9.]+ KiB, over the limit of 100 bytes",
-    ):
+    with pytest.raises(MemoryError, match=r"dense block of 6 x 6 with \d+ cross pairs: about [0-9.]+ KiB, over the limit of 100 bytes"):
         jm.fit_reml("diameter ~ 1 + (1 | plate) + (1 | sample)", data=df, memory_limit=100)

@@ -78,12 +78,13 @@ def main() -> None:
     for design in MODELS:
         for seed in SEEDS:
             d = simulate(design, seed)
-            for y, x, g, h in zip(d["y"], d["x"], d["g"], d["h"]):
+            for y, x, g, h in zip(d["y"], d["x"], d["g"], d["h"], strict=True):
                 buf.write(f"{design},{seed},{float(y)!r},{float(x)!r},{g},{h}\n")
     # mtime=0 and no file name in the header: byte-identical output on rerun.
-    with open(OUT, "wb") as raw, gzip.GzipFile(
-        filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0
-    ) as gz:
+    with (
+        open(OUT, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as gz,
+    ):
         gz.write(buf.getvalue().encode("ascii"))
 
 
