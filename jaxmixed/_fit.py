@@ -133,12 +133,53 @@ def _row_scale(stats: ModelStatistics) -> jax.Array:
     return jnp.concatenate(pieces)
 
 
-def _trial_masks(stats: ModelStatistics) -> np.ndarray:
-    """Row 0: nothing held (the main optimisation); row k: diagonal entry k at 0."""
+def _trials(stats: ModelStatistics, boundary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The scan's trials: (entry masks (T, n_params), release flags (T,)).
+
+    Trial 0 holds nothing (the main optimisation); then each diagonal entry
+    held at 0 in turn; then one release of every held entry together (a fit
+    that wandered to θ ≈ 0, where the log-coordinate gradient vanishes,
+    restarts those entries from θ̃ = 1 and keeps the result when it is
+    better); then each entry held at 0 again.
+    """
     diag = _diagonal_positions(stats)
-    masks = np.zeros((len(diag) + 1, stats.n_params), bool)
-    masks[np.arange(1, len(diag) + 1), diag] = True
-    return masks
+    if not boundary:
+        return np.zeros((1, stats.n_params), bool), np.zeros(1, bool)
+    k = len(diag)
+    one_each = np.zeros((k, stats.n_params), bool)
+    one_each[np.arange(k), diag] = True
+    masks = np.concatenate([np.zeros((1, stats.n_params), bool), one_each, one_each.any(0)[None], one_each])
+    release = np.zeros(len(masks), bool)
+    release[k + 1] = True
+    return masks, release
+
+
+def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: jax.Array, release):
+    """One trial of the scan: optimise with ``entry`` held at 0 (or released)."""
+    gtol, ftol, btol = options.tolerances(cur.phi.dtype)
+    main = ~jnp.any(entry)
+    held = jnp.any(cur.zero & entry)
+    zero = jnp.where(release, cur.zero & ~entry, cur.zero | entry)
+    x0 = jnp.where(release & entry & cur.zero, 0.0, cur.phi)
+    res = lbfgs(
+        jax.value_and_grad(lambda x: standard_criterion(x, stats, options.reml, zero)),
+        x0,
+        max_iter=options.max_iter,
+        gtol=gtol,
+        ftol=ftol,
+        memory_size=options.memory_size,
+        max_linesearch=options.max_linesearch,
+        max_step=options.max_step,
+        run=main | (jnp.isfinite(cur.value) & jnp.where(release, held, ~held)),
+        give_up_above=jnp.where(main | release, jnp.inf, cur.value + options.boundary_screen),
+    )
+    margin = btol * (1.0 + jnp.abs(cur.value))
+    better = jnp.where(release, res.value < cur.value - margin, res.value <= cur.value + margin)
+    keep = main | ((res.code != _SKIPPED) & jnp.isfinite(res.value) & better)
+    ran = jnp.where(res.code == _SKIPPED, 0, res.n_iter)
+    new = _Optimum(res.params, zero, res.value, res.grad, cur.n_iter, res.code)
+    out = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, cur)
+    return eqx.tree_at(lambda o: o.n_iter, out, cur.n_iter + ran)
 
 
 def _optimize(stats: ModelStatistics, options: FitOptions) -> _Optimum:
@@ -148,46 +189,24 @@ def _optimize(stats: ModelStatistics, options: FitOptions) -> _Optimum:
     ``lax.scan``, so that the objective and its gradient are compiled once.
     """
     dtype = stats.response.yty.dtype
-    gtol, ftol, btol = options.tolerances(dtype)
+    gtol, ftol, _ = options.tolerances(dtype)
     phi0 = _start(stats, options, dtype)
     nothing = jnp.zeros(phi0.shape, bool)
-    masks = _trial_masks(stats) if options.boundary else _trial_masks(stats)[:1]
-    start = _Optimum(phi0, nothing, jnp.asarray(jnp.inf, dtype), jnp.zeros_like(phi0), 0, 0)
+    masks, release = _trials(stats, options.boundary)
+    int0 = jnp.zeros((), jnp.int32)
+    start = _Optimum(phi0, nothing, jnp.asarray(jnp.inf, dtype), jnp.zeros_like(phi0), int0, int0)
     if options.optimizer is not None:
         fun = lambda x: standard_criterion(x, stats, options.reml, nothing)  # noqa: E731
         main = _optax_minimize(fun, phi0, options.optimizer, options.max_iter, gtol, ftol)
         start = _Optimum(main.params, nothing, main.value, main.grad, main.n_iter, main.code)
-        masks = masks[1:]
-    start = eqx.tree_at(
-        lambda o: (o.n_iter, o.code),
-        start,
-        (jnp.asarray(start.n_iter, jnp.int32), jnp.asarray(start.code, jnp.int32)),
-    )
-
-    def trial(cur: _Optimum, entry: jax.Array):
-        main = ~jnp.any(entry)
-        zero = cur.zero | entry
-        res = lbfgs(
-            jax.value_and_grad(lambda x: standard_criterion(x, stats, options.reml, zero)),
-            cur.phi,
-            max_iter=options.max_iter,
-            gtol=gtol,
-            ftol=ftol,
-            memory_size=options.memory_size,
-            max_linesearch=options.max_linesearch,
-            run=main | (~jnp.any(cur.zero & entry) & jnp.isfinite(cur.value)),
-            give_up_above=jnp.where(main, jnp.inf, cur.value + options.boundary_screen),
-        )
-        not_worse = res.value <= cur.value + btol * (1.0 + jnp.abs(cur.value))
-        keep = main | ((res.code != _SKIPPED) & jnp.isfinite(res.value) & not_worse)
-        ran = jnp.where(res.code == _SKIPPED, 0, res.n_iter)
-        new = _Optimum(res.params, zero, res.value, res.grad, cur.n_iter + ran, res.code)
-        out = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, cur)
-        return eqx.tree_at(lambda o: o.n_iter, out, cur.n_iter + ran), None
-
+        masks, release = masks[1:], release[1:]
     if len(masks) == 0:
         return start
-    final, _ = jax.lax.scan(trial, start, jnp.asarray(masks))
+
+    def step(cur, trial):
+        return _trial(stats, options, cur, *trial), None
+
+    final, _ = jax.lax.scan(step, start, (jnp.asarray(masks), jnp.asarray(release)))
     return final
 
 

@@ -85,6 +85,8 @@ class FitOptions(eqx.Module):
             any optax ``GradientTransformation`` for the main optimisation.
         memory_size: L-BFGS history length (default 10).
         max_linesearch: trial steps per line search (default 40).
+        max_step: the first trial step of each line search changes no
+            log-Cholesky parameter by more than this (default 2.0).
         start: (n_params,) starting θ in the user's units, computation order
             (factor by factor); None (default): Λ̃ = I on the standardised
             columns (lme4's Λ = I, in units where each Z column has RMS 1).
@@ -100,6 +102,7 @@ class FitOptions(eqx.Module):
     optimizer: Any = eqx.field(default=None, static=True)
     memory_size: int = eqx.field(default=10, static=True)
     max_linesearch: int = eqx.field(default=40, static=True)
+    max_step: float = eqx.field(default=2.0, static=True)
     start: jax.Array | None = None
 
     def tolerances(self, dtype) -> tuple[float, float, float]:
@@ -176,7 +179,7 @@ class _Carry(NamedTuple):
     started: jax.Array  # False until the first evaluation at x0
 
 
-def _new_line(lbfgs, x, grad, value, state):
+def _new_line(lbfgs, x, grad, value, state, max_step):
     precond, state = lbfgs.update(grad, state, x)
     direction = -precond
     slope = jnp.vdot(grad, direction)
@@ -185,7 +188,12 @@ def _new_line(lbfgs, x, grad, value, state):
     direction = jnp.where(bad, -grad, direction)
     slope = jnp.where(bad, -jnp.vdot(grad, grad), slope)
     one = jnp.ones((), x.dtype)
-    line = _Line(direction, slope, one, 0 * one, jnp.inf * one, value, grad, jnp.zeros((), jnp.int32))
+    # The first trial moves no entry by more than max_step: a unit step along a
+    # steep first gradient would jump to where the variances are ~0 and the
+    # gradient in log coordinates vanishes (a false stationary point).
+    largest = jnp.max(jnp.abs(direction), initial=0.0)
+    step = jnp.minimum(one, max_step / jnp.where(largest > 0, largest, 1.0))
+    line = _Line(direction, slope, step, 0 * one, jnp.inf * one, value, grad, jnp.zeros((), jnp.int32))
     return line, state
 
 
@@ -217,6 +225,7 @@ def lbfgs(
     ftol: float,
     memory_size: int = 10,
     max_linesearch: int = 40,
+    max_step: float = 2.0,
     run: jax.Array | bool = True,
     give_up_above: jax.Array | float = jnp.inf,
 ) -> OptimizeResult:
@@ -251,7 +260,7 @@ def lbfgs(
         x_new = jnp.where(c.started, c.x + jnp.where(take_lo, line.lo, line.step) * line.direction, c.x)
         f_new = jnp.where(take_lo, line.lo_value, f_t)
         g_new = jnp.where(take_lo, line.lo_grad, g_t)
-        new_line, state = _new_line(opt, x_new, g_new, f_new, c.lbfgs_state)
+        new_line, state = _new_line(opt, x_new, g_new, f_new, c.lbfgs_state, max_step)
         n_iter = c.n_iter + c.started.astype(c.n_iter.dtype)
         prev = jnp.where(c.started, c.value, jnp.inf)
         code_accept = _status(f_new, g_new, prev, n_iter, max_iter, gtol, ftol)
@@ -270,7 +279,7 @@ def lbfgs(
         )
 
     zero = jnp.zeros((), dtype)
-    line0, _ = _new_line(opt, x0, jnp.zeros_like(x0), zero, opt.init(x0))
+    line0, _ = _new_line(opt, x0, jnp.zeros_like(x0), zero, opt.init(x0), max_step)
     carry = _Carry(
         x=x0,
         value=jnp.inf * jnp.ones((), dtype),
@@ -343,4 +352,5 @@ def minimize(
         ftol=ftol,
         memory_size=options.memory_size,
         max_linesearch=options.max_linesearch,
+        max_step=options.max_step,
     )

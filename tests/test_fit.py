@@ -1,4 +1,4 @@
-"""The optimiser loop: stopping rules, other optax transformations, float32."""
+"""The optimiser loop: stopping rules, the status enumeration, other optax transformations."""
 
 from __future__ import annotations
 
@@ -9,13 +9,34 @@ import optax
 import pytest
 
 import jaxmixed as jm
+from jaxmixed import core
 
 
 def test_minimize_quadratic_reports_gradient_stop():
     with jax.enable_x64(True):
-        res = jm.minimize(lambda x: jnp.sum((x - 3.0) ** 2), jnp.zeros(4))
-    assert int(res.status) == 0
+        res = core.minimize(lambda x: jnp.sum((x - 3.0) ** 2), jnp.zeros(4))
+    assert res.result == jm.RESULTS.successful
     np.testing.assert_allclose(np.asarray(res.params), 3.0, rtol=1e-8)
+
+
+def test_minimize_with_an_optax_transformation():
+    with jax.enable_x64(True):
+        res = core.minimize(
+            lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(3), core.FitOptions(optimizer=optax.adam(0.1), max_iter=2000)
+        )
+    assert bool(jm.core.FitResult.converged.fget(_fake(res.result)))
+    np.testing.assert_allclose(np.asarray(res.params), 1.0, atol=1e-3)
+
+
+def _fake(result):
+    """A stand-in with a ``result`` field, to read ``converged`` from a RESULTS item."""
+
+    class _R:
+        pass
+
+    r = _R()
+    r.result = result
+    return r
 
 
 def test_iteration_cap_is_reported_not_hidden():
@@ -24,7 +45,7 @@ def test_iteration_cap_is_reported_not_hidden():
         res = jm.fit_reml("Reaction ~ Days + (Days | Subject)", data=df, max_iter=2)
     assert not res.converged
     assert res.convergence_message == "iteration limit reached"
-    assert res.n_iter == 2
+    assert res.fit_result.result == jm.RESULTS.max_steps_reached
     assert "Converged: NO" in res.summary()
 
 
@@ -33,6 +54,30 @@ def test_adam_reaches_the_same_optimum():
     ref = jm.fit_reml("Yield ~ 1 + (1 | Batch)", data=df)
     res = jm.fit_reml("Yield ~ 1 + (1 | Batch)", data=df, optimizer=optax.adam(0.05), max_iter=3000)
     assert res.objective == pytest.approx(ref.objective, rel=1e-8)
+
+
+def test_options_carry_every_setting():
+    df = jm.load_dataset("sleepstudy")
+    ref = jm.fit_reml("Reaction ~ Days + (Days | Subject)", data=df, reml=False)
+    res = jm.fit_reml(
+        "Reaction ~ Days + (Days | Subject)",
+        data=df,
+        options=jm.FitOptions(reml=False, gtol=1e-11, start=jnp.asarray([20.0, -5.0, 5.0])),
+    )
+    assert not res.reml
+    assert res.objective == pytest.approx(ref.objective, rel=1e-10)
+    np.testing.assert_allclose(res.theta, ref.theta, atol=1e-5)
+
+
+def test_constant_response_is_flagged_by_the_pure_fit():
+    """The pure fit does not raise (it runs inside vmap): it reports the reason."""
+    df = jm.load_dataset("sleepstudy")
+    design, arrays = core.build_design("Reaction ~ Days + (Days | Subject)", df)
+    with jax.enable_x64(True):
+        data = core.prepare(design, arrays)
+        res = core.fit_data(data, jnp.asarray(3.0 + 2.0 * arrays.X[:, 1]))
+    assert res.result == jm.RESULTS.constant_response
+    assert not bool(res.converged)
 
 
 @pytest.mark.parametrize(
