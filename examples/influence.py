@@ -69,8 +69,8 @@ with jax.enable_x64(True):
             f"{np.max(np.abs(fd - jac[:, i])) / np.max(np.abs(jac[:, i])):.1e}"
         )
 
-    print("\nThe 5 most influential observations (first-order change of θ̂ and σ̂/σ̂")
-    print("if yᵢ were replaced by its fitted value):")
+    print("\nThe 5 most influential observations: first-order change of θ̂ and σ̂ (ms) if yᵢ")
+    print("were replaced by its fitted value; score = ‖(Δθ, Δσ/σ̂)‖:")
     print(
         f"  {'row':>4} {'Subject':>7} {'Days':>4} {'Reaction':>9} {'resid':>8}   "
         + "  ".join(f"Δ{n:<8}" for n in names)
