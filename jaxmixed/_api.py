@@ -102,8 +102,9 @@ def fit_reml(
         memory_limit: bytes allowed for the dense block of the grouping
             factors after the first; default half the machine's memory.
         options: a :class:`FitOptions` with every setting (tolerances,
-            boundary handling, start); when given, ``reml``, ``optimizer`` and
-            ``max_iter`` are ignored in favour of its own.
+            boundary handling, start); when given, its ``reml``, ``optimizer``
+            and ``max_iter`` are used, and those arguments, if changed from
+            their defaults, must agree with it (else ValueError).
 
     Returns:
         A ``MixedModelResults``. A fit that did not converge has
@@ -115,6 +116,14 @@ def fit_reml(
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
     if options is None:
         options = FitOptions(reml=reml, max_iter=max_iter, optimizer=optimizer)
+    else:
+        given = {"reml": (reml, True), "max_iter": (max_iter, 500), "optimizer": (optimizer, None)}
+        clash = [k for k, (v, d) in given.items() if v is not d and v != d and v != getattr(options, k)]
+        if clash:
+            raise ValueError(
+                f"{clash} given both as arguments and (differently) in options=FitOptions(...): "
+                "set them in FitOptions only"
+            )
     with jax.enable_x64(True):
         rows = prepare(design, arrays, dtype=dtype, memory_limit=memory_limit)
         result = _fit_data(rows, jnp.asarray(arrays.y, dtype), options)

@@ -36,7 +36,6 @@ import jax.numpy as jnp
 
 from ._covariance import lambda_from_phi, split_params
 from ._linalg import (
-    PairSum,
     batched_cholesky,
     batched_solve_lower,
     batched_solve_upper_t,

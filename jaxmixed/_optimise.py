@@ -319,8 +319,14 @@ def _optax_minimize(fun, x0, optimizer, max_iter, gtol, ftol) -> OptimizeResult:
         else:
             new_value, new_grad = value_and_grad(new_params)
         it = it + 1
-        return new_params, state, new_value, new_grad, value, it, _status(
-            new_value, new_grad, value, it, max_iter, gtol, ftol
+        return (
+            new_params,
+            state,
+            new_value,
+            new_grad,
+            value,
+            it,
+            _status(new_value, new_grad, value, it, max_iter, gtol, ftol),
         )
 
     first = _status(value0, grad0, jnp.inf, 0, max_iter, gtol, ftol)

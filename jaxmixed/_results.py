@@ -34,16 +34,19 @@ def varcorr_table(design: Design, lams: list[np.ndarray], sigma: float) -> pd.Da
         name, cols = info.term_names[t], info.term_columns[t]
         start, stop = info.structure.term_slices[t]
         lam_t = lams[f][start:stop, start:stop]
-        cov = sigma**2 * lam_t @ lam_t.T
-        sd = np.sqrt(np.diag(cov))
+        rel = lam_t @ lam_t.T  # σ-relative covariance: SDs and correlations need no σ²
+        rel_sd = np.sqrt(np.diag(rel))
+        with np.errstate(over="ignore", under="ignore"):
+            cov = np.float64(sigma) ** 2 * rel  # inf or 0 when σ² leaves float64's range
         for i, c in enumerate(cols):
-            rows.append((name, c, None, cov[i, i], sd[i]))
+            rows.append((name, c, None, cov[i, i], sigma * rel_sd[i]))
         for j in range(len(cols)):
             for i in range(j + 1, len(cols)):
-                denom = sd[i] * sd[j]
-                corr = cov[i, j] / denom if denom > 0 else float("nan")
+                denom = rel_sd[i] * rel_sd[j]
+                corr = rel[i, j] / denom if denom > 0 else float("nan")
                 rows.append((name, cols[j], cols[i], cov[i, j], corr))
-    rows.append(("Residual", None, None, sigma**2, sigma))
+    with np.errstate(over="ignore", under="ignore"):
+        rows.append(("Residual", None, None, np.float64(sigma) ** 2, sigma))
     grp, var1, var2, vcov, sdcor = zip(*rows, strict=True)
     # Object columns keep None (not NaN) for absent names.
     return pd.DataFrame(
@@ -58,12 +61,13 @@ def varcorr_table(design: Design, lams: list[np.ndarray], sigma: float) -> pd.Da
 
 
 def theta_names(design: Design) -> list[str]:
-    """lme4-style names of θ in lme4's order: ``Subject.Days`` (diagonal),
-    ``Subject.Days.Intercept`` (row, column)."""
+    """lme4's names of θ in lme4's order: ``Subject.Days`` (diagonal),
+    ``Subject.Days.(Intercept)`` (row, column); the intercept is lme4's
+    ``(Intercept)``, other columns keep formulaic's names."""
     names = []
     for f, t in design.report_order:
         info = design.factors[f]
-        cols = info.term_columns[t]
+        cols = ["(Intercept)" if c == "Intercept" else c for c in info.term_columns[t]]
         size = len(cols)
         for j in range(size):
             for i in range(j, size):
@@ -367,6 +371,16 @@ def build_results(design: Design, arrays: ModelArrays, fit: FitResult, reml: boo
         re_cov[info.name] = cov
         fitted = fitted + np.einsum("nq,nq->n", z, b[codes])
     lams = [np.asarray(lam, dtype=float) for lam in fit.lambdas]
+    with np.errstate(over="ignore", under="ignore"):
+        sigma2 = np.float64(sigma) ** 2
+    if sigma > 0 and not (np.isfinite(sigma2) and sigma2 > 0):
+        warnings.warn(
+            f"σ̂ = {sigma:.3g}: variances (σ̂² and varcorr's vcov) are outside float64's range and "
+            "are reported as inf or 0; standard deviations, θ and β are exact. Rescale the response "
+            "to see the variances",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return MixedModelResults(
         fixed_effects=pd.Series(beta, index=names, name="estimate"),
         fixed_effects_se=pd.Series(np.sqrt(np.diag(vcov)), index=names, name="std_error"),

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 from hypothesis import strategies as st
-
-import jax.numpy as jnp
 
 from jaxmixed import core
 from jaxmixed._covariance import lambda_from_phi, split_params, structure_for_terms
@@ -82,7 +82,10 @@ def data_of(design, dtype=jnp.float64):
 
 def statistics_of(design, y=None):
     """The statistics of a drawn design (call inside enable_x64)."""
-    return core.model_statistics(data_of(design), design["y"] if y is None else y)
+    return _model_statistics(data_of(design), jnp.asarray(design["y"] if y is None else y))
+
+
+_model_statistics = eqx.filter_jit(core.model_statistics)
 
 
 def user_lambdas(phi, stats) -> list[np.ndarray]:

@@ -82,6 +82,8 @@ def test_parameters_match_lme4(key, lme4_refs):
             else:
                 assert rel(getattr(row, field), theirs) < 1e-4, (row, field)
     theta_ref = np.array(list(ref["theta"].values()))
+    if all("[" not in name for name in res.theta.index):  # formulaic's categorical names differ
+        assert list(res.theta.index) == list(ref["theta"]), "θ names are lme4's"
     np.testing.assert_allclose(res.theta.to_numpy(), theta_ref, rtol=1e-4, atol=1e-8)
 
 

@@ -22,7 +22,9 @@ def test_minimize_quadratic_reports_gradient_stop():
 def test_minimize_with_an_optax_transformation():
     with jax.enable_x64(True):
         res = core.minimize(
-            lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(3), core.FitOptions(optimizer=optax.adam(0.1), max_iter=2000)
+            lambda x: jnp.sum((x - 1.0) ** 2),
+            jnp.zeros(3),
+            core.FitOptions(optimizer=optax.adam(0.1), max_iter=2000),
         )
     assert bool(jm.core.FitResult.converged.fget(_fake(res.result)))
     np.testing.assert_allclose(np.asarray(res.params), 1.0, atol=1e-3)

@@ -13,7 +13,7 @@ import jaxmixed as jm
 from jaxmixed import core
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(designs(max_factors=2))
 def test_jit_equals_eager(design):
     with jax.enable_x64(True):
@@ -25,7 +25,9 @@ def test_jit_equals_eager(design):
             assert abs(jitted - eager) <= 1e-12 * abs(eager)
         sol_eager = core.solve(phi, stats, True)
         sol_jit = eqx.filter_jit(core.solve)(phi, stats, True)
-        for a, b in zip(jax.tree_util.tree_leaves(sol_eager), jax.tree_util.tree_leaves(sol_jit), strict=True):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(sol_eager), jax.tree_util.tree_leaves(sol_jit), strict=True
+        ):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
 
 

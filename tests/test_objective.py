@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,14 +14,15 @@ from strategies import designs, statistics_of, user_lambdas
 import jaxmixed as jm
 from jaxmixed import core
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_objective = eqx.filter_jit(core.objective)
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _check(design, reml):
     with jax.enable_x64(True):
         stats = statistics_of(design)
         phi = jnp.asarray(design["phi"])
-        value = float(core.objective(phi, stats, reml))
+        value = float(_objective(phi, stats, reml))
         lams = user_lambdas(phi, stats)
     expected = dense_criterion(
         design["y"], design["X"], design["codes"], design["Z"], lams, reml, design["weights"]
@@ -90,7 +92,7 @@ def test_solution_matches_dense_gls(design):
     with jax.enable_x64(True):
         stats = statistics_of(design)
         phi = jnp.asarray(design["phi"])
-        res = jax.tree_util.tree_map(np.asarray, _solve_at(phi, stats))
+        res = jax.tree_util.tree_map(np.asarray, eqx.filter_jit(_solve_at)(phi, stats))
         lams = user_lambdas(phi, stats)
     beta, sigma2, vcov, b_all, cov_all = _dense_solution(design, lams)
     np.testing.assert_allclose(res.beta, beta, rtol=1e-7, atol=1e-9)
@@ -111,11 +113,16 @@ def _solve_at(phi, stats):
     from jaxmixed._fit import _map_back, _Optimum
 
     zero = jnp.zeros(phi.shape, bool)
-    opt = _Optimum(phi, zero, jnp.zeros(()), jnp.zeros_like(phi), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    opt = _Optimum(
+        phi, zero, jnp.zeros(()), jnp.zeros_like(phi), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
+    )
     return _map_back(stats, opt, core.FitOptions())
 
 
 def test_dense_block_memory_limit_is_enforced():
     df = jm.load_dataset("Penicillin")
-    with pytest.raises(MemoryError, match=r"dense block of 6 x 6 with \d+ cross pairs: about [0-9.]+ KiB, over the limit of 100 bytes"):
+    with pytest.raises(
+        MemoryError,
+        match=r"dense block of 6 x 6 with \d+ cross pairs: about [0-9.]+ KiB, over the limit of 100 bytes",
+    ):
         jm.fit_reml("diameter ~ 1 + (1 | plate) + (1 | sample)", data=df, memory_limit=100)
