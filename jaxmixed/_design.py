@@ -308,13 +308,29 @@ def _group_codes(data: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray
     return inverse.reshape(-1).astype(np.int32), pd.Index(labels)
 
 
-def _aliased_columns(X: np.ndarray) -> np.ndarray:
-    """Indices of columns of X that are linear combinations of earlier ones.
+def _aliased_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of X that are linear combinations of earlier ones, and a basis.
 
-    Columns are taken in order (as lme4 keeps the earlier of aliased columns):
-    a column whose component orthogonal to the kept ones (Gram-Schmidt, twice
-    for stability) is below the tolerance relative to its norm is aliased.
+    Columns are taken in order (as lme4 keeps the earlier of aliased columns).
+    In the unpivoted Householder QR ``X = QR``, ``|R_jj|`` is the norm of the
+    component of column j orthogonal to the columns before it, so column j is
+    aliased when ``|R_jj|`` is below the tolerance relative to its norm.
+    Returns (aliased indices, Q's columns for the kept ones: an orthonormal
+    basis (n, r) of X's column space).
     """
+    n, p = X.shape
+    if p == 0:
+        return np.zeros(0, dtype=int), np.zeros((n, 0))
+    if p >= n:  # rare (the fit will refuse n <= p): the column-by-column route
+        return _aliased_by_gram_schmidt(X)
+    q, r = np.linalg.qr(X)
+    norms = np.linalg.norm(X, axis=0)
+    aliased = (norms == 0) | (np.abs(np.diag(r)) < _RANK_TOL * norms)
+    return np.flatnonzero(aliased), q[:, ~aliased]
+
+
+def _aliased_by_gram_schmidt(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`_aliased_columns`, by Gram-Schmidt (twice), for p >= n."""
     basis = np.zeros((X.shape[0], 0))
     aliased = []
     for j in range(X.shape[1]):
@@ -328,12 +344,17 @@ def _aliased_columns(X: np.ndarray) -> np.ndarray:
             aliased.append(j)
         else:
             basis = np.column_stack([basis, resid / r])
-    return np.asarray(aliased, dtype=int)
+    return np.asarray(aliased, dtype=int), basis
 
 
-def _check_fixed(X: np.ndarray, names: list[str], n: int) -> tuple[np.ndarray, list[str], list[str]]:
-    """Drops aliased fixed-effect columns (warning) and checks n > p."""
-    aliased = _aliased_columns(X)
+def _check_fixed(
+    X: np.ndarray, names: list[str], n: int
+) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+    """Drops aliased fixed-effect columns (warning) and checks n > p.
+
+    Returns X, its names, the dropped names and an orthonormal basis of X's columns.
+    """
+    aliased, basis = _aliased_columns(X)
     dropped = [names[i] for i in aliased]
     if dropped:
         warnings.warn(
@@ -346,7 +367,7 @@ def _check_fixed(X: np.ndarray, names: list[str], n: int) -> tuple[np.ndarray, l
         raise ValueError(
             f"too few observations: n = {n} is not larger than the number of fixed effects p = {X.shape[1]}"
         )
-    return X, names, dropped
+    return X, names, dropped, basis
 
 
 def _check_response(y: np.ndarray) -> None:
@@ -404,16 +425,16 @@ def _confounded_columns(Q: np.ndarray, codes: np.ndarray, n_levels: int, z: np.n
 
 
 def _check_confounding(
-    X: np.ndarray, terms: Sequence[tuple[str, str, np.ndarray, int, np.ndarray, Sequence[str]]]
+    Q: np.ndarray, terms: Sequence[tuple[str, str, np.ndarray, int, np.ndarray, Sequence[str]]]
 ) -> None:
     """Raises if a random-effects term's random effects all lie in the span of
     the fixed effects (e.g. ``y ~ g + (1 | g)``): they are not identifiable.
 
-    ``terms``: (term label, factor name, codes, number of levels, Z, Z's column names).
+    ``Q``: an orthonormal basis (n, r) of X's columns. ``terms``: (term label,
+    factor name, codes, number of levels, Z, Z's column names).
     """
-    if X.shape[1] == 0:
+    if Q.shape[1] == 0:
         return
-    Q = np.linalg.qr(X)[0]
     for label, factor, codes, n_levels, z, names in terms:
         bad = _confounded_columns(Q, codes, n_levels, z)
         if bad:
@@ -482,7 +503,7 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
     X = np.asarray(mm.rhs, dtype=float)
     all_fixed_names, fixed_spec = _named_matrix(mm.rhs, parsed.fixed)
     _check_finite(X, "the fixed-effects model matrix", all_fixed_names)
-    X, fixed_names, dropped = _check_fixed(X, all_fixed_names, n)
+    X, fixed_names, dropped, basis = _check_fixed(X, all_fixed_names, n)
     _check_response(y)
 
     # lme4's terms: a (x || g) bar is expanded as lme4 expands it, into
@@ -551,7 +572,7 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
     arrays = ModelArrays(y=y, X=X, codes=tuple(codes), Z=tuple(Zs))
     _check_factors(arrays, factors)
     _check_confounding(
-        X,
+        basis,
         [
             (t["label"], t["bar"].name, groups[t["bar"].group]["codes"], t["n_levels"], t["z"], t["columns"])
             for t in terms
@@ -676,7 +697,7 @@ def design_from_arrays(
         y_arr, X_arr, Z_arr, g = y_arr[keep], X_arr[keep], Z_arr[keep], g[keep].reset_index(drop=True)
         n = len(y_arr)
     all_x_names = list(x_names)
-    X_arr, x_names, dropped = _check_fixed(X_arr, x_names, n)
+    X_arr, x_names, dropped, basis = _check_fixed(X_arr, x_names, n)
     _check_response(y_arr)
     codes, levels = _group_codes(pd.DataFrame({group_name: g}), [group_name])
     info = FactorInfo(
@@ -690,7 +711,7 @@ def design_from_arrays(
     )
     arrays = ModelArrays(y=y_arr, X=X_arr, codes=(codes,), Z=(Z_arr,))
     _check_factors(arrays, [info])
-    _check_confounding(X_arr, [(f"(Z | {group_name})", group_name, codes, len(levels), Z_arr, z_names)])
+    _check_confounding(basis, [(f"(Z | {group_name})", group_name, codes, len(levels), Z_arr, z_names)])
     design = Design(
         response="y",
         fixed_names=tuple(x_names),

@@ -109,6 +109,7 @@ class _Optimum(eqx.Module):
     grad: jax.Array
     n_iter: jax.Array
     code: jax.Array
+    revisit: jax.Array | bool = False  # a release was kept: sweep the zeros again
 
 
 def _diagonal_positions(stats: ModelStatistics) -> np.ndarray:
@@ -133,34 +134,50 @@ def _row_scale(stats: ModelStatistics) -> jax.Array:
     return jnp.concatenate(pieces)
 
 
+# Kinds of trial in the scan.
+_MAIN, _ZERO, _RELEASE, _ZERO_AGAIN = 0, 1, 2, 3
+
+
 def _trials(stats: ModelStatistics, boundary: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The scan's trials: (entry masks (T, n_params), release flags (T,)).
+    """The scan's trials: (entry masks (T, n_params), kinds (T,)).
 
     Trial 0 holds nothing (the main optimisation); then each diagonal entry
     held at 0 in turn; then one release of every held entry together (a fit
     that wandered to θ ≈ 0, where the log-coordinate gradient vanishes,
     restarts those entries from θ̃ = 1 and keeps the result when it is
-    better); then each entry held at 0 again.
+    better); then, only if that release was kept, each entry held at 0 again.
     """
-    diag = _diagonal_positions(stats)
+    n = stats.n_params
     if not boundary:
-        return np.zeros((1, stats.n_params), bool), np.zeros(1, bool)
+        return np.zeros((1, n), bool), np.asarray([_MAIN])
+    diag = _diagonal_positions(stats)
     k = len(diag)
-    one_each = np.zeros((k, stats.n_params), bool)
+    one_each = np.zeros((k, n), bool)
     one_each[np.arange(k), diag] = True
-    masks = np.concatenate([np.zeros((1, stats.n_params), bool), one_each, one_each.any(0)[None], one_each])
-    release = np.zeros(len(masks), bool)
-    release[k + 1] = True
-    return masks, release
+    masks = np.concatenate([np.zeros((1, n), bool), one_each, one_each.any(0)[None], one_each])
+    kinds = np.asarray([_MAIN] + [_ZERO] * k + [_RELEASE] + [_ZERO_AGAIN] * k)
+    return masks, kinds
 
 
-def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: jax.Array, release):
-    """One trial of the scan: optimise with ``entry`` held at 0 (or released)."""
+def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: jax.Array, kind):
+    """One trial of the scan: optimise with ``entry`` held at 0 (or released).
+
+    A zero trial first evaluates the criterion (forward only) with the entry
+    set to 0 and the rest unchanged, and optimises only when that is less than
+    ``boundary_screen`` above the current value (the curvature screen).
+    """
     gtol, ftol, btol = options.tolerances(cur.phi.dtype)
-    main = ~jnp.any(entry)
+    main, release = kind == _MAIN, kind == _RELEASE
     held = jnp.any(cur.zero & entry)
     zero = jnp.where(release, cur.zero & ~entry, cur.zero | entry)
     x0 = jnp.where(release & entry & cur.zero, 0.0, cur.phi)
+    finite = jnp.isfinite(cur.value)
+    screen_needed = ((kind == _ZERO) | ((kind == _ZERO_AGAIN) & cur.revisit)) & ~held & finite
+    screen = jax.lax.cond(
+        screen_needed,
+        lambda: standard_criterion(cur.phi, stats, options.reml, zero),
+        lambda: jnp.asarray(jnp.inf, cur.value.dtype),
+    )
     res = lbfgs(
         jax.value_and_grad(lambda x: standard_criterion(x, stats, options.reml, zero)),
         x0,
@@ -170,14 +187,13 @@ def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: ja
         memory_size=options.memory_size,
         max_linesearch=options.max_linesearch,
         max_step=options.max_step,
-        run=main | (jnp.isfinite(cur.value) & jnp.where(release, held, ~held)),
-        give_up_above=jnp.where(main | release, jnp.inf, cur.value + options.boundary_screen),
+        run=main | (release & held & finite) | (screen < cur.value + options.boundary_screen),
     )
     margin = btol * (1.0 + jnp.abs(cur.value))
     better = jnp.where(release, res.value < cur.value - margin, res.value <= cur.value + margin)
     keep = main | ((res.code != _SKIPPED) & jnp.isfinite(res.value) & better)
     ran = jnp.where(res.code == _SKIPPED, 0, res.n_iter)
-    new = _Optimum(res.params, zero, res.value, res.grad, cur.n_iter, res.code)
+    new = _Optimum(res.params, zero, res.value, res.grad, cur.n_iter, res.code, cur.revisit | release)
     out = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, cur)
     return eqx.tree_at(lambda o: o.n_iter, out, cur.n_iter + ran)
 
@@ -192,21 +208,22 @@ def _optimize(stats: ModelStatistics, options: FitOptions) -> _Optimum:
     gtol, ftol, _ = options.tolerances(dtype)
     phi0 = _start(stats, options, dtype)
     nothing = jnp.zeros(phi0.shape, bool)
-    masks, release = _trials(stats, options.boundary)
+    masks, kinds = _trials(stats, options.boundary)
     int0 = jnp.zeros((), jnp.int32)
-    start = _Optimum(phi0, nothing, jnp.asarray(jnp.inf, dtype), jnp.zeros_like(phi0), int0, int0)
+    inf = jnp.asarray(jnp.inf, dtype)
+    start = _Optimum(phi0, nothing, inf, jnp.zeros_like(phi0), int0, int0, jnp.zeros((), bool))
     if options.optimizer is not None:
         fun = lambda x: standard_criterion(x, stats, options.reml, nothing)  # noqa: E731
         main = _optax_minimize(fun, phi0, options.optimizer, options.max_iter, gtol, ftol)
-        start = _Optimum(main.params, nothing, main.value, main.grad, main.n_iter, main.code)
-        masks, release = masks[1:], release[1:]
+        start = _Optimum(main.params, nothing, main.value, main.grad, main.n_iter, main.code, start.revisit)
+        masks, kinds = masks[1:], kinds[1:]
     if len(masks) == 0:
         return start
 
     def step(cur, trial):
         return _trial(stats, options, cur, *trial), None
 
-    final, _ = jax.lax.scan(step, start, (jnp.asarray(masks), jnp.asarray(release)))
+    final, _ = jax.lax.scan(step, start, (jnp.asarray(masks), jnp.asarray(kinds)))
     return final
 
 
