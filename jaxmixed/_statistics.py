@@ -94,21 +94,23 @@ class DesignIndex(eqx.Module):
     - ``pair_first``, ``pair_second``, ``pair_target``, ``pair_level`` (P,):
       the pairs sorted by their target entry of the Q₂×Q₂ matrix; the
       ``*_by_level`` arrays hold the same pairs sorted by level.
+
+    With one grouping factor (no dense part) every array but ``codes`` is None.
     """
 
     codes: jax.Array
-    dense_cols: jax.Array
-    entry: jax.Array
-    cross_level: jax.Array
-    cross_column: jax.Array
-    pair_first: jax.Array
-    pair_second: jax.Array
-    pair_target: jax.Array
-    pair_level: jax.Array
-    first_by_level: jax.Array
-    second_by_level: jax.Array
-    target_by_level: jax.Array
-    level_by_level: jax.Array
+    dense_cols: jax.Array | None
+    entry: jax.Array | None
+    cross_level: jax.Array | None
+    cross_column: jax.Array | None
+    pair_first: jax.Array | None
+    pair_second: jax.Array | None
+    pair_target: jax.Array | None
+    pair_level: jax.Array | None
+    first_by_level: jax.Array | None
+    second_by_level: jax.Array | None
+    target_by_level: jax.Array | None
+    level_by_level: jax.Array | None
     n_levels: int = eqx.field(static=True)
     layout: DenseLayout = eqx.field(static=True)
 
@@ -153,7 +155,8 @@ class DesignStatistics(eqx.Module):
     - ``dense_ZtZ`` (Q₂, Q₂), ``dense_ZtX`` (Q₂, p): the other factors.
     - ``cross_values`` (E, q₁): the non-zeros of ``Z₁ᵀZ₂``.
     - ``pairs``: the map from per-level weights (J₁, q₁²) to the upper
-      triangle of ``Σ_j C_jᵀ W_j C_j`` (see :class:`~jaxmixed._linalg.PairSum`).
+      triangle of ``Σ_j C_jᵀ W_j C_j`` (see :class:`~jaxmixed._linalg.PairSum`);
+      None with one grouping factor.
     - ``rows``: the standardised rows (``Q``, ``Z̃``, √w) that response
       statistics are made from; ``scaling``: the map back to user units.
     - ``n_obs``: n, as an array.
@@ -165,7 +168,7 @@ class DesignStatistics(eqx.Module):
     dense_ZtZ: jax.Array
     dense_ZtX: jax.Array
     cross_values: jax.Array
-    pairs: PairSum
+    pairs: PairSum | None
     rows: ModelData
     scaling: Standardization
     n_obs: jax.Array
@@ -289,12 +292,10 @@ def design_index(
     q2, q1 = layout.size, int(q[0])
     codes1 = np.asarray(codes[0], np.int64)
     n = len(codes1)
-    i32 = np.zeros((0,), np.int32)
-    if q2 == 0:
+    if q2 == 0:  # one grouping factor: no dense part (None leaves cost nothing to pass)
         return DesignIndex(
-            jnp.asarray(codes1, jnp.int32), jnp.zeros((n, 0), jnp.int32), jnp.zeros((n, 0), jnp.int32),
-            *(jnp.asarray(i32) for _ in range(10)), n_levels=int(n_levels[0]), layout=layout,
-        )  # fmt: skip
+            jnp.asarray(codes1, jnp.int32), *([None] * 12), n_levels=int(n_levels[0]), layout=layout
+        )
     cols = np.concatenate(
         [
             (off + np.asarray(codes[f + 1], np.int64) * qf)[:, None] + np.arange(qf)[None, :]
@@ -486,7 +487,7 @@ def design_statistics(data: ModelData) -> DesignStatistics:
         dense_ZtZ=dense_ztz,
         dense_ZtX=dense_ztx,
         cross_values=cross_values,
-        pairs=_pair_sum_map(index, cross_values),
+        pairs=_pair_sum_map(index, cross_values) if q2 else None,
         rows=rows,
         scaling=scaling,
         n_obs=jnp.asarray(q_mat.shape[0], q_mat.dtype),
