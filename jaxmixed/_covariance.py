@@ -44,6 +44,7 @@ class CovarianceStructure:
 
     @property
     def n_params(self) -> int:
+        """The number of free entries of Λ (θ's length for this factor)."""
         return len(self.rows)
 
     @property

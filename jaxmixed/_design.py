@@ -105,6 +105,7 @@ class Design:
 
     @property
     def structures(self) -> tuple[CovarianceStructure, ...]:
+        """Each factor's covariance structure, in computation order."""
         return tuple(f.structure for f in self.factors)
 
     @property

@@ -94,6 +94,7 @@ class FitResult(eqx.Module):
 
     @property
     def converged(self) -> jax.Array:
+        """Whether the optimiser met its convergence criteria."""
         return is_converged(self.result)
 
     @property
@@ -166,7 +167,7 @@ def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: ja
     set to 0 and the rest unchanged, and optimises only when that is less than
     ``boundary_screen`` above the current value (the curvature screen).
     """
-    gtol, ftol, btol = options.tolerances(cur.phi.dtype)
+    _, _, btol = options.tolerances(cur.phi.dtype)
     main, release = kind == _MAIN, kind == _RELEASE
     held = jnp.any(cur.zero & entry)
     zero = jnp.where(release, cur.zero & ~entry, cur.zero | entry)
@@ -181,12 +182,7 @@ def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: ja
     res = lbfgs(
         jax.value_and_grad(lambda x: standard_criterion(x, stats, options.reml, zero)),
         x0,
-        max_iter=options.max_iter,
-        gtol=gtol,
-        ftol=ftol,
-        memory_size=options.memory_size,
-        max_linesearch=options.max_linesearch,
-        max_step=options.max_step,
+        options,
         run=main | (release & held & finite) | (screen < cur.value + options.boundary_screen),
     )
     margin = btol * (1.0 + jnp.abs(cur.value))

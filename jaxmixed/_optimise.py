@@ -60,6 +60,7 @@ def results_from_code(code: jax.Array) -> RESULTS:
 
 
 def is_converged(result: RESULTS) -> jax.Array:
+    """True for ``successful`` and ``small_change``."""
     return (result == RESULTS.successful) | (result == RESULTS.small_change)
 
 
@@ -130,10 +131,12 @@ class OptimizeResult(eqx.Module):
 
     @property
     def result(self) -> RESULTS:
+        """The stopping reason as a ``RESULTS`` item."""
         return results_from_code(self.code)
 
     @property
     def grad_norm(self) -> jax.Array:
+        """The largest absolute gradient entry at the final point."""
         return jnp.max(jnp.abs(self.grad)) if self.grad.size else jnp.zeros((), self.value.dtype)
 
 
@@ -219,25 +222,21 @@ def _next_trial(line: _Line, sufficient, f_t, g_t, slope_t) -> _Line:
 def lbfgs(
     value_and_grad: Callable,
     x0: jax.Array,
+    options: FitOptions,
     *,
-    max_iter: int,
-    gtol: float,
-    ftol: float,
-    memory_size: int = 10,
-    max_linesearch: int = 40,
-    max_step: float = 2.0,
     run: jax.Array | bool = True,
-    give_up_above: jax.Array | float = jnp.inf,
 ) -> OptimizeResult:
     """L-BFGS with a weak-Wolfe line search, one evaluation per loop step.
 
-    ``run=False`` returns at once (code ``_SKIPPED``, no evaluation);
-    ``give_up_above``: stop with ``_SKIPPED`` when the value at ``x0`` is
-    above it (the boundary trials use both, so that one compiled loop serves
-    every trial under ``jax.vmap``).
+    Settings from ``options``: ``max_iter``, the tolerances for ``x0``'s
+    dtype, ``memory_size``, ``max_linesearch``, ``max_step``. ``run=False``
+    returns at once (code ``_SKIPPED``, no evaluation): the boundary trials
+    use it, so that one compiled loop serves every trial under ``jax.vmap``.
     """
+    gtol, ftol, _ = options.tolerances(x0.dtype)
+    max_iter, max_linesearch, max_step = options.max_iter, options.max_linesearch, options.max_step
     c1, c2 = 1e-4, 0.9  # weak Wolfe constants (sufficient decrease, curvature)
-    opt = optax.scale_by_lbfgs(memory_size=memory_size)
+    opt = optax.scale_by_lbfgs(memory_size=options.memory_size)
     dtype = x0.dtype
     f_noise = 1e-11 if jnp.finfo(dtype).bits >= 64 else 1e-5
 
@@ -264,7 +263,6 @@ def lbfgs(
         n_iter = c.n_iter + c.started.astype(c.n_iter.dtype)
         prev = jnp.where(c.started, c.value, jnp.inf)
         code_accept = _status(f_new, g_new, prev, n_iter, max_iter, gtol, ftol)
-        code_accept = jnp.where(~c.started & (f_t > give_up_above), _SKIPPED, code_accept)
         code_reject = jnp.where(out_of_steps, 4, _RUNNING).astype(jnp.int32)
         keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
         return _Carry(
@@ -347,16 +345,7 @@ def minimize(
     ``FitOptions()``); one ``while_loop``, jittable and vmappable.
     """
     options = FitOptions() if options is None else options
-    gtol, ftol, _ = options.tolerances(x0.dtype)
     if options.optimizer is not None:
+        gtol, ftol, _ = options.tolerances(x0.dtype)
         return _optax_minimize(fun, x0, options.optimizer, options.max_iter, gtol, ftol)
-    return lbfgs(
-        jax.value_and_grad(fun),
-        x0,
-        max_iter=options.max_iter,
-        gtol=gtol,
-        ftol=ftol,
-        memory_size=options.memory_size,
-        max_linesearch=options.max_linesearch,
-        max_step=options.max_step,
-    )
+    return lbfgs(jax.value_and_grad(fun), x0, options)

@@ -181,14 +181,17 @@ class MixedModelResults:
 
     @property
     def aic(self) -> float:
+        """Akaike's criterion, ``objective + 2·n_params`` (lme4's)."""
         return self.objective + 2 * self.n_params
 
     @property
     def bic(self) -> float:
+        """Schwarz's criterion, ``objective + n_params·log(nobs)`` (lme4's)."""
         return self.objective + self.n_params * math.log(self.nobs)
 
     @property
     def n_levels(self) -> dict[str, int]:
+        """Grouping factor name → number of levels."""
         return {f.name: f.n_levels for f in self.design.factors}
 
     def conf_int(self, level: float = 0.95) -> pd.DataFrame:

@@ -175,22 +175,27 @@ class DesignStatistics(eqx.Module):
 
     @property
     def index(self) -> DesignIndex:
+        """The design's integer structure."""
         return self.rows.index
 
     @property
     def structures(self) -> tuple[CovarianceStructure, ...]:
+        """Each factor's covariance structure."""
         return self.rows.structures
 
     @property
     def dense_layout(self) -> DenseLayout:
+        """Where the factors after the first sit in the dense block."""
         return self.rows.index.layout
 
     @property
     def n_fixed(self) -> int:
+        """p, the number of fixed effects."""
         return self.ZtX.shape[-1]
 
     @property
     def n_params(self) -> int:
+        """The length of θ (and φ) over all factors."""
         return sum(s.n_params for s in self.structures)
 
 
@@ -222,14 +227,17 @@ class ModelStatistics(eqx.Module):
 
     @property
     def structures(self) -> tuple[CovarianceStructure, ...]:
+        """Each factor's covariance structure."""
         return self.design.structures
 
     @property
     def n_fixed(self) -> int:
+        """p, the number of fixed effects."""
         return self.design.n_fixed
 
     @property
     def n_params(self) -> int:
+        """The length of θ (and φ) over all factors."""
         return self.design.n_params
 
 
