@@ -103,6 +103,17 @@ def references() -> list[dict]:
     return out
 
 
+def _markdown(table: pd.DataFrame) -> str:
+    """A markdown table (pandas' to_markdown needs tabulate, not a dependency)."""
+
+    def cell(v) -> str:
+        return f"{v:.2g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def main() -> None:
     rows = pd.DataFrame(simulated() + (references() if "--no-refs" not in sys.argv else []))
     rows["both_hold"] = (rows.criterion <= 1e-5) & (rows.theta <= 1e-3)
@@ -115,11 +126,8 @@ def main() -> None:
         converged32=("converged32", "sum"),
         singular_agrees=("singular_agrees", "sum"),
     )
-    text = summary.to_markdown() if hasattr(summary, "to_markdown") else summary.to_string()
-    try:
-        text = summary.to_markdown(floatfmt=".2g")
-    except ImportError:
-        text = summary.to_string()
+    text = _markdown(summary.reset_index())
+    rows.to_csv(REPO / "benchmarks" / "results" / "float32_fits.csv", index=False)
     total = (
         f"\n\nall fits: {len(rows)}; criterion within 1e-5 and θ within 1e-3: {int(rows.both_hold.sum())}\n"
     )
