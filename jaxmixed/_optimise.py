@@ -183,7 +183,10 @@ class _Carry(NamedTuple):
 
 
 def _new_line(lbfgs, x, grad, value, state, max_step):
-    precond, state = lbfgs.update(grad, state, x)
+    # optax's L-BFGS mixes int32 and int64 counters under 64-bit mode; let it
+    # promote them as it expects, whatever promotion rule the caller has set.
+    with jax.numpy_dtype_promotion("standard"):
+        precond, state = lbfgs.update(grad, state, x)
     direction = -precond
     slope = jnp.vdot(grad, direction)
     # Not a descent direction (round-off in the memory): steepest descent.
@@ -310,7 +313,8 @@ def _optax_minimize(fun, x0, optimizer, max_iter, gtol, ftol) -> OptimizeResult:
 
     def step(carry):
         params, state, value, grad, _, it, _ = carry
-        updates, state = optimizer.update(grad, state, params, value=value, grad=grad, value_fn=fun)
+        with jax.numpy_dtype_promotion("standard"):  # optax's counters (see _new_line)
+            updates, state = optimizer.update(grad, state, params, value=value, grad=grad, value_fn=fun)
         new_params = optax.apply_updates(params, updates)
         if stored:
             new_value, new_grad = optax.tree.get(state, "value"), optax.tree.get(state, "grad")

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+
+# float32 and float64 must never mix silently: every test runs with JAX's strict
+# dtype promotion (an implicit promotion is an error).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 DATA = Path(__file__).parent / "data"
 

@@ -39,3 +39,14 @@ def test_theta_roundtrip_and_zero_boundary():
     with jax.enable_x64(True):
         lam = lambda_from_phi(jnp.asarray(boundary[:3]), structures[0])
     assert float(lam[0, 0]) == 0.0 and float(lam[1, 0]) == 0.1
+
+
+def test_theta_from_phi_raises_no_overflow_warning():
+    """Off-diagonal entries are not exponentiated, so large ones warn about nothing."""
+    import warnings
+
+    s = structure_for_terms([2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        theta = theta_from_phi(np.asarray([0.0, 800.0, -1.0]), [s])
+    np.testing.assert_allclose(theta, [1.0, 800.0, np.exp(-1.0)])
