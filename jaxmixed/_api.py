@@ -40,21 +40,24 @@ def prepare(
         arrays.codes,
         [f.n_levels for f in design.factors],
         design.structures,
+        weights=arrays.weights,
         dtype=dtype,
         memory_limit=memory_limit,
     )
 
 
-def _design(formula, data, y, X, Z, groups, missing) -> tuple[Design, ModelArrays]:
+def _design(formula, data, y, X, Z, groups, missing, weights) -> tuple[Design, ModelArrays]:
     if formula is not None:
         if y is not None or X is not None or Z is not None or groups is not None:
             raise ValueError("pass either a formula with data, or arrays (y, X, Z, groups), not both")
         if data is None:
             raise ValueError("a formula needs data: fit_reml(formula, data=df)")
-        return build_design(formula, data, missing=missing)
+        if weights is not None and not isinstance(weights, str):
+            raise TypeError("with a formula, weights is the name of a column of data")
+        return build_design(formula, data, missing=missing, weights=weights)
     if y is None:
         raise ValueError("pass a formula and data, or arrays: fit_reml(y=..., X=..., groups=...)")
-    return design_from_arrays(y, X, Z, groups, missing=missing)
+    return design_from_arrays(y, X, Z, groups, missing=missing, weights=weights)
 
 
 def fit_reml(
@@ -66,6 +69,7 @@ def fit_reml(
     X: Any = None,
     Z: Any = None,
     groups: Any = None,
+    weights: Any = None,
     optimizer=None,
     max_iter: int = 500,
     dtype=jnp.float64,
@@ -93,6 +97,9 @@ def fit_reml(
         y, X, Z, groups: array input instead of formula and data (one grouping
             factor): ``y`` (n,), ``X`` (n, p) (default: an intercept), ``Z``
             (n, q) (default: a random intercept), ``groups`` (n,) level labels.
+        weights: prior weights, as lme4's ``weights``: observation i has
+            residual variance σ²/wᵢ. The name of a column of ``data`` (formula
+            input) or an array (n,) (array input); positive and finite.
         optimizer: an optax ``GradientTransformation`` for the main
             optimisation; default (None): L-BFGS with a weak-Wolfe line search.
         max_iter: iteration limit of the optimiser (default 500).
@@ -110,7 +117,7 @@ def fit_reml(
         A ``MixedModelResults``. A fit that did not converge has
         ``converged=False`` and emits a ``ConvergenceWarning``.
     """
-    design, arrays = _design(formula, data, y, X, Z, groups, missing)
+    design, arrays = _design(formula, data, y, X, Z, groups, missing, weights)
     dtype = jnp.dtype(dtype)
     if dtype not in (jnp.dtype(jnp.float64), jnp.dtype(jnp.float32)):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")

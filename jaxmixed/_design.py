@@ -75,13 +75,15 @@ class ModelArrays:
     """The numeric model: response, fixed effects, one (codes, Z) per factor.
 
     Shapes: ``y`` (n,), ``X`` (n, p), ``codes[f]`` (n,) int32 level codes,
-    ``Z[f]`` (n, q_f). Numpy arrays in float64.
+    ``Z[f]`` (n, q_f), ``weights`` (n,) prior weights or None. Numpy arrays
+    in float64.
     """
 
     y: np.ndarray
     X: np.ndarray
     codes: tuple[np.ndarray, ...]
     Z: tuple[np.ndarray, ...]
+    weights: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,6 +360,18 @@ def _check_fixed(
     return X, names, dropped, basis
 
 
+def _check_weights(w: np.ndarray, what: str) -> np.ndarray:
+    """Prior weights must be finite and positive (a zero weight is a dropped row)."""
+    bad = ~np.isfinite(w) | (w <= 0)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"the prior weights {what} must be positive and finite; {len(rows)} row(s) are not "
+            f"(first rows: {rows[:5].tolist()}): drop those rows or fix the weights"
+        )
+    return w
+
+
 def _check_response(y: np.ndarray) -> None:
     if np.ptp(y) == 0:
         raise ValueError(f"the response is constant (every value is {y[0]!r}): nothing to fit")
@@ -439,7 +453,9 @@ def _check_confounding(
             )
 
 
-def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tuple[Design, ModelArrays]:
+def build_design(
+    formula: str, data: pd.DataFrame, missing: str = "raise", weights: str | None = None
+) -> tuple[Design, ModelArrays]:
     """Validates the data and builds the model arrays for ``formula``.
 
     Args:
@@ -448,6 +464,8 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
         missing: ``"raise"`` (default): NaN, inf or missing values in a used
             column are an error. ``"drop"``: such rows are dropped and counted
             in the result.
+        weights: the name of a column of positive prior weights (lme4's
+            ``weights``: observation i has residual variance σ²/wᵢ), or None.
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -463,6 +481,10 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
     parsed = _quote_formula(parsed, data.columns)
     used, plain = _used_columns(parsed, data.columns)
     _check_columns(data, used, plain)
+    if weights is not None:
+        if weights not in data.columns:
+            raise ValueError(f"the weights column {weights!r} is not in the data")
+        used = set(used) | {weights}
     used_cols = [c for c in data.columns if c in used]
     data = data[used_cols]
     masks = {c: _missing_mask(data[c]) for c in used_cols}
@@ -483,6 +505,7 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
     if n == 0:
         raise ValueError("no observations left to fit")
 
+    w = None if weights is None else _check_weights(data[weights].to_numpy(dtype=float), repr(weights))
     mm = formulaic.model_matrix(f"{parsed.response} ~ {parsed.fixed}", data, na_action="raise")
     response = _unquote_names([parsed.response], parsed.response).get(parsed.response, parsed.response)
     if mm.lhs.shape[1] != 1:
@@ -561,7 +584,7 @@ def build_design(formula: str, data: pd.DataFrame, missing: str = "raise") -> tu
         Zs.append(np.concatenate([t["z"] for t in mine], axis=1))
     report_order = tuple(placed[r] for r in range(len(terms)))
 
-    arrays = ModelArrays(y=y, X=X, codes=tuple(codes), Z=tuple(Zs))
+    arrays = ModelArrays(y=y, X=X, codes=tuple(codes), Z=tuple(Zs), weights=w)
     _check_factors(arrays, factors)
     _check_confounding(
         basis,
@@ -642,10 +665,12 @@ def design_from_arrays(
     groups: Any = None,
     group_name: str = "group",
     missing: str = "raise",
+    weights: Any = None,
 ) -> tuple[Design, ModelArrays]:
     """Validates array input: ``y`` (n,), ``X`` (n, p), ``Z`` (n, q), ``groups`` (n,).
 
-    ``X`` defaults to an intercept column, ``Z`` to a random intercept.
+    ``X`` defaults to an intercept column, ``Z`` to a random intercept;
+    ``weights`` (n,): positive prior weights, default none.
     DataFrame columns give the names; otherwise ``x0, x1, …`` and ``z0, …``.
     """
     if groups is None:
@@ -667,8 +692,13 @@ def design_from_arrays(
     g = pd.Series(groups.to_numpy() if isinstance(groups, pd.Series) else np.asarray(groups))
     if g.ndim != 1 or len(g) != n:
         raise ValueError(f"groups has {len(g)} entries but y has {n}: lengths differ")
+    w_arr = None if weights is None else np.asarray(weights, dtype=float).reshape(-1)
+    if w_arr is not None and len(w_arr) != n:
+        raise ValueError(f"weights has {len(w_arr)} entries but y has {n}: lengths differ")
     bad = ~np.isfinite(y_arr) | ~np.isfinite(X_arr).all(1) | ~np.isfinite(Z_arr).all(1)
     bad |= g.isna().to_numpy()
+    if w_arr is not None:
+        bad |= ~np.isfinite(w_arr)
     n_dropped = int(bad.sum())
     if n_dropped and missing == "raise":
         parts = []
@@ -677,6 +707,7 @@ def design_from_arrays(
             ("X", ~np.isfinite(X_arr).all(1)),
             ("Z", ~np.isfinite(Z_arr).all(1)),
             ("groups", g.isna().to_numpy()),
+            ("weights", np.zeros(n, bool) if w_arr is None else ~np.isfinite(w_arr)),
         ):
             if m.any():
                 parts.append(f"{what}: {int(m.sum())}")
@@ -687,7 +718,10 @@ def design_from_arrays(
     if n_dropped:
         keep = ~bad
         y_arr, X_arr, Z_arr, g = y_arr[keep], X_arr[keep], Z_arr[keep], g[keep].reset_index(drop=True)
+        w_arr = None if w_arr is None else w_arr[keep]
         n = len(y_arr)
+    if w_arr is not None:
+        w_arr = _check_weights(w_arr, "weights")
     all_x_names = list(x_names)
     X_arr, x_names, dropped, basis = _check_fixed(X_arr, x_names, n)
     _check_response(y_arr)
@@ -701,7 +735,7 @@ def design_from_arrays(
         term_specs=(None,),
         structure=structure_for_terms([Z_arr.shape[1]]),
     )
-    arrays = ModelArrays(y=y_arr, X=X_arr, codes=(codes,), Z=(Z_arr,))
+    arrays = ModelArrays(y=y_arr, X=X_arr, codes=(codes,), Z=(Z_arr,), weights=w_arr)
     _check_factors(arrays, [info])
     _check_confounding(basis, [(f"(Z | {group_name})", group_name, codes, len(levels), Z_arr, z_names)])
     design = Design(

@@ -189,3 +189,49 @@ def test_extra_models_match_tightly_converged_lme4(key):
             assert abs(row.vcov - ref_row["vcov"]) <= 1e-4 * abs(ref_row["vcov"]) + 1e-4 * residual_var
             if ref_row["vcov"] == 0:
                 assert row.vcov == 0.0
+
+
+# lme4's fits with prior weights w = 1 + (Days mod 3)/2, from tests/data/weights_reference.R
+# (R 4.2.2, lme4 1.1-31, bobyqa at rhoend = 1e-12).
+WEIGHTED_LME4 = {
+    True: (
+        1733.6835621509,
+        [0.88421664, -0.00803750, 0.21769138],
+        [250.48833663, 10.59781481],
+        28.9505656331,
+    ),
+    False: (
+        1742.1065713396,
+        [0.85097813, -0.00520036, 0.21044803],
+        [250.48833663, 10.59781481],
+        28.9505658365,
+    ),
+}
+
+
+@pytest.mark.parametrize("reml", [True, False], ids=["REML", "ML"])
+def test_prior_weights_match_lme4(reml):
+    df = jm.load_dataset("sleepstudy").assign(w=lambda d: 1 + (d.Days % 3) * 0.5)
+    objective, theta, fixef, sigma = WEIGHTED_LME4[reml]
+    res = jm.fit_reml("Reaction ~ Days + (Days | Subject)", data=df, reml=reml, weights="w")
+    assert res.objective == pytest.approx(objective, rel=1e-9)
+    np.testing.assert_allclose(res.theta.to_numpy(), theta, atol=1e-4)
+    np.testing.assert_allclose(res.fixed_effects.to_numpy(), fixef, rtol=1e-7)
+    assert res.sigma == pytest.approx(sigma, rel=1e-5)
+    by_arrays = jm.fit_reml(
+        y=df.Reaction.to_numpy(),
+        X=np.column_stack([np.ones(len(df)), df.Days]),
+        Z=np.column_stack([np.ones(len(df)), df.Days]),
+        groups=df.Subject.to_numpy(),
+        weights=df.w.to_numpy(),
+        reml=reml,
+    )
+    assert by_arrays.objective == pytest.approx(res.objective, rel=1e-10)
+
+
+def test_bad_weights_are_an_error_naming_them():
+    df = jm.load_dataset("sleepstudy").assign(w=lambda d: d.Days - 1.0)
+    with pytest.raises(ValueError, match=r"prior weights 'w' must be positive and finite; 36 row"):
+        jm.fit_reml("Reaction ~ Days + (1 | Subject)", data=df, weights="w")
+    with pytest.raises(ValueError, match="weights column 'nope' is not in the data"):
+        jm.fit_reml("Reaction ~ Days + (1 | Subject)", data=df, weights="nope")
