@@ -17,8 +17,9 @@
    secant increase is ``½hθ²``, the criterion's curvature at the boundary
    times the squared distance to it, so the threshold adapts to the
    curvature rather than to θ's size alone. All trials run in one
-   ``lax.scan`` over one compiled loop (no second compilation of the
-   objective; under ``jax.vmap`` every fit runs the same program).
+   ``lax.scan`` over one compiled L-BFGS loop (the objective and its
+   gradient are compiled once; the screen adds a forward-only evaluation;
+   under ``jax.vmap`` every fit runs the same program).
 3. **Solve** at the optimum: β̂, σ̂, b̂ and their covariances, mapped back from
    the standardised units (``_statistics``) to the user's.
 
@@ -44,6 +45,7 @@ import numpy as np
 from ._covariance import split_params
 from ._objective import lambdas, scale_correction, solve, standard_criterion
 from ._optimise import (
+    _CONSTANT,
     _SKIPPED,
     RESULTS,
     FitOptions,
@@ -281,9 +283,12 @@ def _map_back(stats: ModelStatistics, opt: _Optimum, options: FitOptions) -> Fit
             for lam, st in zip(lams, stats.structures, strict=True)
         ]
     )
-    code = jnp.where(response.spread <= 100 * jnp.finfo(scale.dtype).eps, 5, opt.code)
+    # A response the fixed effects fit exactly has nothing to fit: flagged, and its
+    # estimates are NaN so that batched code downstream cannot use them by mistake.
+    constant = response.spread <= 100 * jnp.finfo(scale.dtype).eps
+    code = jnp.where(constant, _CONSTANT, opt.code)
     free_grad = jnp.where(opt.zero, 0.0, opt.grad)
-    return FitResult(
+    result = FitResult(
         theta=theta,
         phi=jnp.where(opt.zero, -jnp.inf, opt.phi),
         at_boundary=opt.zero,
@@ -298,6 +303,14 @@ def _map_back(stats: ModelStatistics, opt: _Optimum, options: FitOptions) -> Fit
         n_iter=opt.n_iter,
         grad_norm=jnp.max(jnp.abs(free_grad), initial=0.0),
     )
+    return _nan_where(constant, result)
+
+
+def _nan_where(flag: jax.Array, result: FitResult) -> FitResult:
+    """Every floating estimate of ``result`` set to NaN where ``flag``."""
+    estimates = eqx.filter(result, eqx.is_inexact_array)
+    estimates = jax.tree.map(lambda a: jnp.where(flag, jnp.nan, a), estimates)
+    return eqx.combine(estimates, result)
 
 
 def fit(stats: ModelStatistics, options: FitOptions | None = None) -> FitResult:

@@ -47,6 +47,8 @@ _ITEMS = (
     RESULTS.no_progress,
     RESULTS.constant_response,
 )
+# The integer codes of the items, as the loop records them.
+_GRADIENT, _CHANGE, _MAX_STEPS, _NONFINITE, _NO_PROGRESS, _CONSTANT = range(len(_ITEMS))
 _SKIPPED = len(_ITEMS)  # a boundary trial not taken (internal)
 _RUNNING = -1
 
@@ -153,7 +155,7 @@ def _status(value, grad, prev_value, it, max_iter, gtol, ftol):
             change == 0,
             it >= max_iter,
         ],
-        [3, 0, 1, 4, 2],
+        [_NONFINITE, _GRADIENT, _CHANGE, _NO_PROGRESS, _MAX_STEPS],
         default=_RUNNING,
     ).astype(jnp.int32)
 
@@ -266,7 +268,7 @@ def lbfgs(
         n_iter = c.n_iter + c.started.astype(c.n_iter.dtype)
         prev = jnp.where(c.started, c.value, jnp.inf)
         code_accept = _status(f_new, g_new, prev, n_iter, max_iter, gtol, ftol)
-        code_reject = jnp.where(out_of_steps, 4, _RUNNING).astype(jnp.int32)
+        code_reject = jnp.where(out_of_steps, _NO_PROGRESS, _RUNNING).astype(jnp.int32)
         keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
         return _Carry(
             x=keep(x_new, c.x),

@@ -1,4 +1,8 @@
-"""The pure layer: every function here is a JAX function of pytrees.
+"""The pure layer: the JAX functions of pytrees that ``fit_reml`` is built from.
+
+Steps 2–5 are pure JAX (jit, vmap, reverse-mode grad); the design step (1)
+and the θ ↔ φ helpers run on the host with numpy. ``solve`` and ``Solution``
+work in the standardised units; ``fit`` maps everything back to the user's.
 
 The pipeline, in the order a reader meets it:
 
@@ -19,15 +23,21 @@ The pipeline, in the order a reader meets it:
 5. ``minimize``: the optimiser loop on any scalar function.
 
 Covariance parameterisation: ``CovarianceStructure`` (which entries of a
-factor's Λ are free), ``lambda_from_phi``, ``theta_from_phi``,
-``phi_from_theta``.
+factor's Λ are free; ``structure_for_terms`` builds one from the sizes of a
+factor's terms), ``lambda_from_phi``, ``theta_from_phi``, ``phi_from_theta``.
 
 Call these inside ``with jax.enable_x64(True):`` for float64 (``fit_reml``
 does so itself).
 """
 
 from ._api import prepare
-from ._covariance import CovarianceStructure, lambda_from_phi, phi_from_theta, theta_from_phi
+from ._covariance import (
+    CovarianceStructure,
+    lambda_from_phi,
+    phi_from_theta,
+    structure_for_terms,
+    theta_from_phi,
+)
 from ._design import Design, ModelArrays, build_design, design_from_arrays
 from ._fit import FitResult, fit, fit_data
 from ._formula import ParsedFormula, RandomTerm, parse_formula
@@ -79,5 +89,6 @@ __all__ = [
     "response_statistics",
     "solve",
     "standard_criterion",
+    "structure_for_terms",
     "theta_from_phi",
 ]

@@ -80,6 +80,7 @@ def test_constant_response_is_flagged_by_the_pure_fit():
         res = core.fit_data(data, jnp.asarray(3.0 + 2.0 * arrays.X[:, 1]))
     assert res.result == jm.RESULTS.constant_response
     assert not bool(res.converged)
+    assert np.isnan(np.asarray(res.theta)).all() and np.isnan(float(res.objective))
 
 
 @pytest.mark.parametrize(

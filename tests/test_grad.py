@@ -105,3 +105,38 @@ def test_gradient_at_a_boundary_holds_the_zero():
         h = 1e-5
         fd = (np.asarray(f_jit(y.at[3].add(h))) - np.asarray(f_jit(y.at[3].add(-h)))) / (2 * h)
         np.testing.assert_allclose(jac[:, 3], fd, rtol=1e-6, atol=1e-10)
+
+
+def test_gradient_with_respect_to_prior_weights_with_two_factors_matches_refits():
+    """Weights reach Z's statistics through the pair products of the crossed block."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(12), 6)
+    h = rng.integers(0, 5, size=len(g))
+    x = rng.normal(size=len(g))
+    y = (
+        1
+        + x
+        + rng.normal(size=12)[g]
+        + 0.7 * rng.normal(size=12)[g] * x
+        + rng.normal(size=5)[h]
+        + rng.normal(size=len(g))
+    )
+    X = np.column_stack([np.ones_like(x), x])
+    structures = [core.structure_for_terms([2]), core.structure_for_terms([1])]
+    options = core.FitOptions(gtol=1e-12, ftol=1e-16)
+    with jax.enable_x64(True):
+
+        def f(w):
+            data = core.model_data(
+                X, [X, np.ones((len(g), 1))], [g, h], [12, 5], structures, weights=np.ones(len(g))
+            )
+            data = eqx.tree_at(lambda d: d.weights, data, w)
+            return _estimates(core.fit_data(data, jnp.asarray(y), options))
+
+        w = jnp.asarray(rng.uniform(0.5, 2.0, size=len(g)))
+        jac = np.asarray(jax.jacrev(f)(w))
+        f_jit = jax.jit(f)
+        for i in (0, 31, 70):
+            h_ = 1e-4  # larger steps: refit round-off over h stays below the tolerance
+            fd = (np.asarray(f_jit(w.at[i].add(h_))) - np.asarray(f_jit(w.at[i].add(-h_)))) / (2 * h_)
+            np.testing.assert_allclose(jac[:, i], fd, rtol=1e-5, atol=1e-7 * np.abs(fd).max())
