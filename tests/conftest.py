@@ -16,6 +16,20 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_code():
+    """Drops JAX's compiled executables after each test module.
+
+    Every compiled executable keeps memory maps; a process that compiles a few
+    hundred distinct shapes (the property tests draw new shapes each example)
+    runs out of ``vm.max_map_count`` and XLA crashes while compiling
+    (segmentation fault, seen here after ~140 tests). Clearing per module keeps
+    the count flat; the speed issue bounds it inside the library.
+    """
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def lme4_refs() -> dict:
     """lme4's fits (see tests/data/README.md for their origin)."""
