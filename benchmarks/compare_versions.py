@@ -92,16 +92,13 @@ def worker(spec_path: str, out_path: str) -> None:
         res = jaxmixed.fit_reml(formula, data=df)
         first = time.perf_counter() - t0
 
-        times: list[float] = []
         values: list[float] = []
-        while len(times) < spec["repeats"]:
-            t0 = time.perf_counter()
-            again = jaxmixed.fit_reml(formula, data=df)
-            times.append(time.perf_counter() - t0)
-            values.append(float(again.objective))
-            # stop before a further call would take the repeats past the budget
-            if sum(times) + times[-1] > spec["budget"]:
-                break
+        times = rb._timed_repeats(
+            lambda: values.append(float(jaxmixed.fit_reml(formula, data=df).objective)),
+            min_repeats=1,
+            max_repeats=spec["repeats"],
+            budget=spec["budget"],
+        )
 
     result = {
         "first_call_s": first,

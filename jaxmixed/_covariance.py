@@ -18,8 +18,8 @@ import numpy as np
 
 __all__ = [
     "CovarianceStructure",
+    "diagonal_mask",
     "lambda_from_phi",
-    "lambda_from_theta",
     "phi_from_theta",
     "structure_for_terms",
     "theta_from_phi",
@@ -51,6 +51,11 @@ class CovarianceStructure:
     def is_diagonal_entry(self) -> np.ndarray:
         """Boolean mask (n_params,): which free entries are on the diagonal."""
         return np.asarray(self.rows) == np.asarray(self.cols)
+
+
+def diagonal_mask(structures: Sequence[CovarianceStructure]) -> np.ndarray:
+    """Boolean mask over the concatenated θ of all factors: the diagonal entries."""
+    return np.concatenate([s.is_diagonal_entry for s in structures])
 
 
 def structure_for_terms(sizes: Sequence[int]) -> CovarianceStructure:
@@ -94,7 +99,7 @@ def lambda_from_phi(
 
 def theta_from_phi(phi: np.ndarray, structures: Sequence[CovarianceStructure]) -> np.ndarray:
     """lme4's θ from the concatenated ``φ`` of all factors (numpy, host side)."""
-    diag = np.concatenate([s.is_diagonal_entry for s in structures])
+    diag = diagonal_mask(structures)
     phi = np.asarray(phi, dtype=float)
     # exp only of the diagonal entries: an off-diagonal entry may be large.
     return np.where(diag, np.exp(np.where(diag, phi, 0.0)), phi)
@@ -102,19 +107,12 @@ def theta_from_phi(phi: np.ndarray, structures: Sequence[CovarianceStructure]) -
 
 def phi_from_theta(theta: np.ndarray, structures: Sequence[CovarianceStructure]) -> np.ndarray:
     """Inverse of :func:`theta_from_phi`; a zero diagonal maps to ``-inf``."""
-    diag = np.concatenate([s.is_diagonal_entry for s in structures])
+    diag = diagonal_mask(structures)
     theta = np.asarray(theta, dtype=float)
     if np.any(theta[diag] < 0):
         raise ValueError("diagonal entries of theta must be >= 0")
     with np.errstate(divide="ignore"):
         return np.where(diag, np.log(np.where(diag, theta, 1.0)), theta)
-
-
-def lambda_from_theta(theta: np.ndarray, structure: CovarianceStructure) -> np.ndarray:
-    """``Λ`` (q×q) from one factor's θ entries (numpy, host side)."""
-    lam = np.zeros((structure.q, structure.q))
-    lam[np.asarray(structure.rows), np.asarray(structure.cols)] = theta
-    return lam
 
 
 def split_params(params, structures: Sequence[CovarianceStructure]) -> list:

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._covariance import split_params
+from ._covariance import diagonal_mask
 from ._objective import lambdas, scale_correction, solve, standard_criterion
 from ._optimise import (
     _CONSTANT,
@@ -116,7 +116,7 @@ class _Optimum(eqx.Module):
 
 
 def _diagonal_positions(stats: ModelStatistics) -> np.ndarray:
-    return np.flatnonzero(np.concatenate([s.is_diagonal_entry for s in stats.structures]))
+    return np.flatnonzero(diagonal_mask(stats.structures))
 
 
 def _start(stats: ModelStatistics, options: FitOptions, dtype) -> jax.Array:
@@ -125,7 +125,7 @@ def _start(stats: ModelStatistics, options: FitOptions, dtype) -> jax.Array:
         return jnp.zeros(stats.n_params, dtype)
     theta = jnp.asarray(options.start, dtype)
     scale = _row_scale(stats)
-    diag = jnp.asarray(np.concatenate([s.is_diagonal_entry for s in stats.structures]))
+    diag = jnp.asarray(diagonal_mask(stats.structures))
     scaled = theta / scale
     return jnp.where(diag, jnp.log(jnp.where(diag, jnp.maximum(scaled, 1e-6), 1.0)), scaled)
 
@@ -338,8 +338,3 @@ def fit_data(
 ) -> FitResult:
     """``fit(model_statistics(data, y, offset), options)``: rows to result in one call."""
     return fit(model_statistics(data, y, offset), options)
-
-
-def split_theta(theta: jax.Array, stats: ModelStatistics) -> list:
-    """θ split into one piece per grouping factor."""
-    return split_params(theta, stats.structures)

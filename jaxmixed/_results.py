@@ -166,8 +166,12 @@ class MixedModelResults:
     dropped_columns: tuple[str, ...]
     formula: str | None
     design: Design = dataclasses.field(repr=False)
-    optimizer_params: np.ndarray = dataclasses.field(repr=False)
     fit_result: FitResult = dataclasses.field(repr=False)
+
+    @property
+    def optimizer_params(self) -> np.ndarray:
+        """The optimiser's φ: log-Cholesky parameters of the standardised Λ̃ (−inf at a boundary)."""
+        return np.asarray(self.fit_result.phi, dtype=float)
 
     @property
     def n_params(self) -> int:
@@ -409,6 +413,5 @@ def build_results(design: Design, arrays: ModelArrays, fit: FitResult, reml: boo
         dropped_columns=design.dropped_fixed,
         formula=design.formula,
         design=design,
-        optimizer_params=np.asarray(fit.phi, dtype=float),
         fit_result=fit,
     )

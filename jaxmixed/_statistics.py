@@ -75,11 +75,6 @@ class DenseLayout:
     def size(self) -> int:
         return sum(j * q for _, j, q in self.blocks)
 
-    @property
-    def width(self) -> int:
-        """K: the number of dense columns one row touches (Σ q_f)."""
-        return sum(q for _, _, q in self.blocks)
-
 
 class DesignIndex(eqx.Module):
     """The integer structure of a design, found once on the host.

@@ -22,6 +22,7 @@ from conftest import DATA
 from lme4_r import lmer_fit, rscript_available
 
 from jaxmixed import core
+from jaxmixed._covariance import diagonal_mask
 
 MODELS = [
     ("slope", "y ~ x + (x | g)"),
@@ -65,7 +66,7 @@ def test_every_boundary_optimum_is_exactly_zero(cases, design_name, formula, rem
         stacked, ys, design = _stacked(data, design_name, formula)
         res = jax.tree.map(np.asarray, _fit_all(stacked, ys, core.FitOptions(reml=reml)))
         interior = jax.tree.map(np.asarray, _fit_all(stacked, ys, core.FitOptions(reml=reml, boundary=False)))
-    diag = np.concatenate([s.is_diagonal_entry for s in design.structures])
+    diag = diagonal_mask(design.structures)
     n_boundary = 0
     for seed in range(100):
         lme4 = ref[seed]
