@@ -2,7 +2,10 @@
 
 The user level is re-exported here: :func:`fit_reml` and its
 :class:`MixedModelResults`, the datasets, the errors and warnings, the status
-enumeration :class:`RESULTS` and the :class:`FitOptions`. The pure layer that
+enumeration :class:`RESULTS` and the :class:`FitOptions`; and the mixed
+models with a learned fixed part: :func:`fit_mixed_nn` (an equinox network,
+trained jointly or by EM), :func:`fit_mixed_em` (EM around any regressor),
+their :class:`MixedNNResults` and :class:`TrainOptions`. The pure layer that
 the next capabilities build on (statistics, objective, the pure fit and its
 result, the covariance parameterisation) lives in :mod:`jaxmixed.core`.
 """
@@ -11,8 +14,11 @@ from . import core
 from ._api import ConvergenceWarning, fit_reml
 from ._datasets import list_datasets, load_dataset
 from ._formula import FormulaError
+from ._nn_api import fit_mixed_em, fit_mixed_nn
+from ._nn_results import FixedPart, MixedNNResults
 from ._optimise import RESULTS, FitOptions
 from ._results import MixedModelResults
+from ._train import TrainOptions
 
 __version__ = "0.2.0"
 
@@ -20,9 +26,14 @@ __all__ = [
     "RESULTS",
     "ConvergenceWarning",
     "FitOptions",
+    "FixedPart",
     "FormulaError",
     "MixedModelResults",
+    "MixedNNResults",
+    "TrainOptions",
     "core",
+    "fit_mixed_em",
+    "fit_mixed_nn",
     "fit_reml",
     "list_datasets",
     "load_dataset",

@@ -56,7 +56,7 @@ from ._optimise import (
 )
 from ._statistics import ModelData, ModelStatistics, model_statistics
 
-__all__ = ["FitResult", "fit", "fit_data"]
+__all__ = ["FitResult", "fit", "fit_at", "fit_data"]
 
 
 class FitResult(eqx.Module):
@@ -327,6 +327,21 @@ def fit(stats: ModelStatistics, options: FitOptions | None = None) -> FitResult:
     """
     options = FitOptions() if options is None else options
     return _map_back(stats, _optimum(stats, options), options)
+
+
+def fit_at(stats: ModelStatistics, phi: jax.Array, options: FitOptions | None = None) -> FitResult:
+    """The :class:`FitResult` at a given φ (no optimisation, nothing held at 0).
+
+    β̂, σ̂, b̂ and their covariances are the profiled solution at ``phi``;
+    ``result`` is ``successful`` with ``n_iter = 0`` and ``grad_norm`` the
+    gradient there. Used to read a model off parameters trained elsewhere
+    (``jaxmixed.fit_mixed_nn``'s joint training).
+    """
+    options = FitOptions() if options is None else options
+    zero = jnp.zeros(phi.shape, bool)
+    value, grad = jax.value_and_grad(standard_criterion)(phi, stats, options.reml, zero)
+    int0 = jnp.zeros((), jnp.int32)
+    return _map_back(stats, _Optimum(phi, zero, value, grad, int0, int0), options)
 
 
 def fit_data(

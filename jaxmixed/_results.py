@@ -15,7 +15,7 @@ from ._design import Design, FactorInfo, ModelArrays
 from ._fit import FitResult
 from ._optimise import RESULTS
 
-__all__ = ["MixedModelResults", "varcorr_table", "theta_names"]
+__all__ = ["MixedModelResults", "fixed_matrix", "random_part", "varcorr_table", "theta_names"]
 
 _Z975 = 1.959963984540054  # standard normal 97.5% quantile
 
@@ -112,6 +112,50 @@ def _factor_codes(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
             f"none matches the fitted labels, of type {kinds[0]}: convert them to the fitted type"
         )
     return codes
+
+
+def _factor_part(b: pd.DataFrame, info: FactorInfo, codes: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``z·b[level]`` (n,) for one factor; 0 (and a warning) for unseen levels."""
+    unseen = codes < 0
+    if unseen.any():
+        warnings.warn(
+            f"{int(unseen.sum())} row(s) have levels of {info.name!r} not seen in "
+            "fitting: they get no random effect for that factor",
+            stacklevel=4,
+        )
+    contrib = np.einsum("nq,nq->n", z, b.to_numpy()[np.where(unseen, 0, codes)])
+    return np.where(unseen, 0.0, contrib)
+
+
+def fixed_matrix(design: Design, newdata: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """The columns ``names`` (n, k) of the fixed-effects model matrix of ``newdata``.
+
+    A category of a fixed-effects factor not seen in fitting is an error
+    (formulaic would code it as the reference level: a silent wrong answer).
+    """
+    if not isinstance(newdata, pd.DataFrame):
+        raise TypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataMismatchWarning)
+        try:
+            xm = design.fixed_spec.get_model_matrix(newdata, na_action="raise")
+        except DataMismatchWarning as err:
+            raise ValueError(f"newdata has a category not seen in fitting: {err}") from None
+    return np.asarray(xm[names], dtype=float)
+
+
+def random_part(results: MixedModelResults, newdata: pd.DataFrame) -> np.ndarray:
+    """``Zb̂`` (n,) of the rows of ``newdata``: each grouping factor's conditional
+    mode for the row's level; a level not seen in fitting contributes 0 and a
+    warning says how many rows that was."""
+    pred = np.zeros(len(newdata))
+    for info in results.design.factors:
+        missing_cols = [c for c in info.columns if c not in newdata.columns]
+        if missing_cols:
+            raise ValueError(f"newdata lacks the grouping column(s) {missing_cols}")
+        codes = _factor_codes(info, newdata)
+        pred = pred + _factor_part(results.random_effects[info.name], info, codes, _factor_design(info, newdata))
+    return pred
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -235,24 +279,10 @@ class MixedModelResults:
         design = self.design
         if design.fixed_spec is None:
             return self._predict_arrays(X, Z, groups, include_random)
-        if not isinstance(newdata, pd.DataFrame):
-            raise TypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-        with warnings.catch_warnings():
-            # formulaic warns and codes an unseen category as the reference level:
-            # that would be a silent wrong prediction, so it is an error here.
-            warnings.simplefilter("error", DataMismatchWarning)
-            try:
-                xm = design.fixed_spec.get_model_matrix(newdata, na_action="raise")
-            except DataMismatchWarning as err:
-                raise ValueError(f"newdata has a category not seen in fitting: {err}") from None
-        pred = np.asarray(xm[list(self.fixed_effects.index)], dtype=float) @ self.fixed_effects.to_numpy()
+        xm = fixed_matrix(design, newdata, list(self.fixed_effects.index))
+        pred = xm @ self.fixed_effects.to_numpy()
         if include_random:
-            for info in design.factors:
-                missing_cols = [c for c in info.columns if c not in newdata.columns]
-                if missing_cols:
-                    raise ValueError(f"newdata lacks the grouping column(s) {missing_cols}")
-                codes = _factor_codes(info, newdata)
-                pred = pred + self._random_part(info, codes, _factor_design(info, newdata))
+            pred = pred + random_part(self, newdata)
         return pred
 
     def _predict_arrays(self, X, Z, groups, include_random) -> np.ndarray:
@@ -274,20 +304,8 @@ class MixedModelResults:
             if z.shape[1] != q:
                 raise ValueError(f"Z has {z.shape[1]} columns; the model was fitted with {q}")
             codes = info.levels.get_indexer(pd.Index(np.asarray(groups)))
-            pred = pred + self._random_part(info, codes, z)
+            pred = pred + _factor_part(self.random_effects[info.name], info, codes, z)
         return pred
-
-    def _random_part(self, info: FactorInfo, codes: np.ndarray, z: np.ndarray) -> np.ndarray:
-        unseen = codes < 0
-        if unseen.any():
-            warnings.warn(
-                f"{int(unseen.sum())} row(s) have levels of {info.name!r} not seen in "
-                "fitting: they get no random effect for that factor",
-                stacklevel=3,
-            )
-        b = self.random_effects[info.name].to_numpy()
-        contrib = np.einsum("nq,nq->n", z, b[np.where(unseen, 0, codes)])
-        return np.where(unseen, 0.0, contrib)
 
     def summary(self) -> str:
         """A printable table of the fit, in the manner of lme4 and statsmodels."""

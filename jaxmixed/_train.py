@@ -1,0 +1,426 @@
+"""Training a network fixed part: options, the joint and EM loops, progress.
+
+The loops run on the host around compiled steps: ``eval_every`` optimiser
+steps are one ``lax.scan`` (compiled once per model structure and data
+shape), then the host checks the held-out rows (early stopping), updates the
+progress bar and records the history. Everything here works in the units the
+caller chose (``_nn_api`` standardises features and response first).
+
+- **joint**: the network and φ trained together with optax on
+  ``_mixed_loss.joint_loss`` (full batch) or on ``group_loss`` (minibatches
+  of whole groups, one grouping factor; σ then a parameter too).
+- **em**: mixedML's alternation. Each round trains the network (warm start)
+  for ``epochs_per_round`` epochs on ``y − Zb̂`` by mean squared error, then
+  fits the variance components to ``y − f(x)`` exactly with the core (one
+  profiled fit, warm-started at the previous θ; ML or REML), which also gives
+  β₀ and b̂; it stops when the generalised log-likelihood changes by less than
+  ``tol`` (relative), or on the held-out rows' patience.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._fit import FitResult, fit_at, fit_data
+from ._mixed_loss import GroupLayout, NeuralData, group_loss, joint_loss, joint_statistics, network_output
+from ._optimise import FitOptions
+from ._statistics import ModelData
+
+__all__ = ["TrainOptions", "TrainingSet", "Trained", "train_joint", "train_em"]
+
+
+class TrainOptions(eqx.Module):
+    """Every setting of a network (or estimator) fit, with its default.
+
+    Attributes:
+        mode: ``"joint"`` (default) or ``"em"``.
+        reml: REML (default) or ML for the variance components.
+        learning_rate: the network's Adam step size (default 3e-3; features
+            and response are standardised, so it does not depend on units).
+        phi_learning_rate: Adam step size of φ (and log σ) in joint mode
+            (default 0.02: log-scale parameters).
+        optimizer: an optax ``GradientTransformation`` for the network in
+            place of Adam(learning_rate).
+        max_epochs: limit on passes over the training rows (default 1000).
+        patience: stop when the held-out MSE has not improved for this many
+            epochs (default 100); the network of the best epoch is kept.
+        validation_fraction: share of the rows held out for early stopping
+            (default 0.1, drawn at random; 0 turns early stopping off).
+        eval_every: epochs between checks of the held-out rows (default 10).
+        batch_groups: None (default): full-batch steps; k: minibatches of k
+            whole groups of the (single) grouping factor.
+        epochs_per_round: EM: network epochs per round (default 20).
+        max_rounds: EM: limit on rounds (default 100).
+        tol: EM: stop when the generalised log-likelihood changes by less
+            than ``tol`` relative (default 1e-4).
+    """
+
+    mode: str = eqx.field(default="joint", static=True)
+    reml: bool = eqx.field(default=True, static=True)
+    learning_rate: float = eqx.field(default=3e-3, static=True)
+    phi_learning_rate: float = eqx.field(default=0.02, static=True)
+    optimizer: Any = eqx.field(default=None, static=True)
+    max_epochs: int = eqx.field(default=1000, static=True)
+    patience: int = eqx.field(default=100, static=True)
+    validation_fraction: float = eqx.field(default=0.1, static=True)
+    eval_every: int = eqx.field(default=10, static=True)
+    batch_groups: int | None = eqx.field(default=None, static=True)
+    epochs_per_round: int = eqx.field(default=20, static=True)
+    max_rounds: int = eqx.field(default=100, static=True)
+    tol: float = eqx.field(default=1e-4, static=True)
+
+    def network_optimizer(self) -> optax.GradientTransformation:
+        return self.optimizer if self.optimizer is not None else optax.adam(self.learning_rate)
+
+
+class TrainingSet(eqx.Module):
+    """Rows for training or validation.
+
+    ``x`` (n, d) features; ``y`` (n,); ``z`` per factor (n, q_f) and
+    ``codes`` per factor (n,) (level, -1 for a level absent from training);
+    ``rows``: the core's :class:`ModelData` of ``X = [1]`` and the random part
+    (None for validation rows).
+    """
+
+    x: jax.Array
+    y: jax.Array
+    z: tuple[jax.Array, ...]
+    codes: tuple[jax.Array, ...]
+    rows: ModelData | None
+
+
+@dataclasses.dataclass
+class Trained:
+    """What a training loop returns (host side)."""
+
+    model: Any  # the network (or estimator) of the kept epoch
+    phi: np.ndarray | None  # joint mode: trained φ
+    fit: FitResult | None  # the core's fit at the kept state (training rows)
+    history: list[dict]
+    best_epoch: int
+    stopped: str  # why training stopped
+
+
+# ------------------------------------------------------------------ progress
+
+
+class Progress:
+    """tqdm when installed, else one line per report; silent for the first second."""
+
+    def __init__(self, total: int, unit: str, verbose: bool):
+        self.verbose, self.start, self.bar = verbose, time.perf_counter(), None
+        if verbose:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, unit=unit, delay=1.0, leave=False)
+        self.unit, self.total, self.done = unit, total, 0
+
+    def update(self, n: int, **info: float) -> None:
+        self.done += n
+        if not self.verbose:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
+        elif time.perf_counter() - self.start > 1.0:
+            text = " ".join(f"{k}={v:.4g}" for k, v in info.items())
+            print(f"{self.unit} {self.done}/{self.total} {text}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------ shared pieces
+
+
+def random_part(fit: FitResult, data: TrainingSet) -> jax.Array:
+    """``Zb̂`` (n,) of the rows of ``data``; 0 for a level absent from training."""
+    total = jnp.zeros(data.y.shape, data.y.dtype)
+    for b, z, codes in zip(fit.b, data.z, data.codes, strict=True):
+        contrib = jnp.einsum("nq,nq->n", z, b[jnp.maximum(codes, 0)])
+        total = total + jnp.where(codes >= 0, contrib, 0.0)
+    return total
+
+
+def _mse(model, fit: FitResult, data: TrainingSet) -> jax.Array:
+    pred = network_output(model, data.x) + fit.beta[0] + random_part(fit, data)
+    return jnp.mean((data.y - pred) ** 2)
+
+
+def _adam_update(opt, grads, state, params):
+    # optax mixes int32 and int64 counters in 64-bit mode: standard promotion here.
+    with jax.numpy_dtype_promotion("standard"):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+
+def generalised_loglik(fit: FitResult, residual: np.ndarray) -> float:
+    """MERF's and mixedML's generalised log-likelihood (−2 times; smaller is better).
+
+    ``‖e‖²/σ² + n log σ² + Σ_f Σ_j (b̂_jᵀD_f⁺b̂_j + log|D_f|₊)`` with ``e`` the
+    residual after fixed and random parts (``residual``) and ``D_f = σ²ΛΛᵀ``
+    (pseudo-inverse and pseudo-determinant at a boundary, where D is singular).
+    """
+    sigma2 = float(fit.sigma) ** 2
+    value = float(residual @ residual) / sigma2 + len(residual) * np.log(sigma2)
+    for lam, b in zip(fit.lambdas, fit.b, strict=True):
+        d = sigma2 * np.asarray(lam) @ np.asarray(lam).T
+        vals, vecs = np.linalg.eigh(d)
+        keep = vals > 1e-12 * max(vals.max(), 1e-300)
+        proj = np.asarray(b) @ vecs[:, keep]
+        value += float(np.sum(proj**2 / vals[keep])) + b.shape[0] * float(np.sum(np.log(vals[keep])))
+    return value
+
+
+class _Stopper:
+    """Early stopping on held-out MSE: remembers the best state and its epoch."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.best_epoch, self.state = patience, np.inf, 0, None
+
+    def offer(self, epoch: int, loss: float, state) -> bool:
+        """Records ``loss`` at ``epoch``; True when training should stop."""
+        if loss < self.best:
+            self.best, self.best_epoch, self.state = loss, epoch, state
+        return epoch - self.best_epoch >= self.patience
+
+
+# ------------------------------------------------------------------ joint mode
+
+
+@eqx.filter_jit
+def _joint_chunk(model, phi, states, data: NeuralData, options: TrainOptions, n_steps: int):
+    """``n_steps`` full-batch Adam steps on the joint loss; returns the losses."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt_net, opt_phi = options.network_optimizer(), optax.adam(options.phi_learning_rate)
+
+    def loss_fn(p, ph):
+        return joint_loss(eqx.combine(p, static), ph, data, options.reml)
+
+    def step(carry, _):
+        p, ph, s_net, s_phi = carry
+        loss, (g_p, g_phi) = jax.value_and_grad(loss_fn, argnums=(0, 1))(p, ph)
+        p, s_net = _adam_update(opt_net, g_p, s_net, p)
+        ph, s_phi = _adam_update(opt_phi, g_phi, s_phi, ph)
+        return (p, ph, s_net, s_phi), loss
+
+    (params, phi, s_net, s_phi), losses = jax.lax.scan(step, (params, phi, *states), None, length=n_steps)
+    return eqx.combine(params, static), phi, (s_net, s_phi), losses
+
+
+@eqx.filter_jit
+def _group_chunk(model, phi, log_sigma, states, train: TrainingSet, layout, batches, options, z_scale, n_batches):
+    """Adam steps over minibatches of whole groups: ``batches`` (steps, B), ``n_batches`` per epoch."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt_net, opt_phi = options.network_optimizer(), optax.adam(options.phi_learning_rate)
+    structure = train.rows.structures[0]
+
+    def loss_fn(p, ph, ls, groups):
+        net = eqx.combine(p, static)
+        return group_loss(
+            net, ph, ls, train.x, train.y, train.z[0], layout, groups,
+            structure=structure, z_scale=z_scale, scale=float(n_batches),
+        )  # fmt: skip
+
+    def step(carry, groups):
+        p, ph, ls, s_net, s_phi = carry
+        loss, (g_p, g_phi, g_ls) = jax.value_and_grad(loss_fn, argnums=(0, 1, 2))(p, ph, ls, groups)
+        p, s_net = _adam_update(opt_net, g_p, s_net, p)
+        (ph, ls), s_phi = _adam_update(opt_phi, (g_phi, g_ls), s_phi, (ph, ls))
+        return (p, ph, ls, s_net, s_phi), loss
+
+    carry = (params, phi, log_sigma, *states)
+    (params, phi, log_sigma, s_net, s_phi), losses = jax.lax.scan(step, carry, batches)
+    return eqx.combine(params, static), phi, log_sigma, (s_net, s_phi), losses
+
+
+@eqx.filter_jit
+def _joint_check(model, phi, data: NeuralData, valid: TrainingSet, train: TrainingSet, reml: bool):
+    """The core's fit at φ on the training rows, and the held-out and training MSE."""
+    fit = fit_at(joint_statistics(model, data), phi, FitOptions(reml=reml))
+    return fit, _mse(model, fit, valid), _mse(model, fit, train)
+
+
+def group_batches(n_groups: int, batch_groups: int, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's minibatches of groups (n_batches, batch_groups); -1 pads the last."""
+    n_batches = -(-n_groups // batch_groups)
+    order = np.full(n_batches * batch_groups, -1, np.int32)
+    order[:n_groups] = rng.permutation(n_groups)
+    return order.reshape(n_batches, batch_groups)
+
+
+def train_joint(
+    model,
+    data: NeuralData,
+    train: TrainingSet,
+    valid: TrainingSet | None,
+    options: TrainOptions,
+    *,
+    layout: GroupLayout | None = None,
+    seed: int = 0,
+    verbose: bool = True,
+) -> Trained:
+    """Joint training of the network and φ (σ too with minibatches of groups)."""
+    dtype = data.y.dtype
+    n_params = sum(s.n_params for s in train.rows.structures)
+    phi = jnp.zeros(n_params, dtype)
+    log_sigma = jnp.log(jnp.std(data.y))
+    params = eqx.filter(model, eqx.is_inexact_array)
+    phi_state = (phi, log_sigma) if layout is not None else phi
+    states = (options.network_optimizer().init(params), optax.adam(options.phi_learning_rate).init(phi_state))
+    rng = np.random.default_rng(seed)
+    z_scale = data.design.scaling.z_scale[0]
+    check_set = valid if valid is not None else train
+    stopper, history = _Stopper(options.patience), []
+    progress = Progress(options.max_epochs, "epoch", verbose)
+    epoch, stopped = 0, f"max_epochs ({options.max_epochs}) reached"
+    while epoch < options.max_epochs:
+        k = min(options.eval_every, options.max_epochs - epoch)
+        if layout is None:
+            model, phi, states, losses = _joint_chunk(model, phi, states, data, options, k)
+        else:
+            n_groups = layout.rows.shape[0]
+            batches = np.concatenate([group_batches(n_groups, options.batch_groups, rng) for _ in range(k)])
+            n_batches = batches.shape[0] // k
+            model, phi, log_sigma, states, losses = _group_chunk(
+                model, phi, log_sigma, states, train, layout, jnp.asarray(batches), options, z_scale, n_batches
+            )
+        epoch += k
+        fit, check_mse, train_mse = _joint_check(model, phi, data, check_set, train, options.reml)
+        loss = float(jnp.mean(losses[-max(1, losses.shape[0] // k) :]))
+        record = {"epoch": epoch, "loss": loss, "train_mse": float(train_mse)}
+        if valid is not None:
+            record["valid_mse"] = float(check_mse)
+        history.append(record)
+        progress.update(k, loss=loss, **({"valid_mse": record["valid_mse"]} if valid is not None else {}))
+        if not np.isfinite(loss):
+            stopped = "the loss became non-finite"
+            break
+        state = (model, phi, fit)
+        if valid is None:
+            stopper.offer(epoch, -epoch, state)  # no held-out rows: keep the last
+        elif stopper.offer(epoch, float(check_mse), state):
+            stopped = f"early stopping: held-out MSE did not improve for {options.patience} epochs"
+            break
+    progress.close()
+    if stopper.state is not None:
+        model, phi, fit = stopper.state
+    return Trained(model, np.asarray(phi), fit, history, stopper.best_epoch, stopped)
+
+
+# ------------------------------------------------------------------ EM mode
+
+
+@eqx.filter_jit
+def _mse_chunk(model, state, x, target, options: TrainOptions, n_steps: int):
+    """``n_steps`` full-batch Adam steps on ``mean((target − f(x))²)``."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt = options.network_optimizer()
+
+    def step(carry, _):
+        p, s = carry
+        loss, g = jax.value_and_grad(lambda q: jnp.mean((target - network_output(eqx.combine(q, static), x)) ** 2))(p)
+        p, s = _adam_update(opt, g, s, p)
+        return (p, s), loss
+
+    (params, state), losses = jax.lax.scan(step, (params, state), None, length=n_steps)
+    return eqx.combine(params, static), state, losses
+
+
+_fit_residual = eqx.filter_jit(fit_data)
+_forward = eqx.filter_jit(network_output)
+_random_part = eqx.filter_jit(random_part)
+
+
+def _start_theta(rows: ModelData) -> jax.Array:
+    """lme4's start, θ = 1 on the diagonals (user units) and 0 elsewhere."""
+    pieces = [np.asarray(s.rows) == np.asarray(s.cols) for s in rows.structures]
+    return jnp.asarray(np.concatenate(pieces), rows.X.dtype)
+
+
+class _Fixed:
+    """The fixed part in the EM loop: a network trained by Adam, or any estimator."""
+
+    def __init__(self, model, options: TrainOptions, estimator: bool):
+        self.model, self.options, self.estimator = model, options, estimator
+        self.state = None if estimator else options.network_optimizer().init(eqx.filter(model, eqx.is_inexact_array))
+
+    def train(self, x: jax.Array, target: jax.Array) -> float:
+        if self.estimator:
+            self.model.fit(np.asarray(x), np.asarray(target))
+            return float(np.mean((np.asarray(target) - self.predict(x)) ** 2))
+        self.model, self.state, losses = _mse_chunk(
+            self.model, self.state, x, target, self.options, self.options.epochs_per_round
+        )
+        return float(losses[-1])
+
+    def predict(self, x: jax.Array):
+        if self.estimator:
+            out = np.asarray(self.model.predict(np.asarray(x)), dtype=float)
+            if out.shape != (x.shape[0],):
+                raise ValueError(f"the estimator's predict returned shape {out.shape}; expected ({x.shape[0]},)")
+            return jnp.asarray(out, x.dtype)
+        return _forward(self.model, x)
+
+    def snapshot(self):
+        import copy
+
+        return copy.deepcopy(self.model) if self.estimator else self.model
+
+
+def train_em(
+    model,
+    train: TrainingSet,
+    valid: TrainingSet | None,
+    options: TrainOptions,
+    *,
+    estimator: bool = False,
+    verbose: bool = True,
+) -> Trained:
+    """mixedML's EM alternation (see the module docstring) for a network or an estimator."""
+    fixed = _Fixed(model, options, estimator)
+    zb = jnp.zeros_like(train.y)
+    theta = _start_theta(train.rows)
+    stopper, history, previous = _Stopper(options.patience), [], None
+    per_round = 1 if estimator else options.epochs_per_round
+    progress = Progress(options.max_rounds, "round", verbose)
+    stopped = f"max_rounds ({options.max_rounds}) reached before the relative change fell below tol"
+    for rnd in range(1, options.max_rounds + 1):
+        loss = fixed.train(train.x, train.y - zb)
+        f = fixed.predict(train.x)
+        fit = _fit_residual(train.rows, train.y, FitOptions(reml=options.reml, start=theta), offset=f)
+        fit = jax.tree.map(np.asarray, fit)
+        theta, zb = jnp.asarray(fit.theta), _random_part(fit, train)
+        resid = np.asarray(train.y - f - fit.beta[0] - zb)
+        gll = generalised_loglik(fit, resid)
+        record = {"round": rnd, "epoch": rnd * per_round, "loss": loss, "gll": gll,
+                  "objective": float(fit.objective), "train_mse": float(np.mean(resid**2))}  # fmt: skip
+        if valid is not None:
+            pred = fixed.predict(valid.x) + fit.beta[0] + _random_part(fit, valid)
+            record["valid_mse"] = float(jnp.mean((valid.y - pred) ** 2))
+        history.append(record)
+        progress.update(1, gll=gll, **({"valid_mse": record["valid_mse"]} if valid is not None else {}))
+        check = record.get("valid_mse", -rnd)
+        if stopper.offer(rnd * per_round, check, (fixed.snapshot(), fit)) and valid is not None:
+            stopped = f"early stopping: held-out MSE did not improve for {options.patience} epochs"
+            break
+        if previous is not None and abs(gll - previous) <= options.tol * abs(previous):
+            stopped = f"converged: relative change of the generalised log-likelihood below {options.tol:g}"
+            break
+        previous = gll
+    progress.close()
+    best_model, fit = stopper.state
+    return Trained(best_model, None, fit, history, stopper.best_epoch, stopped)
