@@ -61,7 +61,9 @@ def _rows(arrays: ModelArrays, design: Design, index: np.ndarray, dtype):
     )
 
 
-def _training_set(x, y, arrays: ModelArrays, design: Design, index: np.ndarray, dtype, rows=True) -> TrainingSet:
+def _training_set(
+    x, y, arrays: ModelArrays, design: Design, index: np.ndarray, dtype, rows=True
+) -> TrainingSet:
     return TrainingSet(
         x=jnp.asarray(x[index], dtype),
         y=jnp.asarray(y[index], dtype),
@@ -227,7 +229,12 @@ def fit_mixed_nn(
     """
     options = _resolve_options(
         options,
-        {"mode": (mode, "joint"), "reml": (reml, True), "optimizer": (optimizer, None), "max_epochs": (max_epochs, 1000)},
+        {
+            "mode": (mode, "joint"),
+            "reml": (reml, True),
+            "optimizer": (optimizer, None),
+            "max_epochs": (max_epochs, 1000),
+        },
     )
     if options.mode not in ("joint", "em"):
         raise ValueError(f"mode must be 'joint' or 'em', got {options.mode!r}")
@@ -244,11 +251,15 @@ def fit_mixed_nn(
         seed = _seed(key)
         train_idx, valid_idx = _split(len(ys), options.validation_fraction, seed)
         train = _training_set(xs, ys, arrays, design, train_idx, dtype)
-        valid = None if valid_idx is None else _training_set(xs, ys, arrays, design, valid_idx, dtype, rows=False)
+        valid = (
+            None if valid_idx is None else _training_set(xs, ys, arrays, design, valid_idx, dtype, rows=False)
+        )
         if options.mode == "joint":
             data_nn = NeuralData(train.x, train.y, design_statistics(train.rows))
             layout = _group_layout(design, arrays, train_idx, options)
-            trained = train_joint(model, data_nn, train, valid, options, layout=layout, seed=seed, verbose=verbose)
+            trained = train_joint(
+                model, data_nn, train, valid, options, layout=layout, seed=seed, verbose=verbose
+            )
         else:
             if options.batch_groups is not None:
                 raise ValueError("batch_groups (minibatches of groups) applies to mode='joint'")

@@ -154,7 +154,9 @@ def random_part(results: MixedModelResults, newdata: pd.DataFrame) -> np.ndarray
         if missing_cols:
             raise ValueError(f"newdata lacks the grouping column(s) {missing_cols}")
         codes = _factor_codes(info, newdata)
-        pred = pred + _factor_part(results.random_effects[info.name], info, codes, _factor_design(info, newdata))
+        pred = pred + _factor_part(
+            results.random_effects[info.name], info, codes, _factor_design(info, newdata)
+        )
     return pred
 
 

@@ -222,7 +222,9 @@ def _joint_chunk(model, phi, states, data: NeuralData, options: TrainOptions, n_
 
 
 @eqx.filter_jit
-def _group_chunk(model, phi, log_sigma, states, train: TrainingSet, layout, batches, options, z_scale, n_batches):
+def _group_chunk(
+    model, phi, log_sigma, states, train: TrainingSet, layout, batches, options, z_scale, n_batches
+):
     """Adam steps over minibatches of whole groups: ``batches`` (steps, B), ``n_batches`` per epoch."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_net, opt_phi = options.network_optimizer(), optax.adam(options.phi_learning_rate)
@@ -296,7 +298,16 @@ def train_joint(
             batches = np.concatenate([group_batches(n_groups, options.batch_groups, rng) for _ in range(k)])
             n_batches = batches.shape[0] // k
             model, phi, log_sigma, states, losses = _group_chunk(
-                model, phi, log_sigma, states, train, layout, jnp.asarray(batches), options, z_scale, n_batches
+                model,
+                phi,
+                log_sigma,
+                states,
+                train,
+                layout,
+                jnp.asarray(batches),
+                options,
+                z_scale,
+                n_batches,
             )
         epoch += k
         fit, check_mse, train_mse = _joint_check(model, phi, data, check_set, train, options.reml)
@@ -332,7 +343,9 @@ def _mse_chunk(model, state, x, target, options: TrainOptions, n_steps: int):
 
     def step(carry, _):
         p, s = carry
-        loss, g = jax.value_and_grad(lambda q: jnp.mean((target - network_output(eqx.combine(q, static), x)) ** 2))(p)
+        loss, g = jax.value_and_grad(
+            lambda q: jnp.mean((target - network_output(eqx.combine(q, static), x)) ** 2)
+        )(p)
         p, s = _adam_update(opt, g, s, p)
         return (p, s), loss
 
@@ -356,7 +369,9 @@ class _Fixed:
 
     def __init__(self, model, options: TrainOptions, estimator: bool):
         self.model, self.options, self.estimator = model, options, estimator
-        self.state = None if estimator else options.network_optimizer().init(eqx.filter(model, eqx.is_inexact_array))
+        self.state = (
+            None if estimator else options.network_optimizer().init(eqx.filter(model, eqx.is_inexact_array))
+        )
 
     def train(self, x: jax.Array, target: jax.Array) -> float:
         if self.estimator:
@@ -371,7 +386,9 @@ class _Fixed:
         if self.estimator:
             out = np.asarray(self.model.predict(np.asarray(x)), dtype=float)
             if out.shape != (x.shape[0],):
-                raise ValueError(f"the estimator's predict returned shape {out.shape}; expected ({x.shape[0]},)")
+                raise ValueError(
+                    f"the estimator's predict returned shape {out.shape}; expected ({x.shape[0]},)"
+                )
             return jnp.asarray(out, x.dtype)
         return _forward(self.model, x)
 
