@@ -12,7 +12,7 @@ result, the covariance parameterisation) lives in :mod:`jaxmixed.core`.
 
 from . import core
 from ._api import ConvergenceWarning, fit_reml
-from ._datasets import list_datasets, load_dataset
+from ._datasets import list_datasets, load_dataset, mixedml_simulation
 from ._formula import FormulaError
 from ._nn_api import fit_mixed_em, fit_mixed_nn
 from ._nn_results import FixedPart, MixedNNResults
@@ -37,4 +37,5 @@ __all__ = [
     "fit_reml",
     "list_datasets",
     "load_dataset",
+    "mixedml_simulation",
 ]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from ._design import Design, ModelArrays, build_design, design_from_arrays
-from ._fit import fit_data
+from ._fit import jit_fit_data
 from ._optimise import RESULTS, FitOptions
 from ._results import MixedModelResults, build_results
 from ._statistics import ModelData, model_data
@@ -22,9 +21,6 @@ __all__ = ["ConvergenceWarning", "fit_reml", "prepare"]
 
 class ConvergenceWarning(UserWarning):
     """The optimiser stopped before meeting its convergence criteria."""
-
-
-_fit_data = eqx.filter_jit(fit_data)
 
 
 def prepare(
@@ -133,7 +129,7 @@ def fit_reml(
             )
     with jax.enable_x64(True):
         rows = prepare(design, arrays, dtype=dtype, memory_limit=memory_limit)
-        result = _fit_data(rows, jnp.asarray(arrays.y, dtype), options)
+        result = jit_fit_data(rows, jnp.asarray(arrays.y, dtype), options)
         result = jax.tree.map(np.asarray, result)
     if not bool(result.converged):
         warnings.warn(

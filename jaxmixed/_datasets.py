@@ -10,7 +10,7 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["list_datasets", "load_dataset"]
+__all__ = ["list_datasets", "load_dataset", "mixedml_simulation"]
 
 # Columns that R treats as factors: read them as categoricals.
 _FACTORS = {
@@ -49,3 +49,40 @@ def load_dataset(name: str) -> pd.DataFrame:
             cats = sorted(values.unique())
         df[col] = pd.Categorical(values, categories=cats)
     return df
+
+
+def mixedml_simulation(
+    n_clusters: int = 200, *, nonlinear: bool = False, feature_cov: float = 0.1, seed: int = 0
+) -> pd.DataFrame:
+    """The simulation study of the mixedML paper (Kilian, Ye & Kelava), as a DataFrame.
+
+    Clusters of 22–25 rows (uniform); 10 level-1 features ``x1..x10``
+    (normal, unit variances, pairwise covariances ``feature_cov``, 0.1 or 0.3
+    in the paper); 3 level-2 features ``w1..w3`` (constant within a cluster,
+    same distribution); ``y = 5 + Σxₖ + Σwₖ + b₀ + Σ bₖxₖ + ε`` with a random
+    intercept and 10 random slopes ``b ~ N(0, I₁₁)`` per ``cluster`` and
+    ``ε ~ N(0, 3.5²)``. ``nonlinear=True`` adds ``Σ_{k≤5} xₖ²`` (coefficients
+    1, like the others). The oracle model: ``y ~ x1 + … + w3 (+ I(xk**2)) +
+    (1 + x1 + … + x10 | cluster)``.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(22, 26, n_clusters)
+    cluster = np.repeat(np.arange(n_clusters), sizes)
+    n = len(cluster)
+
+    def correlated(rows: int, k: int) -> np.ndarray:
+        cov = np.full((k, k), feature_cov) + (1.0 - feature_cov) * np.eye(k)
+        return rng.normal(size=(rows, k)) @ np.linalg.cholesky(cov).T
+
+    x = correlated(n, 10)
+    w = correlated(n_clusters, 3)[cluster]
+    b = rng.normal(size=(n_clusters, 11))
+    z = np.concatenate([np.ones((n, 1)), x], axis=1)
+    y = 5.0 + x.sum(1) + w.sum(1) + np.einsum("nq,nq->n", z, b[cluster]) + 3.5 * rng.normal(size=n)
+    if nonlinear:
+        y = y + (x[:, :5] ** 2).sum(1)
+    frame = {"y": y, **{f"x{k + 1}": x[:, k] for k in range(10)}, **{f"w{k + 1}": w[:, k] for k in range(3)}}
+    frame["cluster"] = cluster
+    return pd.DataFrame(frame)

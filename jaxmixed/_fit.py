@@ -350,6 +350,15 @@ def fit_data(
     options: FitOptions | None = None,
     *,
     offset: jax.Array | None = None,
+    n_obs: jax.Array | int | None = None,
 ) -> FitResult:
-    """``fit(model_statistics(data, y, offset), options)``: rows to result in one call."""
-    return fit(model_statistics(data, y, offset), options)
+    """``fit(model_statistics(data, y, offset, n_obs), options)``: rows to result in one call.
+
+    ``n_obs``: the number of real rows of data padded with zero rows (see
+    ``design_statistics``); the padding's ``offset`` must be 0 too.
+    """
+    return fit(model_statistics(data, y, offset, n_obs), options)
+
+
+# One compiled fit shared by every caller in the package (fit_reml, the network fits).
+jit_fit_data = eqx.filter_jit(fit_data)

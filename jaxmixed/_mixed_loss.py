@@ -52,12 +52,15 @@ class NeuralData(eqx.Module):
     Attributes:
         x: (n, d) features (standardised by the caller).
         y: (n,) response.
+        mask: (n,) bool: real rows; the others are padding (X, Z and y 0), so
+            that data sets of similar size share compiled code.
         design: the :class:`DesignStatistics` of ``X = [1]`` and the formula's
-            random part over these rows (``design_statistics`` of them).
+            random part over these rows (``design_statistics(rows, n_obs)``).
     """
 
     x: jax.Array
     y: jax.Array
+    mask: jax.Array
     design: DesignStatistics
 
 
@@ -68,8 +71,8 @@ def network_output(model: Callable, x: jax.Array) -> jax.Array:
 
 
 def joint_statistics(model: Callable, data: NeuralData) -> ModelStatistics:
-    """The core's statistics of the residual ``y − f(x)`` (design shared)."""
-    f = network_output(model, data.x)
+    """The core's statistics of the residual ``y − f(x)`` (design shared; 0 on padding)."""
+    f = jnp.where(data.mask, network_output(model, data.x), 0.0)
     return ModelStatistics(data.design, response_statistics(data.design, data.y, offset=f))
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ._api import ConvergenceWarning
 from ._design import Design, ModelArrays, build_design
-from ._fit import fit_data
+from ._fit import FitResult, jit_fit_data
 from ._mixed_loss import NeuralData, group_layout, network_output
 from ._nn_results import FixedPart, MixedNNResults
 from ._optimise import RESULTS, FitOptions
@@ -33,7 +33,6 @@ from ._train import TrainingSet, TrainOptions, train_em, train_joint
 
 __all__ = ["fit_mixed_em", "fit_mixed_nn"]
 
-_fit = eqx.filter_jit(fit_data)
 _forward = eqx.filter_jit(network_output)
 
 
@@ -49,27 +48,42 @@ def _features(design: Design, arrays: ModelArrays) -> tuple[np.ndarray, tuple[st
     return arrays.X[:, keep], names
 
 
-def _rows(arrays: ModelArrays, design: Design, index: np.ndarray, dtype):
-    """The core's ModelData of ``X = [1]`` and the random part, for rows ``index``."""
-    return model_data(
-        np.ones((len(index), 1)),
-        [z[index] for z in arrays.Z],
-        [c[index] for c in arrays.codes],
-        [f.n_levels for f in design.factors],
-        design.structures,
-        dtype=dtype,
-    )
+def bucket(n: int) -> int:
+    """``n`` rounded up to four significant bits (at most 1/8 more): data sets of
+    similar size get the same padded size and so share compiled code."""
+    shift = max(0, int(n).bit_length() - 4)
+    return -(-int(n) >> shift) << shift
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([a, np.zeros((size - len(a),) + a.shape[1:], a.dtype)])
 
 
 def _training_set(
     x, y, arrays: ModelArrays, design: Design, index: np.ndarray, dtype, rows=True
 ) -> TrainingSet:
+    """Rows ``index`` padded to ``bucket(len(index))`` rows (and levels) with zeros.
+
+    ``rows`` (the core's ModelData of ``X = [1]`` and the random part) is
+    built unless ``rows=False`` (held-out rows need only x, y, z, codes).
+    """
+    n, size = len(index), bucket(len(index))
+    mask = np.arange(size) < n
+    z = [_pad(zf[index], size) for zf in arrays.Z]
+    codes = [_pad(c[index], size) for c in arrays.codes]
+    data = None
+    if rows:
+        levels = [bucket(f.n_levels) for f in design.factors]
+        ones = mask.astype(float)[:, None]
+        data = model_data(ones, z, codes, levels, design.structures, dtype=dtype)
     return TrainingSet(
-        x=jnp.asarray(x[index], dtype),
-        y=jnp.asarray(y[index], dtype),
-        z=tuple(jnp.asarray(z[index], dtype) for z in arrays.Z),
-        codes=tuple(jnp.asarray(c[index], jnp.int32) for c in arrays.codes),
-        rows=_rows(arrays, design, index, dtype) if rows else None,
+        x=jnp.asarray(_pad(x[index], size), dtype),
+        y=jnp.asarray(_pad(y[index], size), dtype),
+        mask=jnp.asarray(mask),
+        z=tuple(jnp.asarray(zf, dtype) for zf in z),
+        codes=tuple(jnp.asarray(c, jnp.int32) for c in codes),
+        rows=data,
+        n_obs=jnp.asarray(n, dtype),
     )
 
 
@@ -127,11 +141,22 @@ def _resolve_options(options: TrainOptions | None, given: dict[str, tuple[Any, A
     return options
 
 
+def _unpad(result: FitResult, design: Design) -> FitResult:
+    """The fit's conditional modes of the real levels only."""
+    real = [f.n_levels for f in design.factors]
+    b = tuple(bf[:j] for bf, j in zip(result.b, real, strict=True))
+    b_cov = tuple(c[:j] for c, j in zip(result.b_cov, real, strict=True))
+    return dataclasses.replace(result, b=b, b_cov=b_cov)
+
+
 def _final_fit(design, arrays, f_all, reml, dtype, start=None):
     """The core's fit of ``y − f(x)`` with ``X = [1]`` on all rows, as MixedModelResults."""
-    rows = _rows(arrays, design, np.arange(len(arrays.y)), dtype)
-    result = _fit(rows, jnp.asarray(arrays.y, dtype), FitOptions(reml=reml, start=start), offset=f_all)
-    result = jax.tree.map(np.asarray, result)
+    n = len(arrays.y)
+    rows = _training_set(np.zeros((n, 0)), arrays.y, arrays, design, np.arange(n), dtype)
+    offset = jnp.asarray(_pad(np.asarray(f_all, float), len(rows.y)), dtype)
+    options = FitOptions(reml=reml, start=start)
+    result = jit_fit_data(rows.rows, rows.y, options, offset=offset, n_obs=rows.n_obs)
+    result = _unpad(jax.tree.map(np.asarray, result), design)
     if not bool(result.converged):
         warnings.warn(
             f"the final fit of the variance components did not converge: {RESULTS[result.result]}",
@@ -255,7 +280,7 @@ def fit_mixed_nn(
             None if valid_idx is None else _training_set(xs, ys, arrays, design, valid_idx, dtype, rows=False)
         )
         if options.mode == "joint":
-            data_nn = NeuralData(train.x, train.y, design_statistics(train.rows))
+            data_nn = NeuralData(train.x, train.y, train.mask, design_statistics(train.rows, train.n_obs))
             layout = _group_layout(design, arrays, train_idx, options)
             trained = train_joint(
                 model, data_nn, train, valid, options, layout=layout, seed=seed, verbose=verbose
@@ -263,7 +288,8 @@ def fit_mixed_nn(
         else:
             if options.batch_groups is not None:
                 raise ValueError("batch_groups (minibatches of groups) applies to mode='joint'")
-            trained = train_em(model, train, valid, options, verbose=verbose)
+            levels = tuple(f.n_levels for f in design.factors)
+            trained = train_em(model, train, valid, options, n_levels=levels, verbose=verbose)
         fixed = FixedPart(
             trained.model, jnp.asarray(x_mean, dtype), jnp.asarray(x_scale, dtype),
             jnp.asarray(y_mean, dtype), jnp.asarray(y_scale, dtype),
@@ -328,6 +354,7 @@ def fit_mixed_em(
     dtype = jnp.dtype(jnp.float64)
     with jax.enable_x64(True):
         train = _training_set(x, arrays.y, arrays, design, np.arange(len(arrays.y)), dtype)
-        trained = train_em(estimator, train, None, options, estimator=True, verbose=verbose)
+        levels = tuple(f.n_levels for f in design.factors)
+        trained = train_em(estimator, train, None, options, n_levels=levels, estimator=True, verbose=verbose)
         f_all = jnp.asarray(np.asarray(trained.model.predict(x), dtype=float).reshape(-1), dtype)
     return _package(trained.model, "estimator-em", reml, names, design, arrays, f_all, trained, dtype)

@@ -405,9 +405,9 @@ def _check_dtype(dtype) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _rms_scale(z: jax.Array) -> jax.Array:
-    """1 / root mean square of each column of z (n, q); 1 for a zero column."""
-    rms = jnp.sqrt(jnp.mean(z * z, axis=0))
+def _rms_scale(z: jax.Array, n_obs: jax.Array) -> jax.Array:
+    """1 / root mean square of each column of z (n, q) over ``n_obs`` real rows; 1 for a zero column."""
+    rms = jnp.sqrt(jnp.sum(z * z, axis=0) / n_obs)
     return jnp.where(rms > 0, 1.0 / jnp.where(rms > 0, rms, 1.0), 1.0)
 
 
@@ -448,16 +448,22 @@ def _pair_sum_map(index: DesignIndex, cross_values: jax.Array) -> PairSum:
     )
 
 
-def design_statistics(data: ModelData) -> DesignStatistics:
+def design_statistics(data: ModelData, n_obs: jax.Array | int | None = None) -> DesignStatistics:
     """The design's statistics, standardised (see the module docstring).
 
     Pure JAX: differentiable with respect to ``X``, ``Z`` and the weights.
     Costs one pass over the rows plus a thin QR of X (O(np²)).
+
+    ``n_obs``: the number of real rows when ``data`` was padded (to reuse
+    compiled code across data sizes) with rows whose X, Z and response are
+    0 and weight 1: such rows add nothing to any sum, and only the row count
+    (the residual degrees of freedom) needs the real number. Default: all rows.
     """
     index = data.index
     sqrt_w = jnp.sqrt(data.weights)
     q_mat, r_factor = _thin_qr(data.X * sqrt_w[:, None])
-    z_scale = tuple(_rms_scale(z * sqrt_w[:, None]) for z in data.Z)
+    n_obs = jnp.asarray(q_mat.shape[0] if n_obs is None else n_obs, q_mat.dtype)
+    z_scale = tuple(_rms_scale(z * sqrt_w[:, None], n_obs) for z in data.Z)
     z = tuple(zf * sqrt_w[:, None] * s for zf, s in zip(data.Z, z_scale, strict=True))
     rows = ModelData(q_mat, z, sqrt_w, index, data.structures)
     z1 = z[0]
@@ -493,7 +499,7 @@ def design_statistics(data: ModelData) -> DesignStatistics:
         pairs=_pair_sum_map(index, cross_values) if q2 else None,
         rows=rows,
         scaling=scaling,
-        n_obs=jnp.asarray(q_mat.shape[0], q_mat.dtype),
+        n_obs=n_obs,
     )
 
 
@@ -537,7 +543,9 @@ def response_statistics(
     )
 
 
-def model_statistics(data: ModelData, y: jax.Array, offset: jax.Array | None = None) -> ModelStatistics:
-    """``ModelStatistics(design_statistics(data), response_statistics(...))``."""
-    design = design_statistics(data)
+def model_statistics(
+    data: ModelData, y: jax.Array, offset: jax.Array | None = None, n_obs: jax.Array | int | None = None
+) -> ModelStatistics:
+    """``ModelStatistics(design_statistics(data, n_obs), response_statistics(...))``."""
+    design = design_statistics(data, n_obs)
     return ModelStatistics(design, response_statistics(design, y, offset))

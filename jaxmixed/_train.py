@@ -19,6 +19,7 @@ caller chose (``_nn_api`` standardises features and response first).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 import time
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._fit import FitResult, fit_at, fit_data
+from ._fit import FitResult, fit_at, jit_fit_data
 from ._mixed_loss import GroupLayout, NeuralData, group_loss, joint_loss, joint_statistics, network_output
 from ._optimise import FitOptions
 from ._statistics import ModelData
@@ -85,17 +86,21 @@ class TrainOptions(eqx.Module):
 class TrainingSet(eqx.Module):
     """Rows for training or validation.
 
-    ``x`` (n, d) features; ``y`` (n,); ``z`` per factor (n, q_f) and
-    ``codes`` per factor (n,) (level, -1 for a level absent from training);
-    ``rows``: the core's :class:`ModelData` of ``X = [1]`` and the random part
-    (None for validation rows).
+    ``x`` (n, d) features; ``y`` (n,); ``mask`` (n,): real rows (the rest
+    pad the arrays to a size shared by similar data sets, with x, y, z = 0);
+    ``z`` per factor (n, q_f) and ``codes`` per factor (n,) (level, -1 for a
+    level absent from training); ``rows``: the core's :class:`ModelData` of
+    ``X = [1]`` and the random part (None for validation rows); ``n_obs``:
+    the number of real rows.
     """
 
     x: jax.Array
     y: jax.Array
+    mask: jax.Array
     z: tuple[jax.Array, ...]
     codes: tuple[jax.Array, ...]
     rows: ModelData | None
+    n_obs: jax.Array
 
 
 @dataclasses.dataclass
@@ -157,7 +162,7 @@ def random_part(fit: FitResult, data: TrainingSet) -> jax.Array:
 
 def _mse(model, fit: FitResult, data: TrainingSet) -> jax.Array:
     pred = network_output(model, data.x) + fit.beta[0] + random_part(fit, data)
-    return jnp.mean((data.y - pred) ** 2)
+    return jnp.sum(jnp.where(data.mask, (data.y - pred) ** 2, 0.0)) / data.n_obs
 
 
 def _adam_update(opt, grads, state, params):
@@ -167,21 +172,22 @@ def _adam_update(opt, grads, state, params):
         return optax.apply_updates(params, updates), state
 
 
-def generalised_loglik(fit: FitResult, residual: np.ndarray) -> float:
+def generalised_loglik(fit: FitResult, residual: np.ndarray, n_levels) -> float:
     """MERF's and mixedML's generalised log-likelihood (−2 times; smaller is better).
 
     ``‖e‖²/σ² + n log σ² + Σ_f Σ_j (b̂_jᵀD_f⁺b̂_j + log|D_f|₊)`` with ``e`` the
     residual after fixed and random parts (``residual``) and ``D_f = σ²ΛΛᵀ``
-    (pseudo-inverse and pseudo-determinant at a boundary, where D is singular).
+    (pseudo-inverse and pseudo-determinant at a boundary, where D is singular);
+    ``n_levels`` per factor: the real levels (the rest pad ``fit.b`` with 0).
     """
     sigma2 = float(fit.sigma) ** 2
     value = float(residual @ residual) / sigma2 + len(residual) * np.log(sigma2)
-    for lam, b in zip(fit.lambdas, fit.b, strict=True):
+    for lam, b, n_f in zip(fit.lambdas, fit.b, n_levels, strict=True):
         d = sigma2 * np.asarray(lam) @ np.asarray(lam).T
         vals, vecs = np.linalg.eigh(d)
         keep = vals > 1e-12 * max(vals.max(), 1e-300)
         proj = np.asarray(b) @ vecs[:, keep]
-        value += float(np.sum(proj**2 / vals[keep])) + b.shape[0] * float(np.sum(np.log(vals[keep])))
+        value += float(np.sum(proj**2 / vals[keep])) + n_f * float(np.sum(np.log(vals[keep])))
     return value
 
 
@@ -279,7 +285,7 @@ def train_joint(
     dtype = data.y.dtype
     n_params = sum(s.n_params for s in train.rows.structures)
     phi = jnp.zeros(n_params, dtype)
-    log_sigma = jnp.log(jnp.std(data.y))
+    log_sigma = 0.5 * jnp.log(jnp.sum(jnp.where(data.mask, data.y**2, 0.0)) / train.n_obs)
     params = eqx.filter(model, eqx.is_inexact_array)
     phi_state = (phi, log_sigma) if layout is not None else phi
     states = (options.network_optimizer().init(params), optax.adam(options.phi_learning_rate).init(phi_state))
@@ -336,16 +342,18 @@ def train_joint(
 
 
 @eqx.filter_jit
-def _mse_chunk(model, state, x, target, options: TrainOptions, n_steps: int):
-    """``n_steps`` full-batch Adam steps on ``mean((target − f(x))²)``."""
+def _mse_chunk(model, state, data: TrainingSet, target, options: TrainOptions, n_steps: int):
+    """``n_steps`` full-batch Adam steps on the mean of ``(target − f(x))²`` over real rows."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt = options.network_optimizer()
 
+    def loss_fn(p):
+        err = jnp.where(data.mask, target - network_output(eqx.combine(p, static), data.x), 0.0)
+        return jnp.sum(err * err) / data.n_obs
+
     def step(carry, _):
         p, s = carry
-        loss, g = jax.value_and_grad(
-            lambda q: jnp.mean((target - network_output(eqx.combine(q, static), x)) ** 2)
-        )(p)
+        loss, g = jax.value_and_grad(loss_fn)(p)
         p, s = _adam_update(opt, g, s, p)
         return (p, s), loss
 
@@ -353,7 +361,6 @@ def _mse_chunk(model, state, x, target, options: TrainOptions, n_steps: int):
     return eqx.combine(params, static), state, losses
 
 
-_fit_residual = eqx.filter_jit(fit_data)
 _forward = eqx.filter_jit(network_output)
 _random_part = eqx.filter_jit(random_part)
 
@@ -369,33 +376,61 @@ class _Fixed:
 
     def __init__(self, model, options: TrainOptions, estimator: bool):
         self.model, self.options, self.estimator = model, options, estimator
-        self.state = (
-            None if estimator else options.network_optimizer().init(eqx.filter(model, eqx.is_inexact_array))
-        )
+        params = eqx.filter(model, eqx.is_inexact_array)
+        self.state = None if estimator else options.network_optimizer().init(params)
 
-    def train(self, x: jax.Array, target: jax.Array) -> float:
+    def train(self, data: TrainingSet, target: jax.Array) -> float:
         if self.estimator:
-            self.model.fit(np.asarray(x), np.asarray(target))
-            return float(np.mean((np.asarray(target) - self.predict(x)) ** 2))
+            real = np.asarray(data.mask)
+            self.model.fit(np.asarray(data.x)[real], np.asarray(target)[real])
+            err = np.asarray(target - self.predict(data))[real]
+            return float(np.mean(err**2))
         self.model, self.state, losses = _mse_chunk(
-            self.model, self.state, x, target, self.options, self.options.epochs_per_round
+            self.model, self.state, data, target, self.options, self.options.epochs_per_round
         )
         return float(losses[-1])
 
-    def predict(self, x: jax.Array):
-        if self.estimator:
-            out = np.asarray(self.model.predict(np.asarray(x)), dtype=float)
-            if out.shape != (x.shape[0],):
-                raise ValueError(
-                    f"the estimator's predict returned shape {out.shape}; expected ({x.shape[0]},)"
-                )
-            return jnp.asarray(out, x.dtype)
-        return _forward(self.model, x)
+    def predict(self, data: TrainingSet) -> jax.Array:
+        """f(x) (n,) on the real rows, 0 on padding."""
+        if not self.estimator:
+            return jnp.where(data.mask, _forward(self.model, data.x), 0.0)
+        real = np.asarray(data.mask)
+        out = np.asarray(self.model.predict(np.asarray(data.x)[real]), dtype=float)
+        if out.shape != (int(real.sum()),):
+            raise ValueError(
+                f"the estimator's predict returned shape {out.shape}; expected ({int(real.sum())},)"
+            )
+        full = np.zeros(real.shape)
+        full[real] = out
+        return jnp.asarray(full, data.y.dtype)
 
     def snapshot(self):
-        import copy
-
         return copy.deepcopy(self.model) if self.estimator else self.model
+
+
+def _em_round(fixed: _Fixed, train: TrainingSet, valid, zb, theta, options, n_levels) -> tuple:
+    """One EM round: the fixed part on ``y − Zb̂``, then the exact variance fit."""
+    loss = fixed.train(train, train.y - zb)
+    f = fixed.predict(train)
+    fit = jit_fit_data(
+        train.rows, train.y, FitOptions(reml=options.reml, start=theta), offset=f, n_obs=train.n_obs
+    )
+    fit = jax.tree.map(np.asarray, fit)
+    zb = _random_part(fit, train)
+    real = np.asarray(train.mask)
+    resid = np.asarray(train.y - f - fit.beta[0] - zb)[real]
+    record = {
+        "loss": loss,
+        "gll": generalised_loglik(fit, resid, n_levels),
+        "objective": float(fit.objective),
+        "train_mse": float(np.mean(resid**2)),
+    }
+    if valid is not None:
+        err = (valid.y - fixed.predict(valid) - fit.beta[0] - _random_part(fit, valid))[
+            np.asarray(valid.mask)
+        ]
+        record["valid_mse"] = float(jnp.mean(err**2))
+    return fit, zb, record
 
 
 def train_em(
@@ -404,31 +439,26 @@ def train_em(
     valid: TrainingSet | None,
     options: TrainOptions,
     *,
+    n_levels: tuple[int, ...],
     estimator: bool = False,
     verbose: bool = True,
 ) -> Trained:
-    """mixedML's EM alternation (see the module docstring) for a network or an estimator."""
+    """mixedML's EM alternation (see the module docstring) for a network or an estimator.
+
+    ``n_levels``: the real number of levels per factor (for the generalised
+    log-likelihood; the statistics may carry padding levels).
+    """
     fixed = _Fixed(model, options, estimator)
-    zb = jnp.zeros_like(train.y)
-    theta = _start_theta(train.rows)
+    zb, theta = jnp.zeros_like(train.y), _start_theta(train.rows)
     stopper, history, previous = _Stopper(options.patience), [], None
     per_round = 1 if estimator else options.epochs_per_round
     progress = Progress(options.max_rounds, "round", verbose)
     stopped = f"max_rounds ({options.max_rounds}) reached before the relative change fell below tol"
     for rnd in range(1, options.max_rounds + 1):
-        loss = fixed.train(train.x, train.y - zb)
-        f = fixed.predict(train.x)
-        fit = _fit_residual(train.rows, train.y, FitOptions(reml=options.reml, start=theta), offset=f)
-        fit = jax.tree.map(np.asarray, fit)
-        theta, zb = jnp.asarray(fit.theta), _random_part(fit, train)
-        resid = np.asarray(train.y - f - fit.beta[0] - zb)
-        gll = generalised_loglik(fit, resid)
-        record = {"round": rnd, "epoch": rnd * per_round, "loss": loss, "gll": gll,
-                  "objective": float(fit.objective), "train_mse": float(np.mean(resid**2))}  # fmt: skip
-        if valid is not None:
-            pred = fixed.predict(valid.x) + fit.beta[0] + _random_part(fit, valid)
-            record["valid_mse"] = float(jnp.mean((valid.y - pred) ** 2))
-        history.append(record)
+        fit, zb, record = _em_round(fixed, train, valid, zb, theta, options, n_levels)
+        theta = jnp.asarray(fit.theta)
+        history.append({"round": rnd, "epoch": rnd * per_round, **record})
+        gll = record["gll"]
         progress.update(1, gll=gll, **({"valid_mse": record["valid_mse"]} if valid is not None else {}))
         check = record.get("valid_mse", -rnd)
         if stopper.offer(rnd * per_round, check, (fixed.snapshot(), fit)) and valid is not None:

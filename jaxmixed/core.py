@@ -21,6 +21,11 @@ The pipeline, in the order a reader meets it:
    vmappable, differentiable function (gradients through the optimum by
    implicit differentiation); ``fit_data(data, y, options)`` = 2 + 4.
 5. ``minimize``: the optimiser loop on any scalar function.
+6. Network fixed parts (``_mixed_loss``): ``joint_loss(model, phi, data)``,
+   lme4's criterion of ``y − f(x)`` for a network ``f`` (:class:`NeuralData`:
+   features, response, design statistics of ``X = [1]``); ``group_loss``,
+   the unprofiled deviance of a minibatch of whole groups (``group_layout``);
+   ``fit_at(stats, phi)``: the :class:`FitResult` at trained parameters.
 
 Covariance parameterisation: ``CovarianceStructure`` (which entries of a
 factor's Λ are free; ``structure_for_terms`` builds one from the sizes of a
@@ -39,8 +44,17 @@ from ._covariance import (
     theta_from_phi,
 )
 from ._design import Design, ModelArrays, build_design, design_from_arrays
-from ._fit import FitResult, fit, fit_data
+from ._fit import FitResult, fit, fit_at, fit_data
 from ._formula import ParsedFormula, RandomTerm, parse_formula
+from ._mixed_loss import (
+    GroupLayout,
+    NeuralData,
+    group_layout,
+    group_loss,
+    joint_loss,
+    joint_statistics,
+    network_output,
+)
 from ._objective import Solution, objective, solve, standard_criterion
 from ._optimise import RESULTS, FitOptions, OptimizeResult, minimize
 from ._statistics import (
@@ -64,9 +78,11 @@ __all__ = [
     "DesignStatistics",
     "FitOptions",
     "FitResult",
+    "GroupLayout",
     "ModelArrays",
     "ModelData",
     "ModelStatistics",
+    "NeuralData",
     "OptimizeResult",
     "ParsedFormula",
     "RandomTerm",
@@ -77,7 +93,13 @@ __all__ = [
     "design_from_arrays",
     "design_statistics",
     "fit",
+    "fit_at",
     "fit_data",
+    "group_layout",
+    "group_loss",
+    "joint_loss",
+    "joint_statistics",
+    "network_output",
     "lambda_from_phi",
     "minimize",
     "model_data",

@@ -1,0 +1,829 @@
+"""scikit-learn estimators for mixed models: grouped cross-validation, grid search, pipelines.
+
+Three regressors with a random intercept per cluster (optionally random
+slopes, correlated with it) and a fixed part that is linear
+(:class:`MixedLMRegressor`, lme4's model by :func:`jaxmixed.fit_reml`), an
+equinox MLP (:class:`MixedNNRegressor`, :func:`jaxmixed.fit_mixed_nn`) or any
+scikit-learn regressor (:class:`MixedEMRegressor`, mixedML's EM by
+:func:`jaxmixed.fit_mixed_em`). Each has ``fit(X, y, groups=None)``,
+``predict(X, groups=None)`` and ``score(X, y, groups=None)``, and
+``plain_estimator()``: the same fixed part without random effects
+(:class:`NNRegressor` is the plain MLP). :func:`cross_validate_mixed` runs the
+grouped cross-validation of the mixedML paper and flexcv.
+
+Passing ``groups`` through scikit-learn
+---------------------------------------
+``fit`` needs the cluster labels. Called directly, pass them:
+``est.fit(X, y, groups=g)``. Inside scikit-learn's tools, enable metadata
+routing once, ``sklearn.set_config(enable_metadata_routing=True)``, and give
+the labels as metadata: ``cross_validate(est, X, y, cv=GroupKFold(5),
+params={"groups": g})`` or ``GridSearchCV(est, grid, cv=GroupKFold(5)).fit(X,
+y, groups=g)``. The estimators request ``groups`` for ``fit`` by default (the
+splitter receives them too), and not for ``predict`` and ``score``: scores
+are then of the population prediction, which is also what clusters unseen in
+training get. For within-cluster scores (e.g. ``KFold`` over rows, clusters
+seen in training) call ``est.set_score_request(groups=True)``. Without
+routing, ``cross_validate(..., groups=g, params={"groups": g})`` works, but
+``GridSearchCV`` and ``Pipeline.score`` cannot pass ``groups`` to the
+estimator: its ``fit`` then gets none and warns (:class:`NoGroupsWarning`).
+
+Fits without ``groups``: a single cluster, whose random effects cannot be told
+apart from the fixed intercept (and slopes). The model is then fitted as its
+variance-at-zero limit, the fixed part alone (``plain_estimator()``; for the
+linear model exactly the REML/ML estimate of the fixed effects), with a
+:class:`NoGroupsWarning`. This keeps scikit-learn's generic checks and tools
+that cannot pass ``groups`` working, and never presents it as a mixed fit:
+``results_`` / ``model_`` are None and ``fixed_only_`` holds the fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+try:
+    from sklearn.base import BaseEstimator, RegressorMixin, clone
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import GroupKFold, KFold
+    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.utils import check_random_state
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as err:  # absent, or older than 1.6 (validate_data, __sklearn_tags__)
+    raise ImportError(
+        "jaxmixed.sklearn needs scikit-learn>=1.6: pip install jaxmixed[sklearn] "
+        "(or pip install 'scikit-learn>=1.6')"
+    ) from err
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from ._api import fit_reml
+from ._nn_api import fit_mixed_em, fit_mixed_nn
+from ._nn_results import FixedPart
+from ._train import TrainOptions
+
+__all__ = [
+    "MixedEMRegressor",
+    "MixedLMRegressor",
+    "MixedNNRegressor",
+    "NNRegressor",
+    "NoGroupsWarning",
+    "cross_validate_mixed",
+]
+
+_UNSEEN = "not seen in fitting"  # the library's warning for unseen levels says this
+_CHUNK = 10  # optimiser steps per compiled chunk (and between early-stopping checks)
+
+
+class NoGroupsWarning(UserWarning):
+    """A mixed-model estimator was fitted without ``groups``: the fixed part alone was fitted."""
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _seed(random_state) -> int:
+    """An int seed from scikit-learn's ``random_state`` (None, an int or a RandomState)."""
+    if isinstance(random_state, int | np.integer) and 0 <= int(random_state) < 2**32:
+        return int(random_state)
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def _activation(activation) -> Callable:
+    """A jax.nn function by name (``"relu"``, ``"tanh"``, ``"gelu"``, …) or the callable itself."""
+    if callable(activation):
+        return activation
+    fn = getattr(jax.nn, activation, None) if isinstance(activation, str) else None
+    if fn is None or not callable(fn) or activation.startswith("_"):
+        raise ValueError(
+            f"activation must be the name of a jax.nn function or a callable, got {activation!r}"
+        )
+    return fn
+
+
+def _mlp(d: int, width: int, depth: int, activation, seed: int) -> eqx.nn.MLP:
+    """The MLP (d,) → scalar, initialised in float32 from ``jax.random.key(seed)``.
+
+    Both :class:`NNRegressor` and :class:`MixedNNRegressor` start from this
+    network (the mixed fit casts it to float64 as this module does).
+    """
+    for name, value, low in (("width", width, 1), ("depth", depth, 0)):
+        if not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return eqx.nn.MLP(
+        d, "scalar", int(width), int(depth), activation=_activation(activation),
+        key=jax.random.key(seed), dtype=jnp.float32,
+    )  # fmt: skip
+
+
+def _to64(tree):
+    """``tree`` with its floating-point arrays in float64."""
+    with jax.enable_x64(True):
+        return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if eqx.is_inexact_array(a) else a, tree)
+
+
+def _array_leaves(tree) -> list[np.ndarray]:
+    """The arrays of a pytree as numpy (networks keep lambdas, which do not pickle)."""
+    return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
+
+
+def _with_leaves(skeleton, leaves: list[np.ndarray]):
+    """``skeleton`` with its arrays replaced by ``leaves`` (float64)."""
+    params, static = eqx.partition(skeleton, eqx.is_array)
+    with jax.enable_x64(True):
+        arrays = [jnp.asarray(a) for a in leaves]
+        params = jax.tree.unflatten(jax.tree.structure(params), arrays)
+    return eqx.combine(params, static)
+
+
+def _check_groups(groups, n: int) -> np.ndarray:
+    """Cluster labels (n,) as a numpy array."""
+    g = groups.to_numpy() if isinstance(groups, pd.Series | pd.Index) else np.asarray(groups)
+    if g.ndim != 1 or len(g) != n:
+        raise ValueError(f"groups must be 1-dimensional with one label per row ({n}); got shape {g.shape}")
+    return g
+
+
+def _slopes(random_slopes, d: int) -> tuple[int, ...]:
+    """Validated indices of the columns of X with random slopes."""
+    if random_slopes is None:
+        return ()
+    slopes = tuple(int(k) for k in np.atleast_1d(random_slopes))
+    if any(k < 0 or k >= d for k in slopes) or len(set(slopes)) != len(slopes):
+        raise ValueError(
+            f"random_slopes must be distinct column indices of X in [0, {d}), got {random_slopes!r}"
+        )
+    return slopes
+
+
+def _formula(d: int, slopes: Sequence[int]) -> str:
+    """lme4's formula of the frame of :func:`_frame`: ``y ~ x0 + … + (1 + x2 | group)``."""
+    random = " + ".join(["1"] + [f"x{k}" for k in slopes])
+    return f"y ~ {' + '.join(f'x{k}' for k in range(d))} + ({random} | group)"
+
+
+def _frame(X: np.ndarray, y: np.ndarray | None = None, groups: np.ndarray | None = None) -> pd.DataFrame:
+    """Columns ``x0 … x{d-1}``, then ``y`` and ``group`` when given."""
+    frame = pd.DataFrame(X, columns=[f"x{k}" for k in range(X.shape[1])])
+    if y is not None:
+        frame["y"] = y
+    if groups is not None:
+        frame["group"] = groups
+    return frame
+
+
+def _location_scale(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation along rows (a deviation of 0 is taken as 1)."""
+    scale = a.std(axis=0)
+    return a.mean(axis=0), np.where(scale > 0, scale, 1.0)
+
+
+def _holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Training and held-out rows: ``round(fraction·n)`` rows drawn at random (as ``fit_mixed_nn``)."""
+    n_valid = min(int(round(fraction * n)), n - 1)
+    if n_valid <= 0:
+        return np.arange(n), None
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+
+def _check_training(est) -> None:
+    """The training settings shared by :class:`NNRegressor` and :class:`MixedNNRegressor`."""
+    if not (isinstance(est.learning_rate, int | float) and est.learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive number, got {est.learning_rate!r}")
+    for name in ("max_epochs", "patience"):
+        value = getattr(est, name)
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(est.validation_fraction, int | float) and 0 <= est.validation_fraction < 1):
+        raise ValueError(f"validation_fraction must be in [0, 1), got {est.validation_fraction!r}")
+
+
+def _network_output(net, x: jax.Array) -> jax.Array:
+    return jax.vmap(net)(x).reshape(x.shape[0])
+
+
+_forward = eqx.filter_jit(_network_output)
+
+
+@eqx.filter_jit
+def _mse(net, x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.mean((y - _network_output(net, x)) ** 2)
+
+
+@eqx.filter_jit
+def _adam_chunk(net, state, x: jax.Array, y: jax.Array, learning_rate: float, n_steps: int):
+    """``n_steps`` full-batch Adam steps on ``mean((y − net(x))²)``; returns the losses (n_steps,)."""
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    opt = optax.adam(learning_rate)
+
+    def step(carry, _):
+        p, s = carry
+        loss, grad = jax.value_and_grad(lambda q: _mse(eqx.combine(q, static), x, y))(p)
+        with jax.numpy_dtype_promotion("standard"):  # optax's int32 step count meets int64 in x64 mode
+            updates, s = opt.update(grad, s, p)
+            p = optax.apply_updates(p, updates)
+        return (p, s), loss
+
+    (params, state), losses = jax.lax.scan(step, (params, state), None, length=n_steps)
+    return eqx.combine(params, static), state, losses
+
+
+def _train_mse(est, net, x: np.ndarray, y: np.ndarray, valid: np.ndarray | None, train: np.ndarray):
+    """Adam on the training rows with early stopping on ``valid``: (network, best epoch, epochs, history)."""
+    with jax.enable_x64(True):
+        xt, yt = jnp.asarray(x[train]), jnp.asarray(y[train])
+        xv, yv = (None, None) if valid is None else (jnp.asarray(x[valid]), jnp.asarray(y[valid]))
+        state = optax.adam(est.learning_rate).init(eqx.filter(net, eqx.is_inexact_array))
+        best_loss, best_epoch, best_net, history, epoch = np.inf, 0, net, [], 0
+        while epoch < est.max_epochs:
+            k = min(_CHUNK, est.max_epochs - epoch)
+            net, state, losses = _adam_chunk(net, state, xt, yt, float(est.learning_rate), k)
+            epoch += k
+            record = {"epoch": epoch, "train_mse": float(losses[-1])}
+            if valid is not None:
+                record["valid_mse"] = float(_mse(net, xv, yv))
+            history.append(record)
+            if est.verbose and (epoch % 100 == 0 or epoch == est.max_epochs):
+                print(" ".join(f"{k}={v:.4g}" for k, v in record.items()), file=sys.stderr)
+            if not np.isfinite(record["train_mse"]):
+                warnings.warn(
+                    "the training loss became non-finite: keeping the last finite state",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                break
+            check = record.get("valid_mse", -epoch)  # no held-out rows: keep the last state
+            if check < best_loss:
+                best_loss, best_epoch, best_net = check, epoch, net
+            elif epoch - best_epoch >= est.patience:
+                break
+    return best_net, best_epoch, epoch, history
+
+
+# ------------------------------------------------------------------ the plain network
+
+
+class NNRegressor(RegressorMixin, BaseEstimator):
+    """An MLP regressor without random effects: the fixed part of :class:`MixedNNRegressor`.
+
+    An ``eqx.nn.MLP`` (d features → scalar; ``width`` units in each of
+    ``depth`` hidden layers) trained by full-batch Adam on the mean squared
+    error of standardised X and y, in float64, with early stopping on a
+    held-out share of the rows: the network of the best held-out epoch is
+    kept. Same initial network and held-out rows as a :class:`MixedNNRegressor`
+    with the same settings.
+
+    Parameters
+    ----------
+    width : int, default=32
+        Units per hidden layer.
+    depth : int, default=2
+        Hidden layers.
+    activation : str or callable, default="relu"
+        A ``jax.nn`` function by name (names pickle; a callable must pickle
+        for the estimator to).
+    learning_rate : float, default=3e-3
+        Adam's step size (standardised units).
+    max_epochs : int, default=1000
+        Limit on full-batch steps.
+    patience : int, default=100
+        Stop when the held-out MSE has not improved for this many epochs
+        (checked every 10 epochs).
+    validation_fraction : float, default=0.1
+        Share of the rows held out for early stopping; 0 trains on all rows
+        for ``max_epochs`` epochs and keeps the last network.
+    random_state : int, RandomState or None, default=0
+        Seeds the initial network and the held-out rows.
+    verbose : bool, default=False
+        Print the losses every 100 epochs.
+
+    Attributes
+    ----------
+    network_ : eqx.nn.MLP
+        The trained network (float64) of standardised features → standardised response.
+    x_mean_, x_scale_ : ndarray of shape (n_features_in_,)
+    y_mean_, y_scale_ : float
+        The standardisation.
+    best_epoch_ : int
+        The epoch of the kept network.
+    n_epochs_ : int
+        Epochs run.
+    history_ : DataFrame
+        ``epoch``, ``train_mse`` and (with held-out rows) ``valid_mse``, every 10 epochs.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        When X was a DataFrame with string column names.
+    """
+
+    def __init__(
+        self,
+        width=32,
+        depth=2,
+        activation="relu",
+        learning_rate=3e-3,
+        max_epochs=1000,
+        patience=100,
+        validation_fraction=0.1,
+        random_state=0,
+        verbose=False,
+    ):
+        self.width = width
+        self.depth = depth
+        self.activation = activation
+        self.learning_rate = learning_rate
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        """Trains the network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        y = np.asarray(y, dtype=np.float64)
+        _check_training(self)
+        seed = _seed(self.random_state)
+        net = _to64(_mlp(X.shape[1], self.width, self.depth, self.activation, seed))
+        self.x_mean_, self.x_scale_ = _location_scale(X)
+        y_mean, y_scale = _location_scale(y)
+        self.y_mean_, self.y_scale_ = float(y_mean), float(y_scale)
+        train, valid = _holdout(len(y), self.validation_fraction, seed)
+        xs, ys = (X - self.x_mean_) / self.x_scale_, (y - self.y_mean_) / self.y_scale_
+        self.network_, self.best_epoch_, self.n_epochs_, history = _train_mse(self, net, xs, ys, valid, train)
+        self.history_ = pd.DataFrame.from_records(history)
+        return self
+
+    def predict(self, X):
+        """Predictions (n_samples,) of X (n_samples, n_features_in_)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        with jax.enable_x64(True):
+            out = _forward(self.network_, jnp.asarray((X - self.x_mean_) / self.x_scale_))
+        return self.y_mean_ + self.y_scale_ * np.asarray(out, dtype=np.float64)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # object.__getstate__ gives __dict__ itself
+        if "network_" in state:  # an equinox MLP holds lambdas: pickle its arrays
+            state["network_"] = _array_leaves(state["network_"])
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if isinstance(getattr(self, "network_", None), list):
+            skeleton = _to64(_mlp(self.n_features_in_, self.width, self.depth, self.activation, 0))
+            self.network_ = _with_leaves(skeleton, self.network_)
+
+
+# ------------------------------------------------------------------ the mixed models
+
+
+class _MixedRegressor(RegressorMixin, BaseEstimator):
+    """Shared ``fit`` / ``predict`` / ``score`` of the mixed-model estimators.
+
+    Subclasses give ``plain_estimator()``, ``_fit_mixed(frame)`` (the mixed
+    fit of the frame of :func:`_frame` with the formula ``formula_``),
+    ``_fit_fixed_only()`` (attributes after a fit without groups) and
+    ``_predict_mixed(frame, include_random)``.
+    """
+
+    # Metadata routing: fit asks for the cluster labels; predict and score do
+    # not, unless set_predict_request / set_score_request(groups=True).
+    __metadata_request__fit = {"groups": True}
+    __metadata_request__predict = {"groups": False}
+    __metadata_request__score = {"groups": False}
+
+    def fit(self, X, y, groups=None):
+        """Fits the mixed model with one random intercept (and slopes) per cluster.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Features of the fixed part (an intercept is added).
+        y : array-like of shape (n_samples,)
+        groups : array-like of shape (n_samples,), default=None
+            Cluster labels (any hashable values). None: the fixed part alone
+            is fitted (``fixed_only_``), with a :class:`NoGroupsWarning`; see
+            the module's documentation.
+
+        Returns
+        -------
+        self
+        """
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        y = np.asarray(y, dtype=np.float64)
+        slopes = _slopes(self.random_slopes, X.shape[1])
+        if groups is None:
+            warnings.warn(
+                f"{type(self).__name__}.fit got no groups: fitting the fixed part alone, the limit of a "
+                "single cluster (random-effects variance 0). Pass fit(X, y, groups=...); inside "
+                "scikit-learn tools enable metadata routing and pass params={'groups': ...}",
+                NoGroupsWarning,
+                stacklevel=2,
+            )
+            self.formula_ = None
+            self.fixed_only_ = clone(self.plain_estimator()).fit(X, y)
+            self._fit_fixed_only()
+            return self
+        groups = _check_groups(groups, len(y))
+        self.formula_ = _formula(X.shape[1], slopes)
+        self.fixed_only_ = None
+        self._fit_mixed(_frame(X, y, groups))
+        return self
+
+    def predict(self, X, groups=None):
+        """Predictions of the fixed part, plus each row's cluster effects when ``groups`` is given.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_in_)
+        groups : array-like of shape (n_samples,), default=None
+            None: the population prediction (random effects 0). Labels: the
+            within-cluster prediction; a cluster not seen in fitting gets the
+            population prediction, and a warning says how many rows that was.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        if groups is not None:
+            groups = _check_groups(groups, X.shape[0])
+        if self.fixed_only_ is not None:
+            if groups is not None:
+                warnings.warn(
+                    f"{len(groups)} row(s) have levels of 'group' {_UNSEEN} (the model was fitted "
+                    "without groups): they get the population prediction",
+                    stacklevel=2,
+                )
+            return np.asarray(self.fixed_only_.predict(X), dtype=np.float64).reshape(-1)
+        frame = _frame(X, groups=groups)
+        return np.asarray(self._predict_mixed(frame, groups is not None), dtype=np.float64)
+
+    def score(self, X, y, groups=None, sample_weight=None):
+        """R² of ``predict(X, groups)`` (population prediction without groups).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_in_)
+        y : array-like of shape (n_samples,)
+        groups : array-like of shape (n_samples,), default=None
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the rows in R².
+
+        Returns
+        -------
+        float
+        """
+        return float(r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight))
+
+    def plain_estimator(self):
+        """An unfitted regressor of the same fixed part without random effects."""
+        raise NotImplementedError
+
+
+class MixedLMRegressor(_MixedRegressor):
+    """lme4's linear mixed model as a scikit-learn regressor (:func:`jaxmixed.fit_reml`).
+
+    ``y = β₀ + Xβ + b₀[g] + Σ_k b_k[g]·X[:, k] + ε``: a random intercept per
+    cluster ``g`` and random slopes on the columns ``random_slopes`` of X,
+    correlated with it (lme4's ``y ~ x0 + … + (1 + x2 | group)``). See the
+    module's documentation for passing ``groups`` through scikit-learn.
+
+    Parameters
+    ----------
+    reml : bool, default=True
+        REML (True) or maximum likelihood variance components.
+    random_slopes : sequence of int or None, default=None
+        Column indices of X with a random slope.
+
+    Attributes
+    ----------
+    results_ : MixedModelResults or None
+        The fit (``varcorr``, ``sigma``, ``random_effects`` …); None after a
+        fit without groups.
+    formula_ : str or None
+        The formula fitted, on the columns ``x0 … x{d-1}``, ``y``, ``group``.
+    coef_ : ndarray of shape (n_features_in_,)
+        Fixed slopes (0 for a column dropped as aliased).
+    intercept_ : float
+        Fixed intercept.
+    fixed_only_ : LinearRegression or None
+        The fit without groups (None after a mixed fit).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        When X was a DataFrame with string column names.
+    """
+
+    def __init__(self, reml=True, random_slopes=None):
+        self.reml = reml
+        self.random_slopes = random_slopes
+
+    def plain_estimator(self):
+        """``LinearRegression()``: the fixed part without random effects."""
+        return LinearRegression()
+
+    def _fit_mixed(self, frame: pd.DataFrame) -> None:
+        self.results_ = fit_reml(self.formula_, frame, reml=self.reml)
+        names = [f"x{k}" for k in range(self.n_features_in_)]
+        fixed = self.results_.fixed_effects
+        self.coef_ = fixed.reindex(names, fill_value=0.0).to_numpy(dtype=np.float64)
+        self.intercept_ = float(fixed["Intercept"])
+
+    def _fit_fixed_only(self) -> None:
+        self.results_ = None
+        self.coef_ = np.asarray(self.fixed_only_.coef_, dtype=np.float64).copy()
+        self.intercept_ = float(self.fixed_only_.intercept_)
+
+    def _predict_mixed(self, frame: pd.DataFrame, include_random: bool) -> np.ndarray:
+        return self.results_.predict(frame, include_random=include_random)
+
+
+class MixedNNRegressor(_MixedRegressor):
+    """A mixed model whose fixed part is an MLP (:func:`jaxmixed.fit_mixed_nn`).
+
+    ``y = f(x) + β₀ + b₀[g] + Σ_k b_k[g]·X[:, k] + ε`` with ``f`` an
+    ``eqx.nn.MLP`` built at fit time (``width`` units in each of ``depth``
+    hidden layers, initialised from ``random_state``), trained jointly with
+    the variance components (``mode="joint"``) or by mixedML's EM
+    (``mode="em"``), with early stopping on held-out rows. See the module's
+    documentation for passing ``groups`` through scikit-learn.
+
+    Parameters
+    ----------
+    width, depth, activation : as :class:`NNRegressor` (defaults 32, 2, "relu").
+    mode : {"joint", "em"}, default="joint"
+    reml : bool, default=True
+    learning_rate, max_epochs, patience, validation_fraction : as :class:`NNRegressor`
+        (defaults 3e-3, 1000, 100, 0.1); passed to :class:`jaxmixed.TrainOptions`.
+    random_slopes : sequence of int or None, default=None
+        Column indices of X with a random slope.
+    random_state : int, RandomState or None, default=0
+        Seeds the initial network and the held-out rows.
+    verbose : bool, default=False
+        A progress bar for long fits.
+
+    Attributes
+    ----------
+    model_ : MixedNNResults or None
+        The fit (``varcorr``, ``sigma``, ``intercept``, ``history`` …); None
+        after a fit without groups.
+    formula_ : str or None
+    fixed_only_ : NNRegressor or None
+        The fit without groups (None after a mixed fit).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+    """
+
+    def __init__(
+        self,
+        width=32,
+        depth=2,
+        activation="relu",
+        mode="joint",
+        reml=True,
+        learning_rate=3e-3,
+        max_epochs=1000,
+        patience=100,
+        validation_fraction=0.1,
+        random_slopes=None,
+        random_state=0,
+        verbose=False,
+    ):
+        self.width = width
+        self.depth = depth
+        self.activation = activation
+        self.mode = mode
+        self.reml = reml
+        self.learning_rate = learning_rate
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_slopes = random_slopes
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def plain_estimator(self):
+        """An :class:`NNRegressor` with the same network and training settings."""
+        return NNRegressor(
+            width=self.width, depth=self.depth, activation=self.activation,
+            learning_rate=self.learning_rate, max_epochs=self.max_epochs, patience=self.patience,
+            validation_fraction=self.validation_fraction, random_state=self.random_state,
+            verbose=self.verbose,
+        )  # fmt: skip
+
+    def _fit_mixed(self, frame: pd.DataFrame) -> None:
+        _check_training(self)
+        seed = _seed(self.random_state)
+        network = _mlp(self.n_features_in_, self.width, self.depth, self.activation, seed)
+        options = TrainOptions(
+            mode=self.mode, reml=self.reml, learning_rate=float(self.learning_rate),
+            max_epochs=int(self.max_epochs), patience=int(self.patience),
+            validation_fraction=float(self.validation_fraction),
+        )  # fmt: skip
+        self.model_ = fit_mixed_nn(
+            network, self.formula_, frame, key=seed, verbose=self.verbose, options=options
+        )
+
+    def _fit_fixed_only(self) -> None:
+        self.model_ = None
+
+    def _predict_mixed(self, frame: pd.DataFrame, include_random: bool) -> np.ndarray:
+        return self.model_.predict(frame, include_random=include_random)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # object.__getstate__ gives __dict__ itself
+        model = state.get("model_")
+        if model is not None:  # the network holds lambdas: pickle the arrays of its FixedPart
+            state["model_"] = dataclasses.replace(model, model=_array_leaves(model.model))
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        model = getattr(self, "model_", None)
+        if model is not None and isinstance(model.model, list):
+            d = self.n_features_in_
+            net = _to64(_mlp(d, self.width, self.depth, self.activation, 0))
+            with jax.enable_x64(True):
+                zeros = jnp.zeros(d, jnp.float64), jnp.zeros((), jnp.float64)
+            skeleton = FixedPart(net, zeros[0], zeros[0], zeros[1], zeros[1])
+            self.model_ = dataclasses.replace(model, model=_with_leaves(skeleton, model.model))
+
+
+class MixedEMRegressor(_MixedRegressor):
+    """mixedML's EM around any scikit-learn regressor (:func:`jaxmixed.fit_mixed_em`).
+
+    ``y = f(x) + β₀ + b₀[g] + Σ_k b_k[g]·X[:, k] + ε`` with ``f`` a clone of
+    ``estimator``, refitted each round to ``y − Zb̂``; the variance components
+    are fitted exactly each round. See the module's documentation for passing
+    ``groups`` through scikit-learn.
+
+    Parameters
+    ----------
+    estimator : regressor
+        Any object with ``fit(X, y)`` and ``predict(X)`` (cloned; raw
+        features: put scaling in a ``Pipeline``).
+    reml : bool, default=True
+    max_rounds : int, default=100
+        Limit on EM rounds.
+    tol : float, default=1e-4
+        Relative change of the generalised log-likelihood that stops EM.
+    random_slopes : sequence of int or None, default=None
+        Column indices of X with a random slope.
+    verbose : bool, default=False
+        A progress bar for long fits.
+
+    Attributes
+    ----------
+    model_ : MixedNNResults or None
+        The fit (``varcorr``, ``sigma``, ``intercept`` …); None after a fit
+        without groups.
+    estimator_ : regressor
+        The fitted clone of ``estimator`` (``f``; ``model_.intercept`` is added to it).
+    formula_ : str or None
+    fixed_only_ : regressor or None
+        The fit without groups (None after a mixed fit).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+    """
+
+    _required_parameters = ["estimator"]
+
+    def __init__(self, estimator, reml=True, max_rounds=100, tol=1e-4, random_slopes=None, verbose=False):
+        self.estimator = estimator
+        self.reml = reml
+        self.max_rounds = max_rounds
+        self.tol = tol
+        self.random_slopes = random_slopes
+        self.verbose = verbose
+
+    def plain_estimator(self):
+        """``clone(estimator)``: the fixed part without random effects."""
+        return clone(self.estimator)
+
+    def _fit_mixed(self, frame: pd.DataFrame) -> None:
+        self.model_ = fit_mixed_em(
+            clone(self.estimator), self.formula_, frame,
+            reml=self.reml, max_rounds=self.max_rounds, tol=self.tol, verbose=self.verbose,
+        )  # fmt: skip
+        self.estimator_ = self.model_.model
+
+    def _fit_fixed_only(self) -> None:
+        self.model_ = None
+        self.estimator_ = self.fixed_only_
+
+    def _predict_mixed(self, frame: pd.DataFrame, include_random: bool) -> np.ndarray:
+        return self.model_.predict(frame, include_random=include_random)
+
+
+# ------------------------------------------------------------------ grouped cross-validation
+
+_COLUMNS = ["fold", "split", "mse_within", "mse_out", "mse_plain", "mse_plain_onehot", "seconds"]
+
+
+def _splitter(cv, n_splits: int, random_state):
+    if isinstance(cv, str):
+        if cv == "groups":
+            return GroupKFold(n_splits=n_splits)
+        if cv == "rows":
+            return KFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+        raise ValueError(f"cv must be 'groups', 'rows' or a scikit-learn splitter, got {cv!r}")
+    if not callable(getattr(cv, "split", None)):
+        raise TypeError(f"cv must be 'groups', 'rows' or a splitter with split(X, y, groups); got {cv!r}")
+    return cv
+
+
+def _fold_rows(mixed, X, y, groups, train, test, fold: int) -> list[dict]:
+    """The two rows (train, test) of one fold of :func:`cross_validate_mixed`."""
+    model = clone(mixed)
+    start = time.perf_counter()
+    model.fit(X[train], y[train], groups=groups[train])
+    seconds = time.perf_counter() - start
+    plain = clone(mixed.plain_estimator()).fit(X[train], y[train])
+    encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False).fit(groups[train].reshape(-1, 1))
+
+    def with_onehot(idx):
+        return np.hstack([X[idx], encoder.transform(groups[idx].reshape(-1, 1))])
+
+    onehot = clone(mixed.plain_estimator()).fit(with_onehot(train), y[train])
+    rows = []
+    for split, idx in (("train", train), ("test", test)):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=f".*{_UNSEEN}")
+            within = model.predict(X[idx], groups=groups[idx])
+        preds = (within, model.predict(X[idx]), plain.predict(X[idx]), onehot.predict(with_onehot(idx)))
+        mses = [float(np.mean((y[idx] - np.asarray(p, dtype=np.float64).reshape(-1)) ** 2)) for p in preds]
+        rows.append(dict(zip(_COLUMNS, [fold, split, *mses, seconds], strict=True)))
+    return rows
+
+
+def cross_validate_mixed(mixed, X, y, groups, *, cv="groups", n_splits=10, random_state=0) -> pd.DataFrame:
+    """Grouped cross-validation of a mixed model against its fixed part (mixedML's, flexcv's).
+
+    For each fold, ``clone(mixed)`` is fitted on the training rows with their
+    clusters, and four predictions are scored on the training and on the
+    test rows:
+
+    - ``mse_within``: with the random effects of the rows' clusters (a
+      cluster unseen in training gets the population prediction; the warning
+      about it is silenced here);
+    - ``mse_out``: the population prediction (random effects ignored);
+    - ``mse_plain``: ``mixed.plain_estimator()`` fitted on X;
+    - ``mse_plain_onehot``: the plain estimator fitted on X plus one-hot
+      columns of the training clusters (an unseen cluster: all zeros).
+
+    Parameters
+    ----------
+    mixed : MixedLMRegressor, MixedNNRegressor or MixedEMRegressor
+        Unfitted; it is cloned for each fold.
+    X : array-like or DataFrame of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    groups : array-like of shape (n_samples,)
+        Cluster labels.
+    cv : "groups", "rows" or a splitter, default="groups"
+        ``"groups"``: ``GroupKFold(n_splits)``, test clusters unseen in
+        training; ``"rows"``: ``KFold(n_splits, shuffle=True,
+        random_state=random_state)``, rows at random, clusters seen; or any
+        scikit-learn splitter (``split(X, y, groups)`` is called).
+    n_splits : int, default=10
+    random_state : int, default=0
+        Seeds ``cv="rows"``.
+
+    Returns
+    -------
+    DataFrame
+        2·n_folds rows, columns ``fold``, ``split`` ("train"/"test"),
+        ``mse_within``, ``mse_out``, ``mse_plain``, ``mse_plain_onehot``,
+        ``seconds`` (wall time of the mixed fit of the fold).
+    """
+    X = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=np.float64)
+    y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y, dtype=np.float64).reshape(-1)
+    groups = _check_groups(groups, len(y))
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(
+            f"X must be (n_samples, n_features) with n_samples = len(y) = {len(y)}; got {X.shape}"
+        )
+    splitter = _splitter(cv, n_splits, random_state)
+    rows = []
+    for fold, (train, test) in enumerate(splitter.split(X, y, groups)):
+        rows += _fold_rows(mixed, X, y, groups, train, test, fold)
+    return pd.DataFrame.from_records(rows, columns=_COLUMNS)
