@@ -267,8 +267,8 @@ def fit_mixed_nn(
     x, names = _features(design, arrays)
     dtype = jnp.dtype(dtype)
     with jax.enable_x64(True):
-        _check_model(model, x.shape[1], names, dtype)
         model = _cast(model, dtype)
+        _check_model(model, x.shape[1], names, dtype)
         x_mean, x_scale = x.mean(0), x.std(0)
         x_scale = np.where(x_scale > 0, x_scale, 1.0)
         y_mean, y_scale = arrays.y.mean(), arrays.y.std()

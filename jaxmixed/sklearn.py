@@ -740,16 +740,17 @@ class MixedEMRegressor(_MixedRegressor):
 _COLUMNS = ["fold", "split", "mse_within", "mse_out", "mse_plain", "mse_plain_onehot", "seconds"]
 
 
-def _splitter(cv, n_splits: int, random_state):
+def _splits(cv, n_splits: int, random_state, X: np.ndarray, y: np.ndarray, groups: np.ndarray):
+    """The (train, test) index pairs of ``cv`` (see :func:`cross_validate_mixed`)."""
     if isinstance(cv, str):
         if cv == "groups":
-            return GroupKFold(n_splits=n_splits)
-        if cv == "rows":
-            return KFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+            return GroupKFold(n_splits=n_splits).split(X, y, groups)
+        if cv == "rows":  # KFold warns when given groups, which it ignores
+            return KFold(n_splits=n_splits, shuffle=True, random_state=random_state).split(X, y)
         raise ValueError(f"cv must be 'groups', 'rows' or a scikit-learn splitter, got {cv!r}")
     if not callable(getattr(cv, "split", None)):
         raise TypeError(f"cv must be 'groups', 'rows' or a splitter with split(X, y, groups); got {cv!r}")
-    return cv
+    return cv.split(X, y, groups)
 
 
 def _fold_rows(mixed, X, y, groups, train, test, fold: int) -> list[dict]:
@@ -822,8 +823,7 @@ def cross_validate_mixed(mixed, X, y, groups, *, cv="groups", n_splits=10, rando
         raise ValueError(
             f"X must be (n_samples, n_features) with n_samples = len(y) = {len(y)}; got {X.shape}"
         )
-    splitter = _splitter(cv, n_splits, random_state)
     rows = []
-    for fold, (train, test) in enumerate(splitter.split(X, y, groups)):
+    for fold, (train, test) in enumerate(_splits(cv, n_splits, random_state, X, y, groups)):
         rows += _fold_rows(mixed, X, y, groups, train, test, fold)
     return pd.DataFrame.from_records(rows, columns=_COLUMNS)

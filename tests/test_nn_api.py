@@ -1,0 +1,226 @@
+"""fit_mixed_nn and fit_mixed_em against fit_reml, and their results and errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmixed as jm
+
+FORMULA = "y ~ x1 + x2 + x3 + (1 + x1 | g)"
+
+
+def linear_data(n_groups=100, seed=0) -> pd.DataFrame:
+    """y = 5 + x1 + x2 + x3 + b0 + b1·x1 + ε: random intercept (SD 1) and slope (SD 0.5)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), rng.integers(20, 26, n_groups))
+    n = len(g)
+    x = rng.normal(size=(n, 3))
+    b = rng.normal(size=(n_groups, 2)) * [1.0, 0.5]
+    y = 5 + x.sum(1) + b[g, 0] + b[g, 1] * x[:, 0] + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x1": x[:, 0], "x2": x[:, 1], "x3": x[:, 2], "g": g})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return linear_data()
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    return jm.fit_reml(FORMULA, data)
+
+
+def _linear(key=0):
+    return eqx.nn.Linear(3, "scalar", key=jax.random.key(key))
+
+
+def _coefficients(result) -> np.ndarray:
+    """Intercept and slopes of a fitted linear fixed part f(x) + β₀."""
+    with jax.enable_x64(True):
+        x0 = jnp.zeros(3, result.x_dtype)
+        slopes = np.asarray(jax.grad(result.model)(x0)) if isinstance(result.model, jm.FixedPart) else None
+        at0 = result.fixed_predict(np.zeros((1, 3)))[0]
+    if slopes is None:
+        slopes = np.asarray(result.model.coef_)
+    return np.concatenate([[at0], slopes])
+
+
+def _variances(result) -> np.ndarray:
+    vc = result.varcorr
+    return vc.loc[vc.var2.isna(), "vcov"].to_numpy()
+
+
+def _check_recovers(result, reference):
+    np.testing.assert_allclose(_coefficients(result), reference.fixed_effects.to_numpy(), atol=0.05)
+    np.testing.assert_allclose(_variances(result), _variances(reference), rtol=0.10)
+
+
+@pytest.mark.parametrize("mode", ["joint", "em"])
+def test_linear_network_recovers_fit_reml(data, reference, mode):
+    options = jm.TrainOptions(mode=mode, validation_fraction=0.0, max_epochs=1500)
+    result = jm.fit_mixed_nn(_linear(), FORMULA, data, options=options, verbose=False)
+    _check_recovers(result, reference)
+    assert result.converged and not result.singular
+
+
+def test_em_around_linear_regression_recovers_fit_reml(data, reference):
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    result = jm.fit_mixed_em(linear_model.LinearRegression(), FORMULA, data, verbose=False)
+    _check_recovers(result, reference)
+    assert result.stopped.startswith("converged")
+    assert result.history.gll.iloc[-1] <= result.history.gll.iloc[0]
+
+
+def test_default_training_keeps_the_best_held_out_epoch(data):
+    mlp = eqx.nn.MLP(3, "scalar", 16, 2, activation=jax.nn.relu, key=jax.random.key(1))
+    result = jm.fit_mixed_nn(mlp, FORMULA, data, max_epochs=300, key=jax.random.key(0), verbose=False)
+    hist = result.history
+    assert hist.loss.iloc[-1] < hist.loss.iloc[0]  # joint training decreases its loss
+    assert result.best_epoch == int(hist.epoch[hist.valid_mse.idxmin()])
+    again = jm.fit_mixed_nn(mlp, FORMULA, data, max_epochs=300, key=jax.random.key(0), verbose=False)
+    np.testing.assert_array_equal(again.fitted, result.fitted)  # same key, same fit
+
+
+def test_random_part_is_the_exact_fit_of_the_residual(data):
+    """varcorr, σ and b̂ are the core's REML fit of y − f(x) (intercept only), all rows."""
+    result = jm.fit_mixed_nn(_linear(), FORMULA, data, max_epochs=200, verbose=False)
+    with jax.enable_x64(True):
+        f = np.asarray(jax.vmap(result.model)(jnp.asarray(data[["x1", "x2", "x3"]].to_numpy())))
+    resid = data.assign(r=data.y - f)
+    direct = jm.fit_reml("r ~ 1 + (1 + x1 | g)", resid)
+    assert result.random_model.objective == pytest.approx(direct.objective, rel=1e-8)
+    assert result.sigma == pytest.approx(direct.sigma, rel=1e-5)
+    np.testing.assert_allclose(result.random_effects["g"], direct.random_effects["g"], rtol=1e-4, atol=1e-6)
+
+
+def test_predict(data):
+    result = jm.fit_mixed_nn(_linear(), FORMULA, data, max_epochs=100, verbose=False)
+    np.testing.assert_allclose(result.predict(data), result.fitted, rtol=1e-10)
+    np.testing.assert_allclose(result.predict(data, include_random=False), result.fitted_fixed, rtol=1e-10)
+    new = data.iloc[:5].assign(g=[1000, 1000, 0, 1001, 0])
+    with pytest.warns(UserWarning, match=r"3 row\(s\) have levels of 'g' not seen"):
+        pred = result.predict(new)
+    fixed = result.predict(new, include_random=False)
+    np.testing.assert_allclose(pred[[0, 1, 3]], fixed[[0, 1, 3]])
+    assert not np.allclose(pred[[2, 4]], fixed[[2, 4]])
+
+
+def test_several_factors_and_uncorrelated_terms(data):
+    df = data.assign(h=np.arange(len(data)) % 7)
+    result = jm.fit_mixed_nn(
+        _linear(), "y ~ x1 + x2 + x3 + (x1 || g) + (1 | h)", df, mode="em", max_epochs=200, verbose=False
+    )
+    assert list(result.varcorr.grp) == ["g", "g.1", "h", "Residual"]
+    assert np.isfinite(result.varcorr.vcov).all()
+    assert set(result.random_effects) == {"g", "h"}
+
+
+def test_minibatches_of_groups_fit(data, reference):
+    options = jm.TrainOptions(
+        batch_groups=25, validation_fraction=0.0, max_epochs=400, phi_learning_rate=0.01
+    )
+    result = jm.fit_mixed_nn(_linear(), FORMULA, data, options=options, verbose=False)
+    np.testing.assert_allclose(_coefficients(result), reference.fixed_effects.to_numpy(), atol=0.05)
+    np.testing.assert_allclose(_variances(result), _variances(reference), rtol=0.10)
+    assert len(result.history) == 40
+
+
+def test_float32(data, reference):
+    options = jm.TrainOptions(validation_fraction=0.0, max_epochs=1500)
+    result = jm.fit_mixed_nn(_linear(), FORMULA, data, options=options, dtype=jnp.float32, verbose=False)
+    np.testing.assert_allclose(_coefficients(result), reference.fixed_effects.to_numpy(), atol=0.05)
+
+
+def test_progress_lines_without_tqdm(capsys, monkeypatch):
+    import builtins
+
+    from jaxmixed._train import Progress
+
+    real_import = builtins.__import__
+
+    def no_tqdm(name, *args, **kwargs):
+        if name.startswith("tqdm"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    bar = Progress(100, "epoch", verbose=True)
+    bar.start -= 2.0  # as if the fit had run for two seconds
+    bar.update(10, loss=1.5)
+    bar.close()
+    assert "epoch 10/100 loss=1.5" in capsys.readouterr().err
+    quiet = Progress(100, "epoch", verbose=False)
+    quiet.start -= 2.0
+    quiet.update(10, loss=1.5)
+    assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_model_with_wrong_output_shape(data):
+    with pytest.raises(ValueError, match=r"to a scalar .* returned shape \(2,\)"):
+        jm.fit_mixed_nn(eqx.nn.Linear(3, 2, key=jax.random.key(0)), FORMULA, data, verbose=False)
+
+
+def test_model_with_wrong_input_size(data):
+    with pytest.raises(
+        ValueError, match=r"could not be applied to one row of the 3 features \['x1', 'x2', 'x3'\]"
+    ):
+        jm.fit_mixed_nn(eqx.nn.Linear(5, "scalar", key=jax.random.key(0)), FORMULA, data, verbose=False)
+
+
+def test_features_with_nan(data):
+    bad = data.copy()
+    bad.loc[3, "x2"] = np.nan
+    with pytest.raises(ValueError, match=r"missing or non-finite values in used column\(s\) \('x2': 1 row"):
+        jm.fit_mixed_nn(_linear(), FORMULA, bad, verbose=False)
+
+
+def test_estimator_without_fit_or_predict(data):
+    class OnlyFit:
+        def fit(self, X, y):
+            return self
+
+    with pytest.raises(TypeError, match=r"has no predict\(\)"):
+        jm.fit_mixed_em(OnlyFit(), FORMULA, data, verbose=False)
+    with pytest.raises(TypeError, match=r"has no fit\(\)"):
+        jm.fit_mixed_em(object(), FORMULA, data, verbose=False)
+
+
+def test_estimator_predicting_the_wrong_shape(data):
+    class Broken:
+        def fit(self, X, y):
+            return self
+
+        def predict(self, X):
+            return np.zeros((len(X), 2))
+
+    with pytest.raises(ValueError, match=r"predict returned shape"):
+        jm.fit_mixed_em(Broken(), FORMULA, data, verbose=False)
+
+
+def test_other_bad_settings(data):
+    with pytest.raises(ValueError, match="names no features"):
+        jm.fit_mixed_nn(_linear(), "y ~ 1 + (1 | g)", data, verbose=False)
+    with pytest.raises(ValueError, match="mode must be 'joint' or 'em'"):
+        jm.fit_mixed_nn(_linear(), FORMULA, data, mode="sgd", verbose=False)
+    df = data.assign(h=np.arange(len(data)) % 7)
+    with pytest.raises(ValueError, match="batch_groups needs one grouping factor"):
+        options = jm.TrainOptions(batch_groups=10)
+        jm.fit_mixed_nn(_linear(), "y ~ x1 + x2 + x3 + (1 | g) + (1 | h)", df, options=options, verbose=False)
+    with pytest.raises(ValueError, match="given both as arguments and"):
+        jm.fit_mixed_nn(_linear(), FORMULA, data, reml=False, options=jm.TrainOptions(), verbose=False)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        options = jm.TrainOptions(validation_fraction=1.0)
+        jm.fit_mixed_nn(_linear(), FORMULA, data, options=options, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jm.fit_mixed_nn(_linear(), FORMULA, data, max_epochs=10, verbose=False)  # no stray warnings
