@@ -178,7 +178,7 @@ def _history(records: list[dict]) -> pd.DataFrame:
 
 def _package(model, mode, reml, names, design, arrays, f_all, trained, dtype) -> MixedNNResults:
     with jax.enable_x64(True):
-        start = None if trained.fit is None else jnp.asarray(np.asarray(trained.fit.theta), dtype)
+        start = jnp.asarray(trained.theta, dtype)
         random_model = _final_fit(design, arrays, jnp.asarray(f_all, dtype), reml, dtype, start)
     f_all = np.asarray(f_all, float)
     fixed = f_all + random_model.fitted_fixed

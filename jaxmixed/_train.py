@@ -108,8 +108,7 @@ class Trained:
     """What a training loop returns (host side)."""
 
     model: Any  # the network (or estimator) of the kept epoch
-    phi: np.ndarray | None  # joint mode: trained φ
-    fit: FitResult | None  # the core's fit at the kept state (training rows)
+    theta: np.ndarray  # θ (user units) at the kept state: the start of the final fit
     history: list[dict]
     best_epoch: int
     stopped: str  # why training stopped
@@ -257,9 +256,9 @@ def _group_chunk(
 
 @eqx.filter_jit
 def _joint_check(model, phi, data: NeuralData, valid: TrainingSet, train: TrainingSet, reml: bool):
-    """The core's fit at φ on the training rows, and the held-out and training MSE."""
+    """θ, and the held-out and training MSE, of the core's solution at φ (training rows)."""
     fit = fit_at(joint_statistics(model, data), phi, FitOptions(reml=reml))
-    return fit, _mse(model, fit, valid), _mse(model, fit, train)
+    return fit.theta, _mse(model, fit, valid), _mse(model, fit, train)
 
 
 def group_batches(n_groups: int, batch_groups: int, rng: np.random.Generator) -> np.ndarray:
@@ -316,7 +315,7 @@ def train_joint(
                 n_batches,
             )
         epoch += k
-        fit, check_mse, train_mse = _joint_check(model, phi, data, check_set, train, options.reml)
+        theta, check_mse, train_mse = _joint_check(model, phi, data, check_set, train, options.reml)
         loss = float(jnp.mean(losses[-max(1, losses.shape[0] // k) :]))
         record = {"epoch": epoch, "loss": loss, "train_mse": float(train_mse)}
         if valid is not None:
@@ -326,7 +325,7 @@ def train_joint(
         if not np.isfinite(loss):
             stopped = "the loss became non-finite"
             break
-        state = (model, phi, fit)
+        state = (model, theta)
         if valid is None:
             stopper.offer(epoch, -epoch, state)  # no held-out rows: keep the last
         elif stopper.offer(epoch, float(check_mse), state):
@@ -334,8 +333,8 @@ def train_joint(
             break
     progress.close()
     if stopper.state is not None:
-        model, phi, fit = stopper.state
-    return Trained(model, np.asarray(phi), fit, history, stopper.best_epoch, stopped)
+        model, theta = stopper.state
+    return Trained(model, np.asarray(theta), history, stopper.best_epoch, stopped)
 
 
 # ------------------------------------------------------------------ EM mode
@@ -461,7 +460,7 @@ def train_em(
         gll = record["gll"]
         progress.update(1, gll=gll, **({"valid_mse": record["valid_mse"]} if valid is not None else {}))
         check = record.get("valid_mse", -rnd)
-        if stopper.offer(rnd * per_round, check, (fixed.snapshot(), fit)) and valid is not None:
+        if stopper.offer(rnd * per_round, check, (fixed.snapshot(), fit.theta)) and valid is not None:
             stopped = f"early stopping: held-out MSE did not improve for {options.patience} epochs"
             break
         if previous is not None and abs(gll - previous) <= options.tol * abs(previous):
@@ -469,5 +468,5 @@ def train_em(
             break
         previous = gll
     progress.close()
-    best_model, fit = stopper.state
-    return Trained(best_model, None, fit, history, stopper.best_epoch, stopped)
+    best_model, theta = stopper.state
+    return Trained(best_model, theta, history, stopper.best_epoch, stopped)
