@@ -113,7 +113,7 @@ def _mlp(d: int, width: int, depth: int, activation, seed: int) -> eqx.nn.MLP:
     """The MLP (d,) → scalar, initialised in float32 from ``jax.random.key(seed)``.
 
     Both :class:`NNRegressor` and :class:`MixedNNRegressor` start from this
-    network (the mixed fit casts it to float64 as this module does).
+    network, cast to float64.
     """
     for name, value, low in (("width", width, 1), ("depth", depth, 0)):
         if not isinstance(value, int | np.integer) or value < low:
@@ -634,7 +634,8 @@ class MixedNNRegressor(_MixedRegressor):
     def _fit_mixed(self, frame: pd.DataFrame) -> None:
         _check_training(self)
         seed = _seed(self.random_state)
-        network = _mlp(self.n_features_in_, self.width, self.depth, self.activation, seed)
+        # float64 before fit_mixed_nn sees it: its shape check would mix float32 and float64
+        network = _to64(_mlp(self.n_features_in_, self.width, self.depth, self.activation, seed))
         options = TrainOptions(
             mode=self.mode, reml=self.reml, learning_rate=float(self.learning_rate),
             max_epochs=int(self.max_epochs), patience=int(self.patience),
