@@ -754,8 +754,8 @@ def _splits(cv, n_splits: int, random_state, X: np.ndarray, y: np.ndarray, group
     return cv.split(X, y, groups)
 
 
-def _fold_rows(mixed, X, y, groups, train, test, fold: int) -> list[dict]:
-    """The two rows (train, test) of one fold of :func:`cross_validate_mixed`."""
+def _fold_rows(mixed, X, y, groups, train, test, fold: int) -> tuple[list[dict], object]:
+    """The two rows (train, test) of one fold of :func:`cross_validate_mixed`, and the fitted model."""
     model = clone(mixed)
     start = time.perf_counter()
     model.fit(X[train], y[train], groups=groups[train])
@@ -775,10 +775,12 @@ def _fold_rows(mixed, X, y, groups, train, test, fold: int) -> list[dict]:
         preds = (within, model.predict(X[idx]), plain.predict(X[idx]), onehot.predict(with_onehot(idx)))
         mses = [float(np.mean((y[idx] - np.asarray(p, dtype=np.float64).reshape(-1)) ** 2)) for p in preds]
         rows.append(dict(zip(_COLUMNS, [fold, split, *mses, seconds], strict=True)))
-    return rows
+    return rows, model
 
 
-def cross_validate_mixed(mixed, X, y, groups, *, cv="groups", n_splits=10, random_state=0) -> pd.DataFrame:
+def cross_validate_mixed(
+    mixed, X, y, groups, *, cv="groups", n_splits=10, random_state=0, return_estimators=False
+) -> pd.DataFrame | tuple[pd.DataFrame, list]:
     """Grouped cross-validation of a mixed model against its fixed part (mixedML's, flexcv's).
 
     For each fold, ``clone(mixed)`` is fitted on the training rows with their
@@ -809,13 +811,17 @@ def cross_validate_mixed(mixed, X, y, groups, *, cv="groups", n_splits=10, rando
     n_splits : int, default=10
     random_state : int, default=0
         Seeds ``cv="rows"``.
+    return_estimators : bool, default=False
+        Also return the fitted mixed estimator of every fold (their
+        ``results_`` / ``model_`` hold variance components, σ, effects).
 
     Returns
     -------
     DataFrame
         2·n_folds rows, columns ``fold``, ``split`` ("train"/"test"),
         ``mse_within``, ``mse_out``, ``mse_plain``, ``mse_plain_onehot``,
-        ``seconds`` (wall time of the mixed fit of the fold).
+        ``seconds`` (wall time of the mixed fit of the fold); with
+        ``return_estimators=True``, ``(frame, estimators)``.
     """
     X = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=np.float64)
     y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y, dtype=np.float64).reshape(-1)
@@ -824,7 +830,10 @@ def cross_validate_mixed(mixed, X, y, groups, *, cv="groups", n_splits=10, rando
         raise ValueError(
             f"X must be (n_samples, n_features) with n_samples = len(y) = {len(y)}; got {X.shape}"
         )
-    rows = []
+    rows, fitted = [], []
     for fold, (train, test) in enumerate(_splits(cv, n_splits, random_state, X, y, groups)):
-        rows += _fold_rows(mixed, X, y, groups, train, test, fold)
-    return pd.DataFrame.from_records(rows, columns=_COLUMNS)
+        fold_rows, model = _fold_rows(mixed, X, y, groups, train, test, fold)
+        rows += fold_rows
+        fitted.append(model)
+    frame = pd.DataFrame.from_records(rows, columns=_COLUMNS)
+    return (frame, fitted) if return_estimators else frame
