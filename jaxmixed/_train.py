@@ -432,6 +432,21 @@ def _em_round(fixed: _Fixed, train: TrainingSet, valid, zb, theta, options, n_le
     return fit, zb, record
 
 
+def _usable(fit: FitResult) -> bool:
+    values = [fit.sigma, fit.objective, fit.theta, *fit.b]
+    return bool(all(np.all(np.isfinite(v)) for v in values) and fit.sigma > 0)
+
+
+def _unusable_message(fit: FitResult, rnd: int) -> str:
+    if not fit.sigma > 0:  # 0, or NaN: the core flags a response with nothing left to fit
+        return (
+            f"EM round {rnd}: the fixed part reproduces the training response exactly, so no "
+            "residual variance is left to split between random effects and noise (σ̂ = 0); "
+            "regularise the estimator (it interpolates the training data)"
+        )
+    return f"EM round {rnd}: the variance fit gave non-finite values (σ̂ = {float(fit.sigma):.3g})"
+
+
 def train_em(
     model,
     train: TrainingSet,
@@ -455,6 +470,12 @@ def train_em(
     stopped = f"max_rounds ({options.max_rounds}) reached before the relative change fell below tol"
     for rnd in range(1, options.max_rounds + 1):
         fit, zb, record = _em_round(fixed, train, valid, zb, theta, options, n_levels)
+        if not _usable(fit):
+            stopped = _unusable_message(fit, rnd)
+            if stopper.state is None:
+                raise RuntimeError(stopped)
+            stopped += f"; kept the state of epoch {stopper.best_epoch}"
+            break
         theta = jnp.asarray(fit.theta)
         history.append({"round": rnd, "epoch": rnd * per_round, **record})
         gll = record["gll"]

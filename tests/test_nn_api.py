@@ -224,3 +224,18 @@ def test_other_bad_settings(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         jm.fit_mixed_nn(_linear(), FORMULA, data, max_epochs=10, verbose=False)  # no stray warnings
+
+
+def test_em_with_an_interpolating_estimator_says_so(data):
+    class Interpolate:
+        """Remembers the training response: a fixed part with no residual."""
+
+        def fit(self, X, y):
+            self.table = {tuple(r): v for r, v in zip(np.round(X, 12), y, strict=True)}
+            return self
+
+        def predict(self, X):
+            return np.asarray([self.table.get(tuple(r), 0.0) for r in np.round(X, 12)])
+
+    with pytest.raises(RuntimeError, match="reproduces the training response exactly"):
+        jm.fit_mixed_em(Interpolate(), FORMULA, data, verbose=False)
