@@ -51,7 +51,8 @@ class TrainOptions(eqx.Module):
             (default 0.02: log-scale parameters).
         optimizer: an optax ``GradientTransformation`` for the network in
             place of Adam(learning_rate).
-        max_epochs: limit on passes over the training rows (default 1000).
+        max_epochs: limit on passes over the training rows (default 1000;
+            in EM mode it bounds the rounds to ``max_epochs / epochs_per_round``).
         patience: stop when the held-out MSE has not improved for this many
             epochs (default 100); the network of the best epoch is kept.
         validation_fraction: share of the rows held out for early stopping
@@ -466,9 +467,11 @@ def train_em(
     zb, theta = jnp.zeros_like(train.y), _start_theta(train.rows)
     stopper, history, previous = _Stopper(options.patience), [], None
     per_round = 1 if estimator else options.epochs_per_round
-    progress = Progress(options.max_rounds, "round", verbose)
-    stopped = f"max_rounds ({options.max_rounds}) reached before the relative change fell below tol"
-    for rnd in range(1, options.max_rounds + 1):
+    # A network's rounds are bounded by max_epochs too.
+    rounds = options.max_rounds if estimator else min(options.max_rounds, -(-options.max_epochs // per_round))
+    progress = Progress(rounds, "round", verbose)
+    stopped = f"{rounds} rounds (max_rounds, max_epochs) reached before the relative change fell below tol"
+    for rnd in range(1, rounds + 1):
         fit, zb, record = _em_round(fixed, train, valid, zb, theta, options, n_levels)
         if not _usable(fit):
             stopped = _unusable_message(fit, rnd)
