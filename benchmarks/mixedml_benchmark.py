@@ -25,7 +25,6 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxmixed as jm
 
