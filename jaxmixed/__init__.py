@@ -20,7 +20,7 @@ from ._optimise import RESULTS, FitOptions
 from ._results import MixedModelResults
 from ._train import TrainOptions
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "RESULTS",
