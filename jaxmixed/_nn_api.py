@@ -320,6 +320,7 @@ def fit_mixed_em(
     reml: bool = True,
     max_rounds: int = 100,
     tol: float = 1e-4,
+    variance_update: str = "profiled",
     verbose: bool = True,
     missing: str = "raise",
 ) -> MixedNNResults:
@@ -337,6 +338,9 @@ def fit_mixed_em(
         formula, data, reml, missing: as :func:`fit_mixed_nn`.
         max_rounds: limit on EM rounds (default 100).
         tol: relative change of the generalised log-likelihood that stops EM.
+        variance_update: ``"profiled"`` (default; an exact core fit of the
+            variance components each round) or ``"em"`` (one step of
+            mixedML's EM formulas per round; one grouping factor).
         verbose: a progress bar for fits taking more than a second.
 
     Returns:
@@ -348,7 +352,14 @@ def fit_mixed_em(
                 f"estimator must have fit(X, y) and predict(X) methods; {type(estimator).__name__} "
                 f"has no {method}()"
             )
-    options = TrainOptions(mode="em", reml=reml, max_rounds=max_rounds, tol=tol, validation_fraction=0.0)
+    options = TrainOptions(
+        mode="em",
+        reml=reml,
+        max_rounds=max_rounds,
+        tol=tol,
+        validation_fraction=0.0,
+        variance_update=variance_update,
+    )
     design, arrays = build_design(formula, data, missing=missing)
     x, names = _features(design, arrays)
     dtype = jnp.dtype(jnp.float64)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._em_step import em_step, theta_of
 from ._fit import FitResult, fit_at, jit_fit_data
 from ._mixed_loss import GroupLayout, NeuralData, group_loss, joint_loss, joint_statistics, network_output
 from ._optimise import FitOptions
@@ -64,6 +65,10 @@ class TrainOptions(eqx.Module):
         max_rounds: EM: limit on rounds (default 100).
         tol: EM: stop when the generalised log-likelihood changes by less
             than ``tol`` relative (default 1e-4).
+        variance_update: EM: ``"profiled"`` (default): each round fits the
+            variance components to ``y − f(x)`` exactly with the core;
+            ``"em"``: one step of mixedML's ML/REML EM formulas (its Table 1;
+            one grouping factor; see ``jaxmixed._em_step``).
     """
 
     mode: str = eqx.field(default="joint", static=True)
@@ -79,6 +84,7 @@ class TrainOptions(eqx.Module):
     epochs_per_round: int = eqx.field(default=20, static=True)
     max_rounds: int = eqx.field(default=100, static=True)
     tol: float = eqx.field(default=1e-4, static=True)
+    variance_update: str = eqx.field(default="profiled", static=True)
 
     def network_optimizer(self) -> optax.GradientTransformation:
         return self.optimizer if self.optimizer is not None else optax.adam(self.learning_rate)
@@ -172,13 +178,15 @@ def _adam_update(opt, grads, state, params):
         return optax.apply_updates(params, updates), state
 
 
-def generalised_loglik(fit: FitResult, residual: np.ndarray, n_levels) -> float:
+def generalised_loglik(fit, residual: np.ndarray, n_levels) -> float:
     """MERF's and mixedML's generalised log-likelihood (−2 times; smaller is better).
 
     ``‖e‖²/σ² + n log σ² + Σ_f Σ_j (b̂_jᵀD_f⁺b̂_j + log|D_f|₊)`` with ``e`` the
     residual after fixed and random parts (``residual``) and ``D_f = σ²ΛΛᵀ``
     (pseudo-inverse and pseudo-determinant at a boundary, where D is singular);
-    ``n_levels`` per factor: the real levels (the rest pad ``fit.b`` with 0).
+    ``fit`` has ``sigma``, ``lambdas`` and ``b`` (a FitResult or a
+    :class:`VarianceState`); ``n_levels`` per factor: the real levels (the
+    rest pad ``fit.b`` with 0).
     """
     sigma2 = float(fit.sigma) ** 2
     value = float(residual @ residual) / sigma2 + len(residual) * np.log(sigma2)
@@ -408,14 +416,59 @@ class _Fixed:
         return copy.deepcopy(self.model) if self.estimator else self.model
 
 
-def _em_round(fixed: _Fixed, train: TrainingSet, valid, zb, theta, options, n_levels) -> tuple:
-    """One EM round: the fixed part on ``y − Zb̂``, then the exact variance fit."""
+class VarianceState(eqx.Module):
+    """The random part during EM: θ (user units), Λ per factor, β₀, σ, b̂ per
+    factor and the criterion (NaN when the EM formulas made it)."""
+
+    theta: jax.Array
+    lambdas: tuple[jax.Array, ...]
+    beta: jax.Array
+    sigma: jax.Array
+    b: tuple[jax.Array, ...]
+    objective: jax.Array
+
+
+def _profiled_variance(train: TrainingSet, f, current: VarianceState, options) -> VarianceState:
+    """The core's exact fit of ``y − f(x)`` (``X = [1]``), warm-started at θ."""
+    start = FitOptions(reml=options.reml, start=jnp.asarray(current.theta))
+    fit = jit_fit_data(train.rows, train.y, start, offset=f, n_obs=train.n_obs)
+    fit = jax.tree.map(np.asarray, fit)
+    return VarianceState(fit.theta, fit.lambdas, fit.beta, fit.sigma, fit.b, fit.objective)
+
+
+@eqx.filter_jit
+def _em_update(lam, sigma2, r, train: TrainingSet, reml: bool):
+    rows = train.rows
+    return em_step(
+        lam, sigma2, r, train.z[0], train.codes[0], train.mask,
+        n_levels=rows.index.n_levels, structure=rows.structures[0], reml=reml,
+    )  # fmt: skip
+
+
+def _formula_variance(train: TrainingSet, f, current: VarianceState, options) -> VarianceState:
+    """One EM step of mixedML's Table 1 (ML or REML; one grouping factor)."""
+    lam, sigma = jnp.asarray(current.lambdas[0]), jnp.asarray(current.sigma)
+    step = jax.tree.map(np.asarray, _em_update(lam, sigma**2, train.y - f, train, options.reml))
+    theta = theta_of(step.lam, train.rows.structures[0])
+    nan = np.asarray(np.nan)
+    return VarianceState(theta, (step.lam,), step.beta[None], np.sqrt(step.sigma2), (step.b,), nan)
+
+
+def _initial_variance(train: TrainingSet) -> VarianceState:
+    """lme4's start (Λ = I in user units) and σ² = the response's variance; b̂ = 0."""
+    theta = np.asarray(_start_theta(train.rows))
+    lams = tuple(np.eye(s.q) for s in train.rows.structures)
+    y = np.asarray(train.y)[np.asarray(train.mask)]
+    b = tuple(np.zeros((z.shape[0], z.shape[1])) for z in train.z)
+    return VarianceState(theta, lams, np.zeros(1), np.asarray(y.std()), b, np.asarray(np.nan))
+
+
+def _em_round(fixed: _Fixed, train: TrainingSet, valid, zb, current: VarianceState, options, n_levels):
+    """One EM round: the fixed part on ``y − Zb̂``, then the variance components."""
     loss = fixed.train(train, train.y - zb)
     f = fixed.predict(train)
-    fit = jit_fit_data(
-        train.rows, train.y, FitOptions(reml=options.reml, start=theta), offset=f, n_obs=train.n_obs
-    )
-    fit = jax.tree.map(np.asarray, fit)
+    update = _formula_variance if options.variance_update == "em" else _profiled_variance
+    fit = update(train, f, current, options)
     zb = _random_part(fit, train)
     real = np.asarray(train.mask)
     resid = np.asarray(train.y - f - fit.beta[0] - zb)[real]
@@ -426,19 +479,17 @@ def _em_round(fixed: _Fixed, train: TrainingSet, valid, zb, theta, options, n_le
         "train_mse": float(np.mean(resid**2)),
     }
     if valid is not None:
-        err = (valid.y - fixed.predict(valid) - fit.beta[0] - _random_part(fit, valid))[
-            np.asarray(valid.mask)
-        ]
-        record["valid_mse"] = float(jnp.mean(err**2))
+        pred = fixed.predict(valid) + fit.beta[0] + _random_part(fit, valid)
+        record["valid_mse"] = float(jnp.mean((valid.y - pred)[np.asarray(valid.mask)] ** 2))
     return fit, zb, record
 
 
-def _usable(fit: FitResult) -> bool:
-    values = [fit.sigma, fit.objective, fit.theta, *fit.b]
+def _usable(fit: VarianceState) -> bool:
+    values = [fit.sigma, fit.theta, *fit.b]
     return bool(all(np.all(np.isfinite(v)) for v in values) and fit.sigma > 0)
 
 
-def _unusable_message(fit: FitResult, rnd: int) -> str:
+def _unusable_message(fit: VarianceState, rnd: int) -> str:
     if not fit.sigma > 0:  # 0, or NaN: the core flags a response with nothing left to fit
         return (
             f"EM round {rnd}: the fixed part reproduces the training response exactly, so no "
@@ -464,7 +515,14 @@ def train_em(
     log-likelihood; the statistics may carry padding levels).
     """
     fixed = _Fixed(model, options, estimator)
-    zb, theta = jnp.zeros_like(train.y), _start_theta(train.rows)
+    if options.variance_update not in ("profiled", "em"):
+        raise ValueError(f"variance_update must be 'profiled' or 'em', got {options.variance_update!r}")
+    if options.variance_update == "em" and len(train.rows.structures) != 1:
+        raise ValueError(
+            "variance_update='em' (mixedML's EM formulas) is implemented for one grouping factor; "
+            f"the formula has {len(train.rows.structures)}: use variance_update='profiled'"
+        )
+    zb, fit = jnp.zeros_like(train.y), _initial_variance(train)
     stopper, history, previous = _Stopper(options.patience), [], None
     per_round = 1 if estimator else options.epochs_per_round
     # A network's rounds are bounded by max_epochs too.
@@ -472,14 +530,13 @@ def train_em(
     progress = Progress(rounds, "round", verbose)
     stopped = f"{rounds} rounds (max_rounds, max_epochs) reached before the relative change fell below tol"
     for rnd in range(1, rounds + 1):
-        fit, zb, record = _em_round(fixed, train, valid, zb, theta, options, n_levels)
+        fit, zb, record = _em_round(fixed, train, valid, zb, fit, options, n_levels)
         if not _usable(fit):
             stopped = _unusable_message(fit, rnd)
             if stopper.state is None:
                 raise RuntimeError(stopped)
             stopped += f"; kept the state of epoch {stopper.best_epoch}"
             break
-        theta = jnp.asarray(fit.theta)
         history.append({"round": rnd, "epoch": rnd * per_round, **record})
         gll = record["gll"]
         progress.update(1, gll=gll, **({"valid_mse": record["valid_mse"]} if valid is not None else {}))
