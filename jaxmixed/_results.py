@@ -332,7 +332,10 @@ class MixedModelResults:
             f"{self.n_iter} iterations, max|grad| {self.grad_norm:.2e})"
         )
         if self.singular:
-            lines.append("Boundary (singular) fit: a variance component is estimated as 0")
+            lines.append(
+                "Boundary (singular) fit: a random-effects covariance matrix is singular "
+                "(a variance estimated as 0, or correlations of ±1)"
+            )
         lines += ["", "Random effects:"]
         vc = self.varcorr
         width = max([len("Groups")] + [len(str(g)) for g in vc.grp])
