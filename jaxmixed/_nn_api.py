@@ -263,40 +263,40 @@ def fit_mixed_nn(
     )
     if options.mode not in ("joint", "em"):
         raise ValueError(f"mode must be 'joint' or 'em', got {options.mode!r}")
+    if options.mode == "em" and options.batch_groups is not None:
+        raise ValueError("batch_groups (minibatches of groups) applies to mode='joint'")
     design, arrays = build_design(formula, data, missing=missing)
     x, names = _features(design, arrays)
     dtype = jnp.dtype(dtype)
     with jax.enable_x64(True):
         model = _cast(model, dtype)
         _check_model(model, x.shape[1], names, dtype)
-        x_mean, x_scale = x.mean(0), x.std(0)
-        x_scale = np.where(x_scale > 0, x_scale, 1.0)
-        y_mean, y_scale = arrays.y.mean(), arrays.y.std()
-        xs, ys = (x - x_mean) / x_scale, (arrays.y - y_mean) / y_scale
-        seed = _seed(key)
-        train_idx, valid_idx = _split(len(ys), options.validation_fraction, seed)
-        train = _training_set(xs, ys, arrays, design, train_idx, dtype)
-        valid = (
-            None if valid_idx is None else _training_set(xs, ys, arrays, design, valid_idx, dtype, rows=False)
-        )
-        if options.mode == "joint":
-            data_nn = NeuralData(train.x, train.y, train.mask, design_statistics(train.rows, train.n_obs))
-            layout = _group_layout(design, arrays, train_idx, options)
-            trained = train_joint(
-                model, data_nn, train, valid, options, layout=layout, seed=seed, verbose=verbose
-            )
-        else:
-            if options.batch_groups is not None:
-                raise ValueError("batch_groups (minibatches of groups) applies to mode='joint'")
-            levels = tuple(f.n_levels for f in design.factors)
-            trained = train_em(model, train, valid, options, n_levels=levels, verbose=verbose)
-        fixed = FixedPart(
-            trained.model, jnp.asarray(x_mean, dtype), jnp.asarray(x_scale, dtype),
-            jnp.asarray(y_mean, dtype), jnp.asarray(y_scale, dtype),
-        )  # fmt: skip
+        fixed, trained = _train_network(model, design, arrays, x, options, dtype, _seed(key), verbose)
         f_all = _forward(fixed, jnp.asarray(x, dtype))
     # θ is σ-relative, so standardising y leaves it unchanged: the trained θ starts the final fit.
     return _package(fixed, options.mode, options.reml, names, design, arrays, f_all, trained, dtype)
+
+
+def _train_network(model, design, arrays, x, options: TrainOptions, dtype, seed: int, verbose: bool):
+    """Standardises, splits off the held-out rows, trains; returns (FixedPart, Trained)."""
+    x_mean, x_scale = x.mean(0), x.std(0)
+    x_scale = np.where(x_scale > 0, x_scale, 1.0)
+    y_mean, y_scale = arrays.y.mean(), arrays.y.std()
+    xs, ys = (x - x_mean) / x_scale, (arrays.y - y_mean) / y_scale
+    train_idx, valid_idx = _split(len(ys), options.validation_fraction, seed)
+    train = _training_set(xs, ys, arrays, design, train_idx, dtype)
+    valid = None if valid_idx is None else _training_set(xs, ys, arrays, design, valid_idx, dtype, rows=False)
+    if options.mode == "joint":
+        data_nn = NeuralData(train.x, train.y, train.mask, design_statistics(train.rows, train.n_obs))
+        layout = _group_layout(design, arrays, train_idx, options)
+        trained = train_joint(
+            model, data_nn, train, valid, options, layout=layout, seed=seed, verbose=verbose
+        )
+    else:
+        levels = tuple(f.n_levels for f in design.factors)
+        trained = train_em(model, train, valid, options, n_levels=levels, verbose=verbose)
+    as_array = [jnp.asarray(v, dtype) for v in (x_mean, x_scale, y_mean, y_scale)]
+    return FixedPart(trained.model, *as_array), trained
 
 
 def _group_layout(design: Design, arrays: ModelArrays, train_idx: np.ndarray, options: TrainOptions):

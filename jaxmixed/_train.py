@@ -278,6 +278,41 @@ def group_batches(n_groups: int, batch_groups: int, rng: np.random.Generator) ->
     return order.reshape(n_batches, batch_groups)
 
 
+class _JointState(eqx.Module):
+    """What joint training carries from chunk to chunk."""
+
+    model: Any
+    phi: jax.Array
+    log_sigma: jax.Array  # trained only with minibatches of groups (else profiled)
+    states: tuple  # optax states of the network and of φ (and log σ)
+
+
+def _joint_start(model, data: NeuralData, train: TrainingSet, options: TrainOptions, grouped: bool):
+    n_params = sum(s.n_params for s in train.rows.structures)
+    phi = jnp.zeros(n_params, data.y.dtype)  # Λ̃ = I on the standardised columns
+    log_sigma = 0.5 * jnp.log(jnp.sum(jnp.where(data.mask, data.y**2, 0.0)) / train.n_obs)
+    params = eqx.filter(model, eqx.is_inexact_array)
+    phi_state = (phi, log_sigma) if grouped else phi
+    states = (options.network_optimizer().init(params), optax.adam(options.phi_learning_rate).init(phi_state))
+    return _JointState(model, phi, log_sigma, states)
+
+
+def _joint_epochs(state: _JointState, k: int, data, train, layout, options, rng) -> tuple[_JointState, float]:
+    """k epochs of joint training; returns the new state and the last epoch's loss."""
+    if layout is None:
+        model, phi, states, losses = _joint_chunk(state.model, state.phi, state.states, data, options, k)
+        return _JointState(model, phi, state.log_sigma, states), float(losses[-1])
+    n_groups = layout.rows.shape[0]
+    batches = np.concatenate([group_batches(n_groups, options.batch_groups, rng) for _ in range(k)])
+    n_batches = batches.shape[0] // k
+    z_scale = data.design.scaling.z_scale[0]
+    model, phi, log_sigma, states, losses = _group_chunk(
+        state.model, state.phi, state.log_sigma, state.states, train, layout,
+        jnp.asarray(batches), options, z_scale, n_batches,
+    )  # fmt: skip
+    return _JointState(model, phi, log_sigma, states), float(jnp.mean(losses[-n_batches:]))
+
+
 def train_joint(
     model,
     data: NeuralData,
@@ -289,60 +324,40 @@ def train_joint(
     seed: int = 0,
     verbose: bool = True,
 ) -> Trained:
-    """Joint training of the network and φ (σ too with minibatches of groups)."""
-    dtype = data.y.dtype
-    n_params = sum(s.n_params for s in train.rows.structures)
-    phi = jnp.zeros(n_params, dtype)
-    log_sigma = 0.5 * jnp.log(jnp.sum(jnp.where(data.mask, data.y**2, 0.0)) / train.n_obs)
-    params = eqx.filter(model, eqx.is_inexact_array)
-    phi_state = (phi, log_sigma) if layout is not None else phi
-    states = (options.network_optimizer().init(params), optax.adam(options.phi_learning_rate).init(phi_state))
+    """Joint training of the network and φ (σ too with minibatches of groups).
+
+    Every ``eval_every`` epochs the core's solution at φ gives θ and the
+    held-out MSE; the state with the best held-out MSE is kept.
+    """
+    state = _joint_start(model, data, train, options, grouped=layout is not None)
     rng = np.random.default_rng(seed)
-    z_scale = data.design.scaling.z_scale[0]
     check_set = valid if valid is not None else train
     stopper, history = _Stopper(options.patience), []
     progress = Progress(options.max_epochs, "epoch", verbose)
     epoch, stopped = 0, f"max_epochs ({options.max_epochs}) reached"
     while epoch < options.max_epochs:
         k = min(options.eval_every, options.max_epochs - epoch)
-        if layout is None:
-            model, phi, states, losses = _joint_chunk(model, phi, states, data, options, k)
-        else:
-            n_groups = layout.rows.shape[0]
-            batches = np.concatenate([group_batches(n_groups, options.batch_groups, rng) for _ in range(k)])
-            n_batches = batches.shape[0] // k
-            model, phi, log_sigma, states, losses = _group_chunk(
-                model,
-                phi,
-                log_sigma,
-                states,
-                train,
-                layout,
-                jnp.asarray(batches),
-                options,
-                z_scale,
-                n_batches,
-            )
+        state, loss = _joint_epochs(state, k, data, train, layout, options, rng)
         epoch += k
-        theta, check_mse, train_mse = _joint_check(model, phi, data, check_set, train, options.reml)
-        loss = float(jnp.mean(losses[-max(1, losses.shape[0] // k) :]))
+        theta, check_mse, train_mse = _joint_check(
+            state.model, state.phi, data, check_set, train, options.reml
+        )
         record = {"epoch": epoch, "loss": loss, "train_mse": float(train_mse)}
         if valid is not None:
             record["valid_mse"] = float(check_mse)
         history.append(record)
         progress.update(k, loss=loss, **({"valid_mse": record["valid_mse"]} if valid is not None else {}))
         if not np.isfinite(loss):
-            stopped = "the loss became non-finite"
+            stopped = f"the loss became non-finite at epoch {epoch}"
             break
-        state = (model, theta)
-        if valid is None:
-            stopper.offer(epoch, -epoch, state)  # no held-out rows: keep the last
-        elif stopper.offer(epoch, float(check_mse), state):
+        check = float(check_mse) if valid is not None else -epoch  # no held-out rows: keep the last
+        if stopper.offer(epoch, check, (state.model, theta)) and valid is not None:
             stopped = f"early stopping: held-out MSE did not improve for {options.patience} epochs"
             break
     progress.close()
-    if stopper.state is not None:
-        model, theta = stopper.state
+    if stopper.state is None:
+        raise RuntimeError(f"{stopped}, before any usable state: lower the learning rate")
+    model, theta = stopper.state
     return Trained(model, np.asarray(theta), history, stopper.best_epoch, stopped)
 
 
