@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check jaxmixed tests benchmarks examples
-	$(PY) -m pytest -q --timeout=600 tests
+	$(PY) -m pytest -q -n 2 --timeout=600 tests  # two workers: the CI machine has 2 cores
 
 lint: $(STAMP)
 	$(PY) -m ruff check jaxmixed tests benchmarks examples
