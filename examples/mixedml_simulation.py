@@ -57,7 +57,7 @@ def methods(case: str, quick: bool = False) -> dict[str, tuple[object, bool]]:
     out["MLP EM, ML"] = (MixedNNRegressor(mode="em", reml=False, **net), False)
     out["MLP EM, REML"] = (MixedNNRegressor(mode="em", **net), False)
     svr = make_pipeline(StandardScaler(), SVR(C=10.0))
-    out["SVR EM, REML"] = (MixedEMRegressor(svr, random_slopes=SLOPES, max_rounds=30), False)
+    out["SVR EM, REML"] = (MixedEMRegressor(svr, random_slopes=SLOPES, max_rounds=20, tol=1e-3), False)
     return out
 
 
