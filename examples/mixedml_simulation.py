@@ -12,7 +12,8 @@ fold (the first fold includes compilation).
 Methods: ``fit_reml`` (the linear model; in the non-linear case also the
 "oracle" that knows the squared terms), an MLP (2×32, softplus) trained
 jointly with the variance components (REML), the same by EM (ML and REML),
-and scikit-learn's SVR (standardised features) by EM (REML).
+and scikit-learn's SVR (standardised features, C = 10) by EM (REML; at most 20
+rounds, tol 1e-3: each round refits the SVR).
 
 Run: ``python examples/mixedml_simulation.py [--folds 10] [--case linear|nonlinear|both]``.
 It prints the tables and writes them to ``examples/results/mixedml_simulation.md``.
