@@ -70,6 +70,10 @@ def network_output(model: Callable, x: jax.Array) -> jax.Array:
     return out.reshape(x.shape[0])
 
 
+# One compiled forward pass shared by every caller (training, prediction, estimators).
+jit_network_output = eqx.filter_jit(network_output)
+
+
 def joint_statistics(model: Callable, data: NeuralData) -> ModelStatistics:
     """The core's statistics of the residual ``y − f(x)`` (design shared; 0 on padding)."""
     f = jnp.where(data.mask, network_output(model, data.x), 0.0)

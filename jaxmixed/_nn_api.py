@@ -24,7 +24,7 @@ import pandas as pd
 from ._api import ConvergenceWarning
 from ._design import Design, ModelArrays, build_design
 from ._fit import FitResult, jit_fit_data
-from ._mixed_loss import NeuralData, group_layout, network_output
+from ._mixed_loss import NeuralData, group_layout, jit_network_output
 from ._nn_results import FixedPart, MixedNNResults
 from ._optimise import RESULTS, FitOptions
 from ._results import build_results
@@ -32,8 +32,6 @@ from ._statistics import design_statistics, model_data
 from ._train import TrainingSet, TrainOptions, train_em, train_joint
 
 __all__ = ["fit_mixed_em", "fit_mixed_nn"]
-
-_forward = eqx.filter_jit(network_output)
 
 
 def _features(design: Design, arrays: ModelArrays) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -272,7 +270,7 @@ def fit_mixed_nn(
         model = _cast(model, dtype)
         _check_model(model, x.shape[1], names, dtype)
         fixed, trained = _train_network(model, design, arrays, x, options, dtype, _seed(key), verbose)
-        f_all = _forward(fixed, jnp.asarray(x, dtype))
+        f_all = jit_network_output(fixed, jnp.asarray(x, dtype))
     # θ is σ-relative, so standardising y leaves it unchanged: the trained θ starts the final fit.
     return _package(fixed, options.mode, options.reml, names, design, arrays, f_all, trained, dtype)
 

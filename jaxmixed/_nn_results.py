@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ._design import Design
-from ._mixed_loss import network_output
+from ._mixed_loss import jit_network_output
 from ._results import MixedModelResults, fixed_matrix, random_part
 
 __all__ = ["FixedPart", "MixedNNResults"]
@@ -36,9 +36,6 @@ class FixedPart(eqx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.network((x - self.x_mean) / self.x_scale)
         return self.y_mean + self.y_scale * jnp.reshape(out, ())
-
-
-_batched = eqx.filter_jit(network_output)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -120,7 +117,7 @@ class MixedNNResults:
             raise ValueError(f"x must be (n, {len(self.feature_names)}); got shape {x.shape}")
         if isinstance(self.model, FixedPart):
             with jax.enable_x64(True):
-                out = np.asarray(_batched(self.model, jnp.asarray(x, self.x_dtype)), dtype=float)
+                out = np.asarray(jit_network_output(self.model, jnp.asarray(x, self.x_dtype)), dtype=float)
         else:
             out = np.asarray(self.model.predict(x), dtype=float).reshape(-1)
         return out + self.intercept

@@ -33,7 +33,15 @@ import optax
 
 from ._em_step import em_step, theta_of
 from ._fit import FitResult, fit_at, jit_fit_data
-from ._mixed_loss import GroupLayout, NeuralData, group_loss, joint_loss, joint_statistics, network_output
+from ._mixed_loss import (
+    GroupLayout,
+    NeuralData,
+    group_loss,
+    jit_network_output,
+    joint_loss,
+    joint_statistics,
+    network_output,
+)
 from ._optimise import FitOptions
 from ._statistics import ModelData
 
@@ -384,7 +392,6 @@ def _mse_chunk(model, state, data: TrainingSet, target, options: TrainOptions, n
     return eqx.combine(params, static), state, losses
 
 
-_forward = eqx.filter_jit(network_output)
 _random_part = eqx.filter_jit(random_part)
 
 
@@ -416,7 +423,7 @@ class _Fixed:
     def predict(self, data: TrainingSet) -> jax.Array:
         """f(x) (n,) on the real rows, 0 on padding."""
         if not self.estimator:
-            return jnp.where(data.mask, _forward(self.model, data.x), 0.0)
+            return jnp.where(data.mask, jit_network_output(self.model, data.x), 0.0)
         real = np.asarray(data.mask)
         out = np.asarray(self.model.predict(np.asarray(data.x)[real]), dtype=float)
         if out.shape != (int(real.sum()),):

@@ -66,7 +66,8 @@ import optax
 import pandas as pd
 
 from ._api import fit_reml
-from ._nn_api import fit_mixed_em, fit_mixed_nn
+from ._mixed_loss import jit_network_output, network_output
+from ._nn_api import _split, fit_mixed_em, fit_mixed_nn
 from ._nn_results import FixedPart
 from ._train import TrainOptions
 
@@ -186,15 +187,6 @@ def _location_scale(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a.mean(axis=0), np.where(scale > 0, scale, 1.0)
 
 
-def _holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Training and held-out rows: ``round(fraction·n)`` rows drawn at random (as ``fit_mixed_nn``)."""
-    n_valid = min(int(round(fraction * n)), n - 1)
-    if n_valid <= 0:
-        return np.arange(n), None
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
-
-
 def _check_training(est) -> None:
     """The training settings shared by :class:`NNRegressor` and :class:`MixedNNRegressor`."""
     if not (isinstance(est.learning_rate, int | float) and est.learning_rate > 0):
@@ -207,16 +199,9 @@ def _check_training(est) -> None:
         raise ValueError(f"validation_fraction must be in [0, 1), got {est.validation_fraction!r}")
 
 
-def _network_output(net, x: jax.Array) -> jax.Array:
-    return jax.vmap(net)(x).reshape(x.shape[0])
-
-
-_forward = eqx.filter_jit(_network_output)
-
-
 @eqx.filter_jit
 def _mse(net, x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.mean((y - _network_output(net, x)) ** 2)
+    return jnp.mean((y - network_output(net, x)) ** 2)
 
 
 @eqx.filter_jit
@@ -366,7 +351,7 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         self.x_mean_, self.x_scale_ = _location_scale(X)
         y_mean, y_scale = _location_scale(y)
         self.y_mean_, self.y_scale_ = float(y_mean), float(y_scale)
-        train, valid = _holdout(len(y), self.validation_fraction, seed)
+        train, valid = _split(len(y), self.validation_fraction, seed)
         xs, ys = (X - self.x_mean_) / self.x_scale_, (y - self.y_mean_) / self.y_scale_
         self.network_, self.best_epoch_, self.n_epochs_, history = _train_mse(self, net, xs, ys, valid, train)
         self.history_ = pd.DataFrame.from_records(history)
@@ -377,7 +362,7 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         with jax.enable_x64(True):
-            out = _forward(self.network_, jnp.asarray((X - self.x_mean_) / self.x_scale_))
+            out = jit_network_output(self.network_, jnp.asarray((X - self.x_mean_) / self.x_scale_))
         return self.y_mean_ + self.y_scale_ * np.asarray(out, dtype=np.float64)
 
     def __getstate__(self):
