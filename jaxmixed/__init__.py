@@ -12,8 +12,10 @@ result, the covariance parameterisation) lives in :mod:`jaxmixed.core`.
 
 from . import core
 from ._api import ConvergenceWarning, fit_reml
+from ._bootstrap import BootstrapResults
 from ._datasets import list_datasets, load_dataset, mixedml_simulation
 from ._formula import FormulaError
+from ._many_api import FitTable, fit_reml_many, fit_reml_stacked
 from ._nn_api import fit_mixed_em, fit_mixed_nn
 from ._nn_results import FixedPart, MixedNNResults
 from ._optimise import RESULTS, FitOptions
@@ -23,6 +25,10 @@ from ._train import TrainOptions
 __version__ = "0.3.0"
 
 __all__ = [
+    "BootstrapResults",
+    "FitTable",
+    "fit_reml_many",
+    "fit_reml_stacked",
     "RESULTS",
     "ConvergenceWarning",
     "FitOptions",

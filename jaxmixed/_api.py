@@ -11,35 +11,18 @@ import numpy as np
 import pandas as pd
 
 from ._design import Design, ModelArrays, build_design, design_from_arrays
-from ._fit import jit_fit_data
+from ._fit import FitResult, jit_fit_data
+from ._many import pad_data
 from ._optimise import RESULTS, FitOptions
 from ._results import MixedModelResults, build_results
-from ._statistics import ModelData, model_data
+from ._sharding import as_mesh, n_devices, shard_rows, to_host
+from ._statistics import ModelData, prepare
 
-__all__ = ["ConvergenceWarning", "fit_reml", "prepare"]
+__all__ = ["ConvergenceWarning", "fit_reml", "prepare"]  # prepare: re-exported for jaxmixed.core
 
 
 class ConvergenceWarning(UserWarning):
     """The optimiser stopped before meeting its convergence criteria."""
-
-
-def prepare(
-    design: Design, arrays: ModelArrays, *, dtype=jnp.float64, memory_limit: int | None = None
-) -> ModelData:
-    """The pure layer's :class:`ModelData` of a validated design (host side).
-
-    Call inside ``with jax.enable_x64(True):`` for float64.
-    """
-    return model_data(
-        arrays.X,
-        arrays.Z,
-        arrays.codes,
-        [f.n_levels for f in design.factors],
-        design.structures,
-        weights=arrays.weights,
-        dtype=dtype,
-        memory_limit=memory_limit,
-    )
 
 
 def _design(formula, data, y, X, Z, groups, missing, weights) -> tuple[Design, ModelArrays]:
@@ -54,6 +37,31 @@ def _design(formula, data, y, X, Z, groups, missing, weights) -> tuple[Design, M
     if y is None:
         raise ValueError("pass a formula and data, or arrays: fit_reml(y=..., X=..., groups=...)")
     return design_from_arrays(y, X, Z, groups, missing=missing, weights=weights)
+
+
+def _resolve_options(options: FitOptions | None, reml, max_iter, optimizer) -> FitOptions:
+    if options is None:
+        return FitOptions(reml=reml, max_iter=max_iter, optimizer=optimizer)
+    given = {"reml": (reml, True), "max_iter": (max_iter, 500), "optimizer": (optimizer, None)}
+    clash = [k for k, (v, d) in given.items() if v is not d and v != d and v != getattr(options, k)]
+    if clash:
+        raise ValueError(
+            f"{clash} given both as arguments and (differently) in options=FitOptions(...): "
+            "set them in FitOptions only"
+        )
+    return options
+
+
+def _fit_rows(rows: ModelData, y: np.ndarray, options: FitOptions, mesh) -> FitResult:
+    """The compiled fit of ``rows``, on one device or with the rows split over ``mesh``."""
+    dtype = rows.X.dtype
+    if mesh is None:
+        return jax.tree.map(np.asarray, jit_fit_data(rows, jnp.asarray(y, dtype), options))
+    n = len(y)
+    size = -(-n // n_devices(mesh)) * n_devices(mesh)
+    padded = pad_data(rows, size)
+    placed, (y_placed,) = shard_rows(padded, [np.pad(np.asarray(y, dtype), (0, size - n))], mesh)
+    return to_host(jit_fit_data(placed, y_placed, options, n_obs=jnp.asarray(n, dtype)))
 
 
 def fit_reml(
@@ -72,6 +80,7 @@ def fit_reml(
     missing: str = "raise",
     memory_limit: int | None = None,
     options: FitOptions | None = None,
+    devices: Any = None,
 ) -> MixedModelResults:
     """Fits a linear mixed model by REML (default) or maximum likelihood.
 
@@ -108,6 +117,12 @@ def fit_reml(
             boundary handling, start); when given, its ``reml``, ``optimizer``
             and ``max_iter`` are used, and those arguments, if changed from
             their defaults, must agree with it (else ValueError).
+        devices: split the rows over several devices for the statistics
+            pass (each device sums its rows; XLA adds the sums): ``None``
+            (default: one device), a number of devices, a list of
+            ``jax.Device`` or a ``jax.sharding.Mesh``. Under
+            ``jax.distributed`` pass ``jax.devices()`` (every process's
+            devices) and call ``fit_reml`` in every process with the same data.
 
     Returns:
         A ``MixedModelResults``. A fit that did not converge has
@@ -117,20 +132,10 @@ def fit_reml(
     dtype = jnp.dtype(dtype)
     if dtype not in (jnp.dtype(jnp.float64), jnp.dtype(jnp.float32)):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
-    if options is None:
-        options = FitOptions(reml=reml, max_iter=max_iter, optimizer=optimizer)
-    else:
-        given = {"reml": (reml, True), "max_iter": (max_iter, 500), "optimizer": (optimizer, None)}
-        clash = [k for k, (v, d) in given.items() if v is not d and v != d and v != getattr(options, k)]
-        if clash:
-            raise ValueError(
-                f"{clash} given both as arguments and (differently) in options=FitOptions(...): "
-                "set them in FitOptions only"
-            )
+    options = _resolve_options(options, reml, max_iter, optimizer)
     with jax.enable_x64(True):
         rows = prepare(design, arrays, dtype=dtype, memory_limit=memory_limit)
-        result = jit_fit_data(rows, jnp.asarray(arrays.y, dtype), options)
-        result = jax.tree.map(np.asarray, result)
+        result = _fit_rows(rows, arrays.y, options, as_mesh(devices))
     if not bool(result.converged):
         warnings.warn(
             f"the fit did not converge: {RESULTS[result.result]} after {int(result.n_iter)} "
@@ -138,4 +143,4 @@ def fit_reml(
             ConvergenceWarning,
             stacklevel=2,
         )
-    return build_results(design, arrays, result, options.reml)
+    return build_results(design, arrays, result, options.reml, options)

@@ -24,6 +24,7 @@ import pandas as pd
 from ._api import ConvergenceWarning
 from ._design import Design, ModelArrays, build_design
 from ._fit import FitResult, jit_fit_data
+from ._many import bucket
 from ._mixed_loss import NeuralData, group_layout, jit_network_output
 from ._nn_results import FixedPart, MixedNNResults
 from ._optimise import RESULTS, FitOptions
@@ -44,13 +45,6 @@ def _features(design: Design, arrays: ModelArrays) -> tuple[np.ndarray, tuple[st
             "write them on the right of ~, e.g. 'y ~ x1 + x2 + (1 | g)'"
         )
     return arrays.X[:, keep], names
-
-
-def bucket(n: int) -> int:
-    """``n`` rounded up to four significant bits (at most 1/8 more): data sets of
-    similar size get the same padded size and so share compiled code."""
-    shift = max(0, int(n).bit_length() - 4)
-    return -(-int(n) >> shift) << shift
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:

@@ -140,7 +140,7 @@ def _factorize(phi: jax.Array, stats: ModelStatistics, zero: jax.Array | None) -
         t = jnp.zeros((0, m.shape[0]), phi.dtype)
         log_det_s = 0.0
     # Symmetrise: M is symmetric in exact arithmetic; round-off would bias the factor.
-    chol_m = jnp.linalg.cholesky(0.5 * (m + m.T))
+    chol_m = batched_cholesky(0.5 * (m + m.T))
     log_det_a = log_det_from_chol(chol1) + log_det_s
     return _Factorization(chol1, r1, s, t, log_det_a, chol_m, lams)
 

@@ -7,72 +7,24 @@ import math
 import warnings
 from typing import Any
 
+import equinox as eqx
+import jax
 import numpy as np
 import pandas as pd
 from formulaic.errors import DataMismatchWarning
 
+from ._bootstrap import BootstrapResults, as_jax, as_key, parametric_bootstrap
 from ._design import Design, FactorInfo, ModelArrays
 from ._fit import FitResult
-from ._optimise import RESULTS
+from ._names import theta_names, varcorr_table
+from ._optimise import RESULTS, FitOptions
+from ._simulate import simulate
+from ._statistics import prepare
 
-__all__ = ["MixedModelResults", "fixed_matrix", "random_part", "varcorr_table", "theta_names"]
+__all__ = ["MixedModelResults", "fixed_matrix", "random_part"]
 
 _Z975 = 1.959963984540054  # standard normal 97.5% quantile
-
-
-def varcorr_table(design: Design, lams: list[np.ndarray], sigma: float) -> pd.DataFrame:
-    """lme4's ``as.data.frame(VarCorr(m))``: one row per variance and covariance.
-
-    Terms in lme4's order; per term the variances in column order, then the
-    covariances of the lower triangle in column-major order (``sdcor`` holds
-    the correlation); last the ``Residual`` row with σ² and σ. Absent names
-    are ``None``.
-    """
-    rows = []
-    for f, t in design.report_order:
-        info = design.factors[f]
-        name, cols = info.term_names[t], info.term_columns[t]
-        start, stop = info.structure.term_slices[t]
-        lam_t = lams[f][start:stop, start:stop]
-        rel = lam_t @ lam_t.T  # σ-relative covariance: SDs and correlations need no σ²
-        rel_sd = np.sqrt(np.diag(rel))
-        with np.errstate(over="ignore", under="ignore"):
-            cov = np.float64(sigma) ** 2 * rel  # inf or 0 when σ² leaves float64's range
-        for i, c in enumerate(cols):
-            rows.append((name, c, None, cov[i, i], sigma * rel_sd[i]))
-        for j in range(len(cols)):
-            for i in range(j + 1, len(cols)):
-                denom = rel_sd[i] * rel_sd[j]
-                corr = rel[i, j] / denom if denom > 0 else float("nan")
-                rows.append((name, cols[j], cols[i], cov[i, j], corr))
-    with np.errstate(over="ignore", under="ignore"):
-        rows.append(("Residual", None, None, np.float64(sigma) ** 2, sigma))
-    grp, var1, var2, vcov, sdcor = zip(*rows, strict=True)
-    # Object columns keep None (not NaN) for absent names.
-    return pd.DataFrame(
-        {
-            "grp": pd.Series(grp, dtype=object),
-            "var1": pd.Series(var1, dtype=object),
-            "var2": pd.Series(var2, dtype=object),
-            "vcov": np.asarray(vcov, dtype=float),
-            "sdcor": np.asarray(sdcor, dtype=float),
-        }
-    )
-
-
-def theta_names(design: Design) -> list[str]:
-    """lme4's names of θ in lme4's order: ``Subject.Days`` (diagonal),
-    ``Subject.Days.(Intercept)`` (row, column); the intercept is lme4's
-    ``(Intercept)``, other columns keep formulaic's names."""
-    names = []
-    for f, t in design.report_order:
-        info = design.factors[f]
-        cols = ["(Intercept)" if c == "Intercept" else c for c in info.term_columns[t]]
-        size = len(cols)
-        for j in range(size):
-            for i in range(j, size):
-                names.append(f"{info.name}.{cols[i]}" if i == j else f"{info.name}.{cols[i]}.{cols[j]}")
-    return names
+_jit_simulate = eqx.filter_jit(simulate)
 
 
 def _factor_design(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
@@ -185,7 +137,10 @@ class MixedModelResults:
     ``n_dropped_rows`` (with ``missing="drop"``), ``dropped_columns``
     (aliased fixed-effect columns). ``optimizer_params``: the optimiser's φ
     (log-Cholesky parameters of the standardised Λ̃, −inf at a boundary);
-    ``fit_result``: the pure layer's :class:`~jaxmixed.core.FitResult`.
+    ``fit_result``: the pure layer's :class:`~jaxmixed.core.FitResult`;
+    ``arrays`` the numeric model it was fitted to and ``options`` the
+    :class:`FitOptions` it was fitted with (used by ``simulate`` and
+    ``bootstrap``).
     """
 
     fixed_effects: pd.Series
@@ -213,6 +168,8 @@ class MixedModelResults:
     formula: str | None
     design: Design = dataclasses.field(repr=False)
     fit_result: FitResult = dataclasses.field(repr=False)
+    arrays: ModelArrays | None = dataclasses.field(default=None, repr=False)
+    options: FitOptions | None = dataclasses.field(default=None, repr=False)
 
     @property
     def optimizer_params(self) -> np.ndarray:
@@ -244,13 +201,83 @@ class MixedModelResults:
         """Grouping factor name → number of levels."""
         return {f.name: f.n_levels for f in self.design.factors}
 
-    def conf_int(self, level: float = 0.95) -> pd.DataFrame:
-        """Wald confidence intervals of the fixed effects (normal quantiles)."""
+    def conf_int(
+        self,
+        level: float = 0.95,
+        method: str = "wald",
+        *,
+        n_boot: int = 1000,
+        key: Any = 0,
+        batch_size: int | None = None,
+        verbose: bool = True,
+    ) -> pd.DataFrame:
+        """Confidence intervals.
+
+        ``method="wald"`` (default): the fixed effects, ``β̂ ± z·SE`` (normal
+        quantiles; lme4's ``confint(method = "Wald")`` without its NA rows).
+        ``method="boot"``: percentile intervals of a parametric bootstrap of
+        ``n_boot`` replicates (``key``: a JAX key or an integer seed) for every
+        variance parameter (lme4's names), σ and the fixed effects, as lme4's
+        ``confint(m, method = "boot", oldNames = FALSE)``.
+        """
+        if method == "boot":
+            boot = self.bootstrap(n_boot, key, batch_size=batch_size, verbose=verbose)
+            return boot.conf_int(level)
+        if method != "wald":
+            raise ValueError(f"method must be 'wald' or 'boot', got {method!r}")
         z = _Z975 if level == 0.95 else _normal_quantile(0.5 + level / 2)
         lo = self.fixed_effects - z * self.fixed_effects_se
         hi = self.fixed_effects + z * self.fixed_effects_se
         pct = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
         return pd.DataFrame({f"{pct[0]:g}%": lo, f"{pct[1]:g}%": hi})
+
+    def _model(self):
+        if self.arrays is None or self.options is None:
+            raise ValueError("this result does not hold its data (it was not made by fit_reml)")
+        dtype = np.asarray(self.fit_result.beta).dtype
+        return prepare(self.design, self.arrays, dtype=dtype), as_jax(self.fit_result, dtype)
+
+    def simulate(self, n: int = 1, key: Any = 0) -> np.ndarray:
+        """``n`` responses (n, nobs) drawn from the fitted model (lme4's ``simulate``).
+
+        New random effects ``b = σ̂Λ̂u`` and residuals ``ε ~ N(0, σ̂²/w)`` in
+        every draw. ``key``: a JAX key or an integer seed; draw k uses
+        ``jax.random.fold_in(key, k)``.
+        """
+        with jax.enable_x64(True):
+            data, fitted = self._model()
+            return np.asarray(_jit_simulate(as_key(key), data, fitted, int(n)))
+
+    def bootstrap(
+        self,
+        n: int = 1000,
+        key: Any = 0,
+        *,
+        batch_size: int | None = None,
+        devices: Any = None,
+        verbose: bool = True,
+    ) -> BootstrapResults:
+        """Parametric bootstrap (lme4's ``bootMer``): ``n`` responses simulated
+        from the fit and each refitted with the same settings, in vmapped
+        chunks of ``batch_size`` (default: as many as fit in 512 MiB).
+
+        Returns a :class:`BootstrapResults` (replicate estimates,
+        ``conf_int(level)`` percentile intervals). ``devices``: split the
+        replicates over devices (see ``fit_reml``).
+        """
+        with jax.enable_x64(True):
+            data, fitted = self._model()
+            return parametric_bootstrap(
+                self.design,
+                data,
+                fitted,
+                self.options,
+                n,
+                as_key(key),
+                batch_size=batch_size,
+                devices=devices,
+                verbose=verbose,
+            )
 
     def predict(
         self,
@@ -380,7 +407,9 @@ def _normal_quantile(p: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def build_results(design: Design, arrays: ModelArrays, fit: FitResult, reml: bool) -> MixedModelResults:
+def build_results(
+    design: Design, arrays: ModelArrays, fit: FitResult, reml: bool, options: FitOptions | None = None
+) -> MixedModelResults:
     """Attaches names to the numbers of a fit (``fit``'s leaves as numpy arrays)."""
     names = list(design.fixed_names)
     beta = np.asarray(fit.beta, dtype=float)
@@ -437,4 +466,6 @@ def build_results(design: Design, arrays: ModelArrays, fit: FitResult, reml: boo
         formula=design.formula,
         design=design,
         fit_result=fit,
+        arrays=arrays,
+        options=FitOptions(reml=reml) if options is None else options,
     )

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._covariance import CovarianceStructure
+from ._design import Design, ModelArrays
 from ._linalg import PairSum
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "design_statistics",
     "model_data",
     "model_statistics",
+    "prepare",
     "response_statistics",
 ]
 
@@ -389,6 +391,25 @@ def model_data(
         weights=jnp.asarray(w, dtype),
         index=index,
         structures=tuple(structures),
+    )
+
+
+def prepare(
+    design: Design, arrays: ModelArrays, *, dtype=jnp.float64, memory_limit: int | None = None
+) -> ModelData:
+    """The pure layer's :class:`ModelData` of a validated design (host side).
+
+    Call inside ``with jax.enable_x64(True):`` for float64.
+    """
+    return model_data(
+        arrays.X,
+        arrays.Z,
+        arrays.codes,
+        [f.n_levels for f in design.factors],
+        design.structures,
+        weights=arrays.weights,
+        dtype=dtype,
+        memory_limit=memory_limit,
     )
 
 
