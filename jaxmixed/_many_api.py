@@ -304,12 +304,12 @@ def _fit_responses(design, arrays, ys, reasons, options, dtype, batch_size, mesh
         batch_size = _batch_size(batch_size, len(ys), per_fit_bytes(rows), devices)
         host_ys = ys.astype(np.dtype(dtype))
 
-        def run(ids: np.ndarray) -> FitResult:
+        def run(ids: np.ndarray, options: FitOptions) -> FitResult:
             chunk = shard_batch(host_ys[ids], mesh)
             return to_host(jit_fit_responses(stats, chunk, options))
 
         progress = Progress(len(ys), "fit", verbose and len(ys) > batch_size)
-        return run_chunks(len(ys), batch_size, run, progress=progress)
+        return run_chunks(len(ys), batch_size, run, options, progress=progress)
 
 
 def _batch_size(batch_size: int | None, n_fits: int, per_fit: int, devices: int) -> int:
@@ -383,12 +383,12 @@ def fit_reml_stacked(
         batch_size = _batch_size(batch_size, len(pairs), per_fit, n_devices(mesh))
         host = jax.tree.map(np.asarray, stacked)
 
-        def run(ids: np.ndarray) -> FitResult:
+        def run(ids: np.ndarray, options: FitOptions) -> FitResult:
             chunk = shard_batch((jax.tree.map(lambda a: a[ids], host), ys[ids], n_obs[ids]), mesh)
             return to_host(jit_fit_stacked(*chunk, options))
 
         progress = Progress(len(pairs), "fit", verbose and len(pairs) > batch_size)
-        fits = run_chunks(len(pairs), batch_size, run, progress=progress)
+        fits = run_chunks(len(pairs), batch_size, run, options, progress=progress)
     source = _Source(
         [d for d, _ in pairs],
         [a for _, a in pairs],

@@ -24,6 +24,7 @@ shards its own devices hold, and results are gathered with
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,14 +51,19 @@ def as_mesh(devices: Any) -> Mesh | None:
         return devices
     if isinstance(devices, bool):
         raise TypeError("devices must be None, a number of devices, a list of devices or a Mesh")
-    if isinstance(devices, int):
+    if isinstance(devices, numbers.Integral):  # int or a numpy integer
         available = jax.devices()
         if not 1 <= devices <= len(available):
             raise ValueError(f"devices={devices}, but {len(available)} device(s) are available")
-        devices = available[:devices]
-    devices = list(devices)
+        devices = available[: int(devices)]
+    try:
+        devices = list(devices)
+    except TypeError:  # not iterable (a float, ...)
+        devices = None
     if not devices or not all(isinstance(d, jax.Device) for d in devices):
         raise TypeError("devices must be None, a number of devices, a list of jax devices or a Mesh")
+    if len(set(devices)) < len(devices):
+        raise ValueError(f"devices lists a device more than once: {devices}")
     return Mesh(np.asarray(devices), ("devices",))
 
 
