@@ -18,7 +18,7 @@ from ._results import MixedModelResults, build_results
 from ._sharding import as_mesh, n_devices, shard_rows, to_host
 from ._statistics import ModelData, prepare
 
-__all__ = ["ConvergenceWarning", "fit_reml", "prepare"]  # prepare: re-exported for jaxmixed.core
+__all__ = ["ConvergenceWarning", "fit_reml"]
 
 
 class ConvergenceWarning(UserWarning):

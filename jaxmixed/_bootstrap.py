@@ -143,11 +143,11 @@ def parametric_bootstrap(
     stats = replicate(_jit_design_statistics(data), mesh)
     data_r, fitted_r = replicate((data, fitted), mesh)
 
-    def run(ids: np.ndarray, options: FitOptions) -> FitResult:
+    def run(ids: np.ndarray) -> FitResult:
         draws = shard_batch(np.asarray(ids, np.int32), mesh)
         return to_host(_jit_chunk(stats, data_r, fitted_r, key, draws, options))
 
-    fits = run_chunks(n, batch_size, run, options, progress=Progress(n, "replicate", verbose))
+    fits = run_chunks(n, batch_size, run, progress=Progress(n, "replicate", verbose))
     names = parameter_names(design) + list(design.fixed_names)
     return BootstrapResults(
         replicates=pd.DataFrame(_estimates(design, fits), columns=names),

@@ -46,7 +46,6 @@ from ._covariance import diagonal_mask
 from ._objective import lambdas, scale_correction, solve, standard_criterion
 from ._optimise import (
     _CONSTANT,
-    _MAX_STEPS,
     _SKIPPED,
     RESULTS,
     FitOptions,
@@ -79,9 +78,6 @@ class FitResult(eqx.Module):
         result: a ``RESULTS`` item (why the optimiser stopped).
         n_iter: iterations over all optimisations (main and boundary trials).
         grad_norm: largest |∂d/∂φ| over the free entries, standardised criterion.
-        limit_hit: some optimisation of the fit (main or boundary trial)
-            stopped at ``max_iter``, kept or not (batched fitting refits these
-            with a higher limit: see ``_many.run_chunks``).
     """
 
     theta: jax.Array
@@ -97,7 +93,6 @@ class FitResult(eqx.Module):
     result: RESULTS
     n_iter: jax.Array
     grad_norm: jax.Array
-    limit_hit: jax.Array
 
     @property
     def converged(self) -> jax.Array:
@@ -118,7 +113,6 @@ class _Optimum(eqx.Module):
     n_iter: jax.Array
     code: jax.Array
     revisit: jax.Array | bool = False  # a release was kept: sweep the zeros again
-    limit_hit: jax.Array | bool = False  # some optimisation stopped at max_iter
 
 
 def _diagonal_positions(stats: ModelStatistics) -> np.ndarray:
@@ -197,12 +191,9 @@ def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: ja
     better = jnp.where(release, res.value < cur.value - margin, res.value <= cur.value + margin)
     keep = main | ((res.code != _SKIPPED) & jnp.isfinite(res.value) & better)
     ran = jnp.where(res.code == _SKIPPED, 0, res.n_iter)
-    new = _Optimum(
-        res.params, zero, res.value, res.grad, cur.n_iter, res.code, cur.revisit | release, cur.limit_hit
-    )
+    new = _Optimum(res.params, zero, res.value, res.grad, cur.n_iter, res.code, cur.revisit | release)
     out = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, cur)
-    limit_hit = cur.limit_hit | (res.code == _MAX_STEPS)
-    return eqx.tree_at(lambda o: (o.n_iter, o.limit_hit), out, (cur.n_iter + ran, limit_hit))
+    return eqx.tree_at(lambda o: o.n_iter, out, cur.n_iter + ran)
 
 
 def _optimize(stats: ModelStatistics, options: FitOptions) -> _Optimum:
@@ -218,21 +209,11 @@ def _optimize(stats: ModelStatistics, options: FitOptions) -> _Optimum:
     masks, kinds = _trials(stats, options.boundary)
     int0 = jnp.zeros((), jnp.int32)
     inf = jnp.asarray(jnp.inf, dtype)
-    false = jnp.zeros((), bool)
-    start = _Optimum(phi0, nothing, inf, jnp.zeros_like(phi0), int0, int0, false, false)
+    start = _Optimum(phi0, nothing, inf, jnp.zeros_like(phi0), int0, int0, jnp.zeros((), bool))
     if options.optimizer is not None:
         fun = lambda x: standard_criterion(x, stats, options.reml, nothing)  # noqa: E731
         main = _optax_minimize(fun, phi0, options.optimizer, options.max_iter, gtol, ftol)
-        start = _Optimum(
-            main.params,
-            nothing,
-            main.value,
-            main.grad,
-            main.n_iter,
-            main.code,
-            false,
-            main.code == _MAX_STEPS,
-        )
+        start = _Optimum(main.params, nothing, main.value, main.grad, main.n_iter, main.code, start.revisit)
         masks, kinds = masks[1:], kinds[1:]
     if len(masks) == 0:
         return start
@@ -321,7 +302,6 @@ def _map_back(stats: ModelStatistics, opt: _Optimum, options: FitOptions) -> Fit
         result=results_from_code(code),
         n_iter=opt.n_iter,
         grad_norm=jnp.max(jnp.abs(free_grad), initial=0.0),
-        limit_hit=jnp.asarray(opt.limit_hit, bool),
     )
     return _nan_where(constant, result)
 

@@ -20,7 +20,6 @@ slowest member's iterations times one batched evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
@@ -237,77 +236,50 @@ def bucket(n: int) -> int:
     return -(-int(n) >> shift) << shift
 
 
-def default_batch_size(n_fits: int, per_fit_bytes: int, *, budget: int = 2**29, multiple: int = 1) -> int:
-    """Fits per vmapped chunk: all of them when they fit in ``budget`` bytes
-    (512 MiB), else as many as do; a multiple of ``multiple`` (the devices)."""
-    size = max(1, min(n_fits, budget // max(per_fit_bytes, 1)))
+# On a CPU, chunks beyond about a thousand small fits leave the caches and get no
+# faster per fit (measured on sleepstudy-sized fits); accelerators take all that fit.
+CPU_BATCH_LIMIT = 1024
+
+
+def default_batch_size(
+    n_fits: int, per_fit_bytes: int, *, budget: int = 2**29, multiple: int = 1, platform: str | None = None
+) -> int:
+    """Fits per vmapped chunk: as many as fit in ``budget`` bytes (512 MiB), at
+    most ``CPU_BATCH_LIMIT`` on a CPU; a multiple of ``multiple`` (the devices).
+    A single chunk is rounded up to four significant bits so that similar
+    numbers of fits share compiled code."""
+    platform = jax.default_backend() if platform is None else platform
+    limit = CPU_BATCH_LIMIT if platform == "cpu" else n_fits
+    size = max(1, min(n_fits, limit, budget // max(per_fit_bytes, 1)))
     size = bucket(size) if size == n_fits else size
     return -(-size // multiple) * multiple
-
-
-def _chunks(n_fits: int, batch_size: int, run_chunk, progress: Progress | None) -> FitResult:
-    parts = []
-    for start in range(0, n_fits, batch_size):
-        ids = np.arange(start, min(start + batch_size, n_fits))
-        filled = np.concatenate([ids, np.full(batch_size - len(ids), ids[0])])
-        real = len(ids)
-        parts.append(jax.tree.map(lambda a, m=real: np.asarray(a)[:m], run_chunk(filled)))
-        if progress is not None:
-            progress.update(real)
-    return jax.tree.map(lambda *a: np.concatenate(a), *parts)
-
-
-# Batched fits this many or more go in two passes (see run_chunks).
-TWO_PASS_FITS = 2048
-# The first pass's iteration limit per optimisation.
-FIRST_PASS_ITER = 40
 
 
 def run_chunks(
     n_fits: int,
     batch_size: int,
-    run_chunk: Callable[[np.ndarray, FitOptions], FitResult],
-    options: FitOptions,
+    run_chunk: Callable[[np.ndarray], FitResult],
     *,
     progress: Progress,
 ) -> FitResult:
     """Fits ``0 … n_fits−1`` in chunks of ``batch_size`` (host loop).
 
-    ``run_chunk(ids, options)`` fits the ``batch_size`` fits numbered ``ids``
-    (the last chunk is filled up by repeating its first id, so every chunk
-    has the same shape and one compiled program serves all) and returns
-    their :class:`FitResult` as numpy arrays. Returns every leaf stacked to
+    ``run_chunk(ids)`` fits the ``batch_size`` fits numbered ``ids`` (the last
+    chunk is filled up by repeating its first id, so every chunk has the same
+    shape and one compiled program serves all) and returns their
+    :class:`FitResult` as numpy arrays. Returns every leaf stacked to
     ``n_fits`` along axis 0.
-
-    Under ``jax.vmap`` a chunk's loop runs until its slowest fit stops, and
-    iteration counts have a long tail (on sleepstudy-sized fits: median 9,
-    99th percentile about 90). So many fits (``TWO_PASS_FITS`` or more) go in
-    two passes: first every fit with ``FIRST_PASS_ITER`` iterations per
-    optimisation; then the few whose some optimisation reached that limit
-    (``FitResult.limit_hit``) again from the start with ``options.max_iter``,
-    in a chunk of their own. A fit that stopped below the limit ran exactly
-    as it would have with the full limit, so the results are the same as one
-    pass.
     """
-    if n_fits < TWO_PASS_FITS or options.max_iter <= FIRST_PASS_ITER or options.optimizer is not None:
-        fits = _chunks(n_fits, batch_size, lambda ids: run_chunk(ids, options), progress)
-        progress.close()
-        return fits
-    capped = dataclasses.replace(options, max_iter=FIRST_PASS_ITER)
-    fits = _chunks(n_fits, batch_size, lambda ids: run_chunk(ids, capped), progress)
+    parts = []
+    for start in range(0, n_fits, batch_size):
+        ids = np.arange(start, min(start + batch_size, n_fits))
+        filled = np.concatenate([ids, np.full(batch_size - len(ids), ids[0])])
+        out = run_chunk(filled)
+        real = len(ids)
+        parts.append(jax.tree.map(lambda a, m=real: np.asarray(a)[:m], out))
+        progress.update(len(ids))
     progress.close()
-    redo = np.flatnonzero(np.asarray(fits.limit_hit))
-    if len(redo):
-        size = min(batch_size, bucket(len(redo)))
-        again = _chunks(len(redo), size, lambda ids: run_chunk(redo[ids], options), None)
-        fits = jax.tree.map(lambda a, b: _set_rows(a, redo, b), fits, again)
-    return fits
-
-
-def _set_rows(a: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-    out = np.array(a, copy=True)
-    out[rows] = values
-    return out
+    return jax.tree.map(lambda *a: np.concatenate(a), *parts)
 
 
 def per_fit_bytes(data: ModelData) -> int:

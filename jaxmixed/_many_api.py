@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -51,13 +51,12 @@ _PLACEHOLDER = "__jaxmixed_response__"
 
 @dataclasses.dataclass(frozen=True)
 class _Source:
-    """What ``FitTable.result(k)`` needs: per fit its design and arrays."""
+    """What ``FitTable.result(k)`` needs: ``model(k)`` gives fit k's design and
+    arrays (built when asked: thousands of fits need only the table)."""
 
-    designs: Sequence[Design]
-    arrays: Sequence[ModelArrays]
+    model: Callable[[int], tuple[Design, ModelArrays]]
     fits: FitResult
     options: FitOptions
-    n_levels: Sequence[Sequence[int]]
 
 
 class FitTable(pd.DataFrame):
@@ -89,15 +88,14 @@ class FitTable(pd.DataFrame):
             raise IndexError(f"fit {k} is out of range for {len(self)} fits")
         pos = int(pos)
         one = jax.tree.map(lambda a: np.asarray(np.asarray(a)[pos]), source.fits)  # 0-d arrays, not scalars
-        levels = source.n_levels[pos]
+        design, arrays = source.model(pos)
+        levels = [f.n_levels for f in design.factors]
         one = dataclasses.replace(
             one,
             b=tuple(b[:j] for b, j in zip(one.b, levels, strict=True)),
             b_cov=tuple(c[:j] for c, j in zip(one.b_cov, levels, strict=True)),
         )
-        return build_results(
-            source.designs[pos], source.arrays[pos], one, source.options.reml, source.options
-        )
+        return build_results(design, arrays, one, source.options.reml, source.options)
 
 
 def _table(
@@ -265,16 +263,15 @@ def fit_reml_many(
     options = _resolve_options(options, reml, max_iter, None)
     reasons = _screen(ys)
     fits = _fit_responses(design, arrays, ys, reasons, options, dtype, batch_size, as_mesh(devices), verbose)
-    designs, per_arrays = [], []
-    for k, label in enumerate(labels):
-        name = str(label)
-        d = dataclasses.replace(
-            design, response=name, formula=None if formula is None else _with_response(formula, name)
+
+    def model(k: int) -> tuple[Design, ModelArrays]:
+        name = str(labels[k])
+        formula_k = None if formula is None else _with_response(formula, name)
+        return dataclasses.replace(design, response=name, formula=formula_k), dataclasses.replace(
+            arrays, y=ys[k]
         )
-        designs.append(d)
-        per_arrays.append(dataclasses.replace(arrays, y=ys[k]))
-    levels = [[f.n_levels for f in design.factors]] * len(labels)
-    source = _Source(designs, per_arrays, fits, options, levels)
+
+    source = _Source(model, fits, options)
     _warn_unconverged(fits, reasons)
     return _table(design, fits, labels, reasons, source)
 
@@ -304,12 +301,12 @@ def _fit_responses(design, arrays, ys, reasons, options, dtype, batch_size, mesh
         batch_size = _batch_size(batch_size, len(ys), per_fit_bytes(rows), devices)
         host_ys = ys.astype(np.dtype(dtype))
 
-        def run(ids: np.ndarray, options: FitOptions) -> FitResult:
+        def run(ids: np.ndarray) -> FitResult:
             chunk = shard_batch(host_ys[ids], mesh)
             return to_host(jit_fit_responses(stats, chunk, options))
 
         progress = Progress(len(ys), "fit", verbose and len(ys) > batch_size)
-        return run_chunks(len(ys), batch_size, run, options, progress=progress)
+        return run_chunks(len(ys), batch_size, run, progress=progress)
 
 
 def _batch_size(batch_size: int | None, n_fits: int, per_fit: int, devices: int) -> int:
@@ -383,19 +380,13 @@ def fit_reml_stacked(
         batch_size = _batch_size(batch_size, len(pairs), per_fit, n_devices(mesh))
         host = jax.tree.map(np.asarray, stacked)
 
-        def run(ids: np.ndarray, options: FitOptions) -> FitResult:
+        def run(ids: np.ndarray) -> FitResult:
             chunk = shard_batch((jax.tree.map(lambda a: a[ids], host), ys[ids], n_obs[ids]), mesh)
             return to_host(jit_fit_stacked(*chunk, options))
 
         progress = Progress(len(pairs), "fit", verbose and len(pairs) > batch_size)
-        fits = run_chunks(len(pairs), batch_size, run, options, progress=progress)
-    source = _Source(
-        [d for d, _ in pairs],
-        [a for _, a in pairs],
-        fits,
-        options,
-        [[f.n_levels for f in d.factors] for d, _ in pairs],
-    )
+        fits = run_chunks(len(pairs), batch_size, run, progress=progress)
+    source = _Source(lambda k: pairs[k], fits, options)
     _warn_unconverged(fits, {})
     return _table(first, fits, pd.RangeIndex(len(pairs), name="dataset"), {}, source)
 

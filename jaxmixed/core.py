@@ -27,6 +27,13 @@ The pipeline, in the order a reader meets it:
    the unprofiled deviance of a minibatch of whole groups (``group_layout``);
    ``fit_at(stats, phi)``: the :class:`FitResult` at trained parameters.
 
+7. Many fits (``_many``): ``fit_responses(design, ys, options)``, one vmapped
+   fit per response over shared design statistics; ``stack_data`` and
+   ``fit_stacked`` for data sets of one model padded to common sizes
+   (``pad_data``: rows, levels and cross entries that add nothing).
+8. Simulation (``_simulate``): ``simulate(key, data, result, n)`` draws
+   responses from a fitted model (draw k from ``fold_in(key, k)``).
+
 Covariance parameterisation: ``CovarianceStructure`` (which entries of a
 factor's Λ are free; ``structure_for_terms`` builds one from the sizes of a
 factor's terms), ``lambda_from_phi``, ``theta_from_phi``, ``phi_from_theta``.
@@ -35,7 +42,6 @@ Call these inside ``with jax.enable_x64(True):`` for float64 (``fit_reml``
 does so itself).
 """
 
-from ._api import prepare
 from ._covariance import (
     CovarianceStructure,
     lambda_from_phi,
@@ -46,6 +52,7 @@ from ._covariance import (
 from ._design import Design, ModelArrays, build_design, design_from_arrays
 from ._fit import FitResult, fit, fit_at, fit_data
 from ._formula import ParsedFormula, RandomTerm, parse_formula
+from ._many import fit_responses, fit_stacked, pad_data, stack_data
 from ._mixed_loss import (
     GroupLayout,
     NeuralData,
@@ -57,6 +64,7 @@ from ._mixed_loss import (
 )
 from ._objective import Solution, objective, solve, standard_criterion
 from ._optimise import RESULTS, FitOptions, OptimizeResult, minimize
+from ._simulate import factor_codes, simulate, simulate_one
 from ._statistics import (
     DesignIndex,
     DesignStatistics,
@@ -67,10 +75,18 @@ from ._statistics import (
     design_statistics,
     model_data,
     model_statistics,
+    prepare,
     response_statistics,
 )
 
 __all__ = [
+    "stack_data",
+    "simulate_one",
+    "simulate",
+    "pad_data",
+    "fit_stacked",
+    "fit_responses",
+    "factor_codes",
     "RESULTS",
     "CovarianceStructure",
     "Design",

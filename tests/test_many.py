@@ -203,22 +203,8 @@ def test_padding_changes_nothing_in_the_statistics():
 
 def test_batch_sizes():
     assert bucket(1000) == 1024 and bucket(17) == 18 and bucket(8) == 8
-    assert default_batch_size(1000, 10**6) == 536  # 512 MiB of 1 MB fits
+    assert default_batch_size(1000, 10**6, platform="gpu") == 536  # 512 MiB of 1 MB fits
+    assert default_batch_size(5000, 100, platform="cpu") == 1024
+    assert default_batch_size(5000, 100, platform="gpu") == 5120
     assert default_batch_size(10, 100) == 10
     assert default_batch_size(10, 100, multiple=4) == 12
-
-
-def test_two_passes_give_the_one_pass_fits(monkeypatch, sleep_responses):
-    """Many fits run first with a low iteration limit, the stragglers again in full:
-    every fit equals its one-pass fit (a fit below the limit ran identically)."""
-    import jaxmixed._many as many
-
-    data, _ = sleep_responses
-    m = jm.fit_reml(FORMULA, data)
-    sims = m.simulate(24, key=0)
-    one_pass = jm.fit_reml_many(FORMULA, data, responses=sims.T, batch_size=8, verbose=False)
-    monkeypatch.setattr(many, "TWO_PASS_FITS", 8)
-    monkeypatch.setattr(many, "FIRST_PASS_ITER", 8)
-    two_pass = jm.fit_reml_many(FORMULA, data, responses=sims.T, batch_size=8, verbose=False)
-    assert (one_pass.n_iter > 8).any(), "some fits should need the second pass"
-    pd.testing.assert_frame_equal(two_pass, one_pass, rtol=1e-12)
