@@ -291,7 +291,7 @@ def _map_back(stats: ModelStatistics, opt: _Optimum, options: FitOptions) -> Fit
     result = FitResult(
         theta=theta,
         phi=jnp.where(opt.zero, -jnp.inf, opt.phi),
-        at_boundary=opt.zero,
+        at_boundary=opt.zero & ~constant,  # the optimiser ran on round-off: nothing to report
         lambdas=lams,
         beta=beta,
         vcov_beta=vcov,
@@ -300,7 +300,7 @@ def _map_back(stats: ModelStatistics, opt: _Optimum, options: FitOptions) -> Fit
         b_cov=b_cov,
         objective=sol.criterion + scale_correction(stats, options.reml),
         result=results_from_code(code),
-        n_iter=opt.n_iter,
+        n_iter=jnp.where(constant, 0, opt.n_iter),
         grad_norm=jnp.max(jnp.abs(free_grad), initial=0.0),
     )
     return _nan_where(constant, result)

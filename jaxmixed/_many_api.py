@@ -194,6 +194,8 @@ def _screen(ys: np.ndarray) -> dict[int, str]:
     for k, bad in enumerate((~np.isfinite(ys)).sum(axis=1)):
         if bad:
             reasons[k] = f"not fitted: the response has {bad} missing or non-finite value(s)"
+        elif np.ptp(ys[k]) == 0:  # screened here: its fit would run on round-off and hold up its chunk
+            reasons[k] = f"not fitted: {RESULTS[RESULTS.constant_response]}"
     return reasons
 
 
