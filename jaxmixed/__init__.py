@@ -5,7 +5,11 @@ The user level is re-exported here: :func:`fit_reml` and its
 enumeration :class:`RESULTS` and the :class:`FitOptions`; and the mixed
 models with a learned fixed part: :func:`fit_mixed_nn` (an equinox network,
 trained jointly or by EM), :func:`fit_mixed_em` (EM around any regressor),
-their :class:`MixedNNResults` and :class:`TrainOptions`. The pure layer that
+their :class:`MixedNNResults` and :class:`TrainOptions`; many fits as one
+computation: :func:`fit_reml_many` (many responses over one design) and
+:func:`fit_reml_stacked` (many data sets of one model), returning a
+:class:`FitTable`, and the :class:`BootstrapResults` of
+``MixedModelResults.bootstrap``. The pure layer that
 the next capabilities build on (statistics, objective, the pure fit and its
 result, the covariance parameterisation) lives in :mod:`jaxmixed.core`.
 """
@@ -22,7 +26,7 @@ from ._optimise import RESULTS, FitOptions
 from ._results import MixedModelResults
 from ._train import TrainOptions
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "BootstrapResults",

@@ -233,8 +233,8 @@ def fit_reml_many(
         y, X, Z, groups, weights: array input as in :func:`fit_reml`, with
             ``y`` an (n, K) response matrix.
         batch_size: fits per vmapped chunk (default: as many as fit in
-            512 MiB); every chunk has this size, so one compiled program serves
-            all. A progress bar over chunks shows on long runs.
+            512 MiB, at most 1,024 on a CPU); every chunk has this size, so one
+            compiled program serves all. A progress bar shows on long runs.
         devices: split the responses of each chunk (and the rows of the design's
             statistics pass) over devices: a number, a list of devices or a
             ``jax.sharding.Mesh`` (see :func:`fit_reml`).
