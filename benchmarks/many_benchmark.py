@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _format import fmt_s  # benchmarks/ is the script's folder, first on sys.path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -570,20 +571,6 @@ def objective_check(jm_obj, ref_obj) -> dict:
         "missing": int((~ok).sum()),
         "worst": int(np.flatnonzero(ok)[np.argmax(rel)]) if rel.size else -1,
     }
-
-
-def fmt_s(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if x >= 100:
-        return f"{x:.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    if x >= 1:
-        return f"{x:.2f}"
-    if x >= 0.01:
-        return f"{x:.3f}"
-    return f"{x:.2g}"
 
 
 def mib(b) -> str:

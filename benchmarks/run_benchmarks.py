@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _format import fmt_s  # benchmarks/ is the script's folder, first on sys.path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -804,20 +805,6 @@ def plot_scaling(rows: list[dict], path: Path) -> None:
 # --------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------
-
-
-def fmt_s(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if x >= 100:
-        return f"{x:.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    if x >= 1:
-        return f"{x:.2f}"
-    if x >= 0.01:
-        return f"{x:.3f}"
-    return f"{x:.2g}"
 
 
 def fmt_rel(x) -> str:

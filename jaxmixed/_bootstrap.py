@@ -19,7 +19,14 @@ import pandas as pd
 
 from ._design import Design
 from ._fit import FitResult
-from ._many import default_batch_size, fit_responses, per_fit_bytes, run_chunks
+from ._many import (
+    default_batch_size,
+    fit_responses,
+    fit_responses_screened,
+    per_fit_bytes,
+    refit_batch_size,
+    run_chunks,
+)
 from ._names import parameter_names, parameter_values
 from ._optimise import FitOptions
 from ._progress import Progress
@@ -108,7 +115,20 @@ def _chunk(
     return fit_responses(design, ys, options)
 
 
+def _screened_chunk(
+    design: DesignStatistics,
+    data: ModelData,
+    fitted: FitResult,
+    key: jax.Array,
+    draws: jax.Array,
+    options: FitOptions,
+) -> tuple[FitResult, jax.Array]:
+    ys = simulate_draws(key, draws, data, fitted)
+    return fit_responses_screened(design, ys, options)
+
+
 _jit_chunk = eqx.filter_jit(_chunk)
+_jit_screened_chunk = eqx.filter_jit(_screened_chunk)
 _jit_design_statistics = eqx.filter_jit(design_statistics)
 
 
@@ -143,11 +163,23 @@ def parametric_bootstrap(
     stats = replicate(_jit_design_statistics(data), mesh)
     data_r, fitted_r = replicate((data, fitted), mesh)
 
-    def run(ids: np.ndarray) -> FitResult:
+    def full(ids: np.ndarray) -> FitResult:
         draws = shard_batch(np.asarray(ids, np.int32), mesh)
         return to_host(_jit_chunk(stats, data_r, fitted_r, key, draws, options))
 
-    fits = run_chunks(n, batch_size, run, progress=Progress(n, "replicate", verbose))
+    def screened(ids: np.ndarray) -> tuple[FitResult, np.ndarray]:
+        draws = shard_batch(np.asarray(ids, np.int32), mesh)
+        return to_host(_jit_screened_chunk(stats, data_r, fitted_r, key, draws, options))
+
+    progress = Progress(n, "replicate", verbose)
+    fits = run_chunks(
+        n,
+        batch_size,
+        full,
+        progress=progress,
+        screened=screened if options.boundary else None,
+        refit_size=refit_batch_size(batch_size, multiple),
+    )
     names = parameter_names(design) + list(design.fixed_names)
     return BootstrapResults(
         replicates=pd.DataFrame(_estimates(design, fits), columns=names),

@@ -31,9 +31,11 @@ from ._fit import FitResult
 from ._many import (
     default_batch_size,
     jit_fit_responses,
+    jit_fit_responses_screened,
     jit_fit_stacked,
     pad_data,
     per_fit_bytes,
+    refit_batch_size,
     run_chunks,
     stack_data,
 )
@@ -303,12 +305,21 @@ def _fit_responses(design, arrays, ys, reasons, options, dtype, batch_size, mesh
         batch_size = _batch_size(batch_size, len(ys), per_fit_bytes(rows), devices)
         host_ys = ys.astype(np.dtype(dtype))
 
-        def run(ids: np.ndarray) -> FitResult:
-            chunk = shard_batch(host_ys[ids], mesh)
-            return to_host(jit_fit_responses(stats, chunk, options))
+        def full(ids: np.ndarray) -> FitResult:
+            return to_host(jit_fit_responses(stats, shard_batch(host_ys[ids], mesh), options))
+
+        def screened(ids: np.ndarray) -> tuple[FitResult, np.ndarray]:
+            return to_host(jit_fit_responses_screened(stats, shard_batch(host_ys[ids], mesh), options))
 
         progress = Progress(len(ys), "fit", verbose and len(ys) > batch_size)
-        return run_chunks(len(ys), batch_size, run, progress=progress)
+        return run_chunks(
+            len(ys),
+            batch_size,
+            full,
+            progress=progress,
+            screened=screened if options.boundary else None,
+            refit_size=refit_batch_size(batch_size, devices),
+        )
 
 
 def _batch_size(batch_size: int | None, n_fits: int, per_fit: int, devices: int) -> int:

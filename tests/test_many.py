@@ -208,3 +208,23 @@ def test_batch_sizes():
     assert default_batch_size(5000, 100, platform="gpu") == 5120
     assert default_batch_size(10, 100) == 10
     assert default_batch_size(10, 100, multiple=4) == 12
+
+
+def test_screened_first_pass_equals_the_full_fits(sleep_responses):
+    """fit_reml_many fits without the boundary trials first and refits only the fits
+    whose screen says a trial could change them: every fit equals the full fit."""
+    from jaxmixed._many import jit_fit_responses
+
+    data, _ = sleep_responses
+    m = jm.fit_reml(FORMULA, data)
+    sims = m.simulate(48, key=3)
+    table = jm.fit_reml_many(FORMULA, data, responses=sims.T, batch_size=16, verbose=False)
+    design, arrays = core.build_design(FORMULA, data)
+    with jax.enable_x64(True):
+        stats = core.design_statistics(core.prepare(design, arrays))
+        full = jax.tree.map(np.asarray, jit_fit_responses(stats, jnp.asarray(sims), core.FitOptions()))
+    assert full.singular.any(), "some replicates should be boundary fits"
+    np.testing.assert_allclose(table.objective.to_numpy(), full.objective, rtol=1e-12)
+    np.testing.assert_array_equal(table.singular.to_numpy(), full.singular)
+    np.testing.assert_array_equal(table.n_iter.to_numpy(), full.n_iter)
+    np.testing.assert_allclose(table.Days.to_numpy(), full.beta[:, 1], rtol=1e-10)
