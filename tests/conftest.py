@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -12,6 +13,14 @@ import pytest
 # float32 and float64 must never mix silently: every test runs with JAX's strict
 # dtype promotion (an implicit promotion is an error).
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# The suite compiles the same programs in many modules (the per-module cache clearing
+# below drops them) and in both pytest-xdist workers and the subprocess tests: a
+# persistent compilation cache under .pytest_cache (git-ignored) compiles each once.
+_CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))  # inherited by subprocesses
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 DATA = Path(__file__).parent / "data"
 
