@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-quick bench-real clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check jaxmixed tests benchmarks examples
 
-bench: $(STAMP)
-	$(PY) benchmarks/run_benchmarks.py
+bench: $(STAMP)  # the full peer comparison (about 22 minutes on 2 cores)
+	$(PY) -m benchmarks
+
+bench-quick: $(STAMP)  # the library's kernels against the previous results/quick.json (about a minute)
+	$(PY) -m benchmarks --suite quick
+
+bench-real: $(STAMP)  # mlmRev's models, jaxmixed against lme4 (needs R with lme4 and mlmRev)
+	$(PY) -m benchmarks --suite real
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,7 +20,7 @@ The processes alternate (before, after, before, after: 2 processes per tree
 per case by default) so that drift of the machine affects both trees, and the
 table reports the median over a tree's processes. The data of a case are made
 once (with the after tree's ``jaxmixed`` for the bundled datasets), by
-``run_benchmarks.make_data``, and every process reads the same pickle.
+``benchmarks.cases.make_data``, and every process reads the same pickle.
 
 Writes ``benchmarks/results/before_after.md`` (the table, also printed) and
 ``benchmarks/results/before_after.json`` (every number).
@@ -52,9 +52,13 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# The benchmarks package, one level up. Appended, not prepended: a worker must
+# import jaxmixed from its tree (PYTHONPATH), never from this checkout.
+sys.path.append(str(HERE.parent))
 
-import run_benchmarks as rb  # noqa: E402  (the case definitions and data)
+from benchmarks import cases  # noqa: E402  (the case definitions and data)
+from benchmarks._format import fmt_s  # noqa: E402
+from benchmarks.measure import timed_repeats, vm_hwm  # noqa: E402
 
 RESULTS = HERE / "results"
 TREES = ("before", "after")
@@ -93,7 +97,7 @@ def worker(spec_path: str, out_path: str) -> None:
         first = time.perf_counter() - t0
 
         values: list[float] = []
-        times = rb._timed_repeats(
+        times = timed_repeats(
             lambda: values.append(float(jaxmixed.fit_reml(formula, data=df).objective)),
             min_repeats=1,
             max_repeats=spec["repeats"],
@@ -112,15 +116,15 @@ def worker(spec_path: str, out_path: str) -> None:
         "jaxmixed_file": str(where),
         "warnings": sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught}),
         "versions": {"jax": jax.__version__, "jaxmixed": getattr(jaxmixed, "__version__", "")},
-        "peak_rss_bytes": rb.vm_hwm(),
+        "peak_rss_bytes": vm_hwm(),
     }
     Path(out_path).write_text(json.dumps(result))
 
 
 def make_data_main(key: str, out_path: str, quick: bool) -> None:
     """Writes the data of one case (run under the after tree, for the bundled datasets)."""
-    spec = rb.case_specs(quick)[key]
-    rb.make_data(spec["make"], quick).to_pickle(out_path)
+    case = cases.case_specs(quick)[key]
+    cases.make_data(case.make, quick).to_pickle(out_path)
 
 
 # --------------------------------------------------------------------------------------
@@ -165,7 +169,7 @@ def run_child(args: list[str], tree: Path, workdir: Path, label: str, timeout: f
     }
 
 
-def measure(case: dict, tree: Path, data: Path, workdir: Path, label: str, args) -> dict:
+def measure(case: cases.Case, tree: Path, data: Path, workdir: Path, label: str, args) -> dict:
     spec_path = workdir / f"{label}.spec.json"
     out_path = workdir / f"{label}.result.json"
     spec_path.write_text(
@@ -173,7 +177,7 @@ def measure(case: dict, tree: Path, data: Path, workdir: Path, label: str, args)
             {
                 "tree": str(tree),
                 "data": str(data),
-                "formula": case["formula"],
+                "formula": case.formula,
                 "repeats": args.repeats,
                 "budget": args.budget,
             }
@@ -312,9 +316,9 @@ def markdown(results: dict) -> str:
     for key, c in results["cases"].items():
         b, a = c["summary"]["before"], c["summary"]["after"]
         lines.append(
-            f"| ({key}) {c['title']} | {rb.fmt_s(b.get('steady_s'))} | {rb.fmt_s(a.get('steady_s'))} "
+            f"| ({key}) {c['title']} | {fmt_s(b.get('steady_s'))} | {fmt_s(a.get('steady_s'))} "
             f"| {ratio(a.get('steady_s'), b.get('steady_s'))} "
-            f"| {rb.fmt_s(b.get('first_call_s'))} | {rb.fmt_s(a.get('first_call_s'))} "
+            f"| {fmt_s(b.get('first_call_s'))} | {fmt_s(a.get('first_call_s'))} "
             f"| {ratio(a.get('first_call_s'), b.get('first_call_s'))} "
             f"| {fmt_obj(b.get('objective'))} | {fmt_obj(a.get('objective'))} |"
         )
@@ -389,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.processes < 1 or args.repeats < 1:
         parser.error("--processes and --repeats must be at least 1")
-    specs = rb.case_specs(args.quick)
+    specs = cases.case_specs(args.quick)
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(wanted) - set(specs)
     if unknown:
@@ -417,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         for key in wanted:
             spec = specs[key]
-            log(f"case ({key}) {spec['title']}")
+            log(f"case ({key}) {spec.title}")
             data = make_case_data(key, trees["after"], workdir, args)
             runs: dict[str, list[dict]] = {t: [] for t in TREES}
             for i in range(args.processes):
@@ -436,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
                         log(f"  {t} #{i + 1}: {r['status']}: {str(r.get('error', ''))[-300:]}")
             data.unlink(missing_ok=True)
             results["cases"][key] = {
-                "title": spec["title"],
-                "formula": spec["formula"],
+                "title": spec.title,
+                "formula": spec.formula,
                 "runs": runs,
                 "summary": {t: summarise(runs[t]) for t in TREES},
             }

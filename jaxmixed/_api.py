@@ -12,8 +12,8 @@ import pandas as pd
 
 from ._design import Design, ModelArrays, build_design, design_from_arrays
 from ._fit import FitResult, jit_fit_data
-from ._many import pad_data
 from ._optimise import RESULTS, FitOptions
+from ._padding import drop_padded_levels, pad_to_buckets, padded_levels
 from ._results import MixedModelResults, build_results
 from ._sharding import as_mesh, n_devices, shard_rows, to_host
 from ._statistics import ModelData, prepare
@@ -53,15 +53,17 @@ def _resolve_options(options: FitOptions | None, reml, max_iter, optimizer) -> F
 
 
 def _fit_rows(rows: ModelData, y: np.ndarray, options: FitOptions, mesh) -> FitResult:
-    """The compiled fit of ``rows``, on one device or with the rows split over ``mesh``."""
+    """The compiled fit of ``rows`` (levels already padded), padded to its bucket
+    sizes, on one device or with the rows split over ``mesh``."""
     dtype = rows.X.dtype
-    if mesh is None:
-        return jax.tree.map(np.asarray, jit_fit_data(rows, jnp.asarray(y, dtype), options))
     n = len(y)
-    size = -(-n // n_devices(mesh)) * n_devices(mesh)
-    padded = pad_data(rows, size)
-    placed, (y_placed,) = shard_rows(padded, [np.pad(np.asarray(y, dtype), (0, size - n))], mesh)
-    return to_host(jit_fit_data(placed, y_placed, options, n_obs=jnp.asarray(n, dtype)))
+    padded = pad_to_buckets(rows, multiple=1 if mesh is None else n_devices(mesh))
+    y_padded = np.pad(np.asarray(y, dtype), (0, padded.X.shape[0] - n))
+    n_obs = np.asarray(n, dtype)
+    if mesh is None:
+        return jax.tree.map(np.asarray, jit_fit_data(padded, y_padded, options, n_obs=n_obs))
+    placed, (y_placed,) = shard_rows(padded, [y_padded], mesh)
+    return to_host(jit_fit_data(placed, y_placed, options, n_obs=jnp.asarray(n_obs)))
 
 
 def fit_reml(
@@ -134,8 +136,11 @@ def fit_reml(
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
     options = _resolve_options(options, reml, max_iter, optimizer)
     with jax.enable_x64(True):
-        rows = prepare(design, arrays, dtype=dtype, memory_limit=memory_limit)
-        result = _fit_rows(rows, arrays.y, options, as_mesh(devices))
+        real_levels = [f.n_levels for f in design.factors]
+        rows = prepare(
+            design, arrays, dtype=dtype, memory_limit=memory_limit, n_levels=padded_levels(real_levels)
+        )
+        result = drop_padded_levels(_fit_rows(rows, arrays.y, options, as_mesh(devices)), real_levels)
     if not bool(result.converged):
         warnings.warn(
             f"the fit did not converge: {RESULTS[result.result]} after {int(result.n_iter)} "

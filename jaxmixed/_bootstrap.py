@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ._compile import compiled
 from ._design import Design
 from ._fit import FitResult
 from ._many import (
@@ -127,9 +127,9 @@ def _screened_chunk(
     return fit_responses_screened(design, ys, options)
 
 
-_jit_chunk = eqx.filter_jit(_chunk)
-_jit_screened_chunk = eqx.filter_jit(_screened_chunk)
-_jit_design_statistics = eqx.filter_jit(design_statistics)
+_jit_chunk = compiled(_chunk)
+_jit_screened_chunk = compiled(_screened_chunk)
+_jit_design_statistics = compiled(design_statistics)
 
 
 def parametric_bootstrap(

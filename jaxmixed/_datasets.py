@@ -6,11 +6,12 @@ exported unchanged from R 4.2.2; see ``data/README.md`` in the package.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 
 import pandas as pd
 
-__all__ = ["list_datasets", "load_dataset", "mixedml_simulation"]
+__all__ = ["REFERENCE_MODELS", "ReferenceModel", "list_datasets", "load_dataset", "mixedml_simulation"]
 
 # Columns that R treats as factors: read them as categoricals.
 _FACTORS = {
@@ -86,3 +87,42 @@ def mixedml_simulation(
     frame = {"y": y, **{f"x{k + 1}": x[:, k] for k in range(10)}, **{f"w{k + 1}": w[:, k] for k in range(3)}}
     frame["cluster"] = cluster
     return pd.DataFrame(frame)
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    """One model of lme4's example datasets that jaxmixed is checked against.
+
+    These are the models of ``tests/data/lme4_reference.json`` (lme4's fits,
+    keyed by ``key``): ``tests/test_api.py`` compares jaxmixed's fits with
+    them, and the benchmarks time the same models.
+
+    Attributes:
+        key: the model's key in ``lme4_reference.json``.
+        dataset: a bundled dataset (:func:`load_dataset`).
+        formula: the lme4 formula.
+        reml: REML (True) or maximum likelihood.
+    """
+
+    key: str
+    dataset: str
+    formula: str
+    reml: bool
+
+
+# One list, shared by the tests and the benchmarks: tests/data/lme4_reference.json
+# holds lme4's fit of each, in this order.
+REFERENCE_MODELS: tuple[ReferenceModel, ...] = (
+    ReferenceModel("sleepstudy_slopes_reml", "sleepstudy", "Reaction ~ Days + (Days | Subject)", True),
+    ReferenceModel("sleepstudy_slopes_ml", "sleepstudy", "Reaction ~ Days + (Days | Subject)", False),
+    ReferenceModel("sleepstudy_uncorr_reml", "sleepstudy", "Reaction ~ Days + (Days || Subject)", True),
+    ReferenceModel("sleepstudy_intercept_reml", "sleepstudy", "Reaction ~ Days + (1 | Subject)", True),
+    ReferenceModel("dyestuff_reml", "Dyestuff", "Yield ~ 1 + (1 | Batch)", True),
+    ReferenceModel("dyestuff_ml", "Dyestuff", "Yield ~ 1 + (1 | Batch)", False),
+    ReferenceModel("dyestuff2_reml_singular", "Dyestuff2", "Yield ~ 1 + (1 | Batch)", True),
+    ReferenceModel("penicillin_crossed_reml", "Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", True),
+    ReferenceModel("pastes_nested_reml", "Pastes", "strength ~ 1 + (1 | batch/cask)", True),
+    ReferenceModel(
+        "insteval_crossed_reml", "InstEval", "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)", True
+    ),
+)

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._compile import compiled
 from ._covariance import diagonal_mask
 from ._objective import lambdas, scale_correction, solve, standard_criterion
 from ._optimise import (
@@ -360,5 +361,6 @@ def fit_data(
     return fit(model_statistics(data, y, offset, n_obs), options)
 
 
-# One compiled fit shared by every caller in the package (fit_reml, the network fits).
-jit_fit_data = eqx.filter_jit(fit_data)
+# One compiled fit per structure shared by every caller in the package (fit_reml, the
+# network fits), in the bounded registry of ``_compile``.
+jit_fit_data = compiled(fit_data)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ._api import ConvergenceWarning, _design, _resolve_options
+from ._compile import compiled
 from ._design import Design, ModelArrays, build_design
 from ._fit import FitResult
 from ._many import (
@@ -332,7 +333,7 @@ def _batch_size(batch_size: int | None, n_fits: int, per_fit: int, devices: int)
     return int(batch_size)
 
 
-_jit_design_statistics = jax.jit(design_statistics)
+_jit_design_statistics = compiled(design_statistics)
 
 
 # ------------------------------------------------------------------ stacked data sets

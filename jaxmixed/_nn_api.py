@@ -23,11 +23,11 @@ import pandas as pd
 
 from ._api import ConvergenceWarning
 from ._design import Design, ModelArrays, build_design
-from ._fit import FitResult, jit_fit_data
-from ._many import bucket
+from ._fit import jit_fit_data
 from ._mixed_loss import NeuralData, group_layout, jit_network_output
 from ._nn_results import FixedPart, MixedNNResults
 from ._optimise import RESULTS, FitOptions
+from ._padding import bucket, drop_padded_levels
 from ._results import build_results
 from ._statistics import design_statistics, model_data
 from ._train import TrainingSet, TrainOptions, train_em, train_joint
@@ -133,14 +133,6 @@ def _resolve_options(options: TrainOptions | None, given: dict[str, tuple[Any, A
     return options
 
 
-def _unpad(result: FitResult, design: Design) -> FitResult:
-    """The fit's conditional modes of the real levels only."""
-    real = [f.n_levels for f in design.factors]
-    b = tuple(bf[:j] for bf, j in zip(result.b, real, strict=True))
-    b_cov = tuple(c[:j] for c, j in zip(result.b_cov, real, strict=True))
-    return dataclasses.replace(result, b=b, b_cov=b_cov)
-
-
 def _final_fit(design, arrays, f_all, reml, dtype, start=None):
     """The core's fit of ``y − f(x)`` with ``X = [1]`` on all rows, as MixedModelResults."""
     n = len(arrays.y)
@@ -148,7 +140,7 @@ def _final_fit(design, arrays, f_all, reml, dtype, start=None):
     offset = jnp.asarray(_pad(np.asarray(f_all, float), len(rows.y)), dtype)
     options = FitOptions(reml=reml, start=start)
     result = jit_fit_data(rows.rows, rows.y, options, offset=offset, n_obs=rows.n_obs)
-    result = _unpad(jax.tree.map(np.asarray, result), design)
+    result = drop_padded_levels(jax.tree.map(np.asarray, result), [f.n_levels for f in design.factors])
     if not bool(result.converged):
         warnings.warn(
             f"the final fit of the variance components did not converge: {RESULTS[result.result]}",

@@ -7,13 +7,13 @@ import math
 import warnings
 from typing import Any
 
-import equinox as eqx
 import jax
 import numpy as np
 import pandas as pd
 from formulaic.errors import DataMismatchWarning
 
 from ._bootstrap import BootstrapResults, as_jax, as_key, parametric_bootstrap
+from ._compile import compiled
 from ._design import Design, FactorInfo, ModelArrays
 from ._fit import FitResult
 from ._names import theta_names, varcorr_table
@@ -24,7 +24,7 @@ from ._statistics import prepare
 __all__ = ["MixedModelResults", "fixed_matrix", "random_part"]
 
 _Z975 = 1.959963984540054  # standard normal 97.5% quantile
-_jit_simulate = eqx.filter_jit(simulate)
+_jit_simulate = compiled(simulate)
 
 
 def _factor_design(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:

@@ -10,7 +10,7 @@ cross-device sums.
   pass is a set of segment sums over rows, so each device sums its own rows
   and one all-reduce combines them; everything after it is small and
   replicated. Rows are padded to a multiple of the device count with rows
-  that add nothing (``_many.pad_data``).
+  that add nothing (``_padding.pad_data``).
 - **Responses or data sets** (:func:`shard_batch`): the leading batch axis
   of ``fit_reml_many``'s responses is split across devices; each device runs
   its share of the vmapped fits.

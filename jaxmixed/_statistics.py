@@ -395,17 +395,24 @@ def model_data(
 
 
 def prepare(
-    design: Design, arrays: ModelArrays, *, dtype=jnp.float64, memory_limit: int | None = None
+    design: Design,
+    arrays: ModelArrays,
+    *,
+    dtype=jnp.float64,
+    memory_limit: int | None = None,
+    n_levels: Sequence[int] | None = None,
 ) -> ModelData:
     """The pure layer's :class:`ModelData` of a validated design (host side).
 
-    Call inside ``with jax.enable_x64(True):`` for float64.
+    ``n_levels``: per factor, at least its number of levels (default: exactly
+    that); more gives padded levels without rows (``_padding``). Call inside
+    ``with jax.enable_x64(True):`` for float64.
     """
     return model_data(
         arrays.X,
         arrays.Z,
         arrays.codes,
-        [f.n_levels for f in design.factors],
+        [f.n_levels for f in design.factors] if n_levels is None else list(n_levels),
         design.structures,
         weights=arrays.weights,
         dtype=dtype,

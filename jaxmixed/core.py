@@ -52,7 +52,7 @@ from ._covariance import (
 from ._design import Design, ModelArrays, build_design, design_from_arrays
 from ._fit import FitResult, fit, fit_at, fit_data
 from ._formula import ParsedFormula, RandomTerm, parse_formula
-from ._many import fit_responses, fit_stacked, pad_data, stack_data
+from ._many import fit_responses, fit_stacked
 from ._mixed_loss import (
     GroupLayout,
     NeuralData,
@@ -64,6 +64,7 @@ from ._mixed_loss import (
 )
 from ._objective import Solution, objective, solve, standard_criterion
 from ._optimise import RESULTS, FitOptions, OptimizeResult, minimize
+from ._padding import pad_data, stack_data
 from ._simulate import factor_codes, simulate, simulate_one
 from ._statistics import (
     DesignIndex,

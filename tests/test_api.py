@@ -10,32 +10,17 @@ import pytest
 from conftest import DATA, lme4_name
 
 import jaxmixed as jm
+from jaxmixed._datasets import REFERENCE_MODELS
 
-CASES = [
-    ("sleepstudy_slopes_reml", "sleepstudy", "Reaction ~ Days + (Days | Subject)", True),
-    ("sleepstudy_slopes_ml", "sleepstudy", "Reaction ~ Days + (Days | Subject)", False),
-    ("sleepstudy_uncorr_reml", "sleepstudy", "Reaction ~ Days + (Days || Subject)", True),
-    ("sleepstudy_intercept_reml", "sleepstudy", "Reaction ~ Days + (1 | Subject)", True),
-    ("dyestuff_reml", "Dyestuff", "Yield ~ 1 + (1 | Batch)", True),
-    ("dyestuff_ml", "Dyestuff", "Yield ~ 1 + (1 | Batch)", False),
-    ("dyestuff2_reml_singular", "Dyestuff2", "Yield ~ 1 + (1 | Batch)", True),
-    ("penicillin_crossed_reml", "Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", True),
-    ("pastes_nested_reml", "Pastes", "strength ~ 1 + (1 | batch/cask)", True),
-    (
-        "insteval_crossed_reml",
-        "InstEval",
-        "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)",
-        True,
-    ),
-]
+CASES = REFERENCE_MODELS  # the models of tests/data/lme4_reference.json, in its order
 
 _FITS: dict = {}
 
 
 def fitted(key: str):
     if key not in _FITS:
-        _, dataset, formula, reml = next(c for c in CASES if c[0] == key)
-        _FITS[key] = jm.fit_reml(formula, data=jm.load_dataset(dataset), reml=reml)
+        case = next(c for c in CASES if c.key == key)
+        _FITS[key] = jm.fit_reml(case.formula, data=jm.load_dataset(case.dataset), reml=case.reml)
     return _FITS[key]
 
 
@@ -43,7 +28,7 @@ def rel(a, b):
     return abs(a - b) / abs(b)
 
 
-@pytest.mark.parametrize("key", [c[0] for c in CASES])
+@pytest.mark.parametrize("key", [c.key for c in CASES])
 def test_objective_matches_lme4(key, lme4_refs):
     ref, res = lme4_refs[key], fitted(key)
     target = ref["deviance_or_REMLcrit"]
@@ -58,7 +43,7 @@ def test_objective_matches_lme4(key, lme4_refs):
     assert res.singular == ref["singular"]
 
 
-@pytest.mark.parametrize("key", [c[0] for c in CASES])
+@pytest.mark.parametrize("key", [c.key for c in CASES])
 def test_parameters_match_lme4(key, lme4_refs):
     ref, res = lme4_refs[key], fitted(key)
     for name, value in ref["fixef"].items():
@@ -87,7 +72,7 @@ def test_parameters_match_lme4(key, lme4_refs):
     np.testing.assert_allclose(res.theta.to_numpy(), theta_ref, rtol=1e-4, atol=1e-8)
 
 
-@pytest.mark.parametrize("key", [c[0] for c in CASES])
+@pytest.mark.parametrize("key", [c.key for c in CASES])
 def test_conditional_modes_match_lme4(key, lme4_refs):
     ref, res = lme4_refs[key], fitted(key)
     assert set(res.random_effects) == set(ref["ranef"])

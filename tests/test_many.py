@@ -12,7 +12,8 @@ import pytest
 
 import jaxmixed as jm
 from jaxmixed import core
-from jaxmixed._many import bucket, default_batch_size, pad_data, stack_data
+from jaxmixed._many import default_batch_size
+from jaxmixed._padding import bucket, pad_data, stack_data
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import dense_criterion
 
 from jaxmixed import core
-from jaxmixed._many import bucket
+from jaxmixed._padding import bucket
 
 N_GROUPS, Q = 12, 2
 

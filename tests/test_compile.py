@@ -1,0 +1,118 @@
+"""Compiled programs (jaxmixed._compile): one per structure, a bounded number kept, a quiet disk cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmixed import _compile
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def small_registry():
+    _compile.clear_compiled_programs()
+    _compile.set_max_compiled_programs(2)
+    yield
+    _compile.set_max_compiled_programs(32)
+    _compile.clear_compiled_programs()
+
+
+def _affine(x, scale, shift=1.0):
+    return x * scale + shift
+
+
+def test_one_program_per_structure_least_recently_used_dropped(small_registry):
+    f = _compile.compiled(_affine)
+    x3, x4, x5 = jnp.arange(3.0), jnp.arange(4.0), jnp.arange(5.0)
+    np.testing.assert_allclose(f(x3, 2.0), [1.0, 3.0, 5.0])
+    np.testing.assert_allclose(f(x3 + 1, 2.0), [3.0, 5.0, 7.0])  # same structure: no new program
+    assert _compile.n_compiled_programs() == 1
+    f(x4, 2.0)
+    f(x3, 3.0)  # a static argument is part of the structure
+    assert _compile.n_compiled_programs() == 2  # the first (x3, 2.0) was dropped
+    f(x5, 2.0, shift=0.0)
+    assert _compile.n_compiled_programs() == 2
+    np.testing.assert_allclose(f(x3, 2.0), [1.0, 3.0, 5.0])  # compiled again after eviction
+    np.testing.assert_allclose(f(np.arange(3.0), 2.0), [1.0, 3.0, 5.0])  # numpy input, same aval
+    with pytest.raises(ValueError, match="at least one"):
+        _compile.set_max_compiled_programs(0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="memory maps are counted on Linux")
+def test_memory_maps_stay_bounded(small_registry):
+    """Every compiled program holds memory maps; the registry keeps their number flat."""
+    f = _compile.compiled(lambda x: jnp.cumsum(jnp.sin(x) * 2.0))
+
+    def maps():
+        return len(Path("/proc/self/maps").read_text().splitlines())
+
+    for n in range(3, 8):
+        f(jnp.ones(n))
+    settled = maps()
+    for n in range(8, 40):
+        f(jnp.ones(n))
+    assert _compile.n_compiled_programs() == 2
+    assert maps() < settled + 200  # 32 more programs kept would add thousands
+
+
+def test_only_the_false_alarms_are_filtered():
+    tuning = (
+        "E1203 06:44:02.480629 6679 cpu_aot_loader.cc:220] Loading XLA:CPU AOT result. Target machine "
+        "feature +prefer-no-gather is not  supported on the host machine. ... could lead to SIGILL.\n"
+    )
+    real = tuning.replace("+prefer-no-gather", "+avx512f")
+    note = "W1203 pjrt_executable.cc:642] Assume version compatibility. PjRt-IFRT does not track XLA executable versions.\n"
+    assert _compile._false_alarm(tuning) and _compile._false_alarm(note)
+    assert not _compile._false_alarm(real)  # a missing instruction is a real danger: shown
+    assert not _compile._false_alarm("an ordinary line\n")
+
+
+def test_cache_directory_is_per_user_and_per_cpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = _compile.compilation_cache_dir()
+    assert path.parent == tmp_path / "jaxmixed" / "xla"
+    assert len(path.name) == 16 and path.name == _compile._fingerprint()
+
+
+_SCRIPT = """
+import jax, jaxmixed as jm
+fit = jm.fit_reml("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
+print("objective", round(fit.objective, 6))
+print("cache", jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache)
+"""
+
+
+def _run(env_extra: dict) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
+
+
+@pytest.mark.timeout(600)
+def test_disk_cache_on_by_default_quiet_and_optional(tmp_path):
+    """A fresh process writes its compiled fit to the per-user directory; the next one
+    loads it without XLA's false alarm on standard error; opting out writes nothing."""
+    home = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    first = _run(home)
+    assert first.returncode == 0, first.stderr
+    cache = _compile.compilation_cache_dir(tmp_path / "cache")
+    assert f"cache {cache} True" in first.stdout
+    assert any(cache.iterdir())
+    second = _run(home)
+    assert second.returncode == 0, second.stderr
+    assert "objective 1743.628272" in second.stdout
+    assert "SIGILL" not in second.stderr and "Assume version compatibility" not in second.stderr
+    off = _run({"XDG_CACHE_HOME": str(tmp_path / "off"), "JAXMIXED_COMPILATION_CACHE": "0"})
+    assert off.returncode == 0, off.stderr
+    assert "True" not in off.stdout.splitlines()[-1]
+    assert not (tmp_path / "off").exists()
