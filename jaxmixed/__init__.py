@@ -9,7 +9,9 @@ their :class:`MixedNNResults` and :class:`TrainOptions`; many fits as one
 computation: :func:`fit_reml_many` (many responses over one design) and
 :func:`fit_reml_stacked` (many data sets of one model), returning a
 :class:`FitTable`, and the :class:`BootstrapResults` of
-``MixedModelResults.bootstrap``. The pure layer that
+``MixedModelResults.bootstrap``. Compiled code: one program per model
+structure, at most :func:`set_max_compiled_programs` kept, and a disk cache
+(:func:`set_compilation_cache`, :func:`compilation_cache_dir`). The pure layer that
 the next capabilities build on (statistics, objective, the pure fit and its
 result, the covariance parameterisation) lives in :mod:`jaxmixed.core`.
 """
@@ -17,6 +19,13 @@ result, the covariance parameterisation) lives in :mod:`jaxmixed.core`.
 from . import core
 from ._api import ConvergenceWarning, fit_reml
 from ._bootstrap import BootstrapResults
+from ._compile import (
+    clear_compiled_programs,
+    compilation_cache_dir,
+    n_compiled_programs,
+    set_compilation_cache,
+    set_max_compiled_programs,
+)
 from ._datasets import list_datasets, load_dataset, mixedml_simulation
 from ._formula import FormulaError
 from ._many_api import FitTable, fit_reml_many, fit_reml_stacked
@@ -45,6 +54,11 @@ __all__ = [
     "fit_mixed_em",
     "fit_mixed_nn",
     "fit_reml",
+    "clear_compiled_programs",
+    "compilation_cache_dir",
+    "n_compiled_programs",
+    "set_compilation_cache",
+    "set_max_compiled_programs",
     "list_datasets",
     "load_dataset",
     "mixedml_simulation",
