@@ -35,7 +35,7 @@ from ._optimise import RESULTS, FitOptions
 from ._results import MixedModelResults
 from ._train import TrainOptions
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "BootstrapResults",
