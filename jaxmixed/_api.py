@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -12,9 +13,9 @@ import pandas as pd
 
 from ._design import Design, ModelArrays, build_design, design_from_arrays
 from ._fit import FitResult, jit_fit_data
-from ._optimise import RESULTS, FitOptions
+from ._optimise import FitOptions
 from ._padding import drop_padded_levels, pad_to_buckets, padded_levels
-from ._results import MixedModelResults, build_results
+from ._results import MixedModelResults, build_results, fit_status
 from ._sharding import as_mesh, n_devices, shard_rows, to_host
 from ._statistics import ModelData, prepare
 
@@ -39,9 +40,22 @@ def _design(formula, data, y, X, Z, groups, missing, weights) -> tuple[Design, M
     return design_from_arrays(y, X, Z, groups, missing=missing, weights=weights)
 
 
+@functools.lru_cache(maxsize=32)
+def _default_options(key: tuple) -> FitOptions:
+    """``FitOptions`` of the settings ``key`` = (type, reml, type, max_iter, optimizer)."""
+    _, reml, _, max_iter, optimizer = key
+    return FitOptions(reml=reml, max_iter=max_iter, optimizer=optimizer)
+
+
 def _resolve_options(options: FitOptions | None, reml, max_iter, optimizer) -> FitOptions:
     if options is None:
-        return FitOptions(reml=reml, max_iter=max_iter, optimizer=optimizer)
+        # FitOptions is immutable and costs ~0.1 ms to build: reuse one per
+        # setting (types in the key, so that reml=1 stays 1, not True).
+        key = (type(reml), reml, type(max_iter), max_iter, optimizer)
+        try:
+            return _default_options(key)
+        except TypeError:  # an unhashable setting (e.g. optimizer): no cache
+            return FitOptions(reml=reml, max_iter=max_iter, optimizer=optimizer)
     given = {"reml": (reml, True), "max_iter": (max_iter, 500), "optimizer": (optimizer, None)}
     clash = [k for k, (v, d) in given.items() if v is not d and v != d and v != getattr(options, k)]
     if clash:
@@ -141,9 +155,10 @@ def fit_reml(
             design, arrays, dtype=dtype, memory_limit=memory_limit, n_levels=padded_levels(real_levels)
         )
         result = drop_padded_levels(_fit_rows(rows, arrays.y, options, as_mesh(devices)), real_levels)
-    if not bool(result.converged):
+    converged, message = fit_status(result)  # on the host: no JAX dispatch
+    if not converged:
         warnings.warn(
-            f"the fit did not converge: {RESULTS[result.result]} after {int(result.n_iter)} "
+            f"the fit did not converge: {message} after {int(result.n_iter)} "
             "iterations; the estimates may be unreliable",
             ConvergenceWarning,
             stacklevel=2,

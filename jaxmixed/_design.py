@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import keyword
 import re
 import warnings
 from collections.abc import Sequence
@@ -139,6 +140,13 @@ def _check_finite(values: np.ndarray, what: str, names: Sequence[str] | None = N
 
 def _missing_mask(column: pd.Series) -> np.ndarray:
     """True where a value is missing, or non-finite in a numeric column."""
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iuf":
+        # Plain numpy numbers (the common case), without pandas' isna: integers
+        # cannot be missing, and NaN is not finite.
+        if dtype.kind == "f":
+            return ~np.isfinite(column.to_numpy())
+        return np.zeros(len(column), dtype=bool)
     mask = column.isna().to_numpy().copy()
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.to_numpy(dtype=float, na_value=np.nan)
@@ -196,6 +204,179 @@ def _named_matrix(mm: Any, expr: str) -> tuple[list[str], Any]:
     return [names.get(c, c) for c in mm.columns], spec
 
 
+# A term of a sum of plain columns: (intercept, column names in order).
+_Sum = tuple[bool, tuple[str, ...]]
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class _NumericPlan:
+    """A formula whose response is a column and whose fixed part and random
+    terms are sums of columns, ``1`` and ``0``: its model matrices are the
+    columns themselves, built without formulaic (which costs milliseconds a
+    call). ``terms`` maps each bar to its lme4 terms (one, or for ``||`` the
+    intercept and each column alone)."""
+
+    response: str
+    fixed: _Sum
+    terms: dict[RandomTerm, tuple[_Sum, ...]]
+    columns: frozenset[str]
+
+
+def _simple_sum(expr: str) -> _Sum | None:
+    """``expr`` as (intercept, columns) if it is a sum of plain names, ``1``
+    and ``0``; else None (formulaic reads it). Sums whose meaning depends on
+    formulaic's rules (``0`` and ``1`` both, a repeated name, a column named
+    like formulaic's ``Intercept``) are left to formulaic too."""
+    tokens = [t.strip() for t in expr.split("+")]
+    names = [t for t in tokens if t not in ("0", "1")]
+    if not all(_PLAIN_NAME.fullmatch(t) and not keyword.iskeyword(t) for t in names):
+        return None
+    if len(set(names)) != len(names) or "Intercept" in names or ("0" in tokens and "1" in tokens):
+        return None
+    intercept = "0" not in tokens
+    return (intercept, tuple(names)) if intercept or names else None
+
+
+@functools.lru_cache(maxsize=128)
+def _numeric_structure(parsed: ParsedFormula) -> _NumericPlan | None:
+    """The :class:`_NumericPlan` of ``parsed`` if its parts are simple sums
+    (the data's dtypes are checked by :func:`_numeric_plan`)."""
+    fixed = _simple_sum(parsed.fixed)
+    if fixed is None or not _PLAIN_NAME.fullmatch(parsed.response) or keyword.iskeyword(parsed.response):
+        return None
+    terms = {}
+    for bar in parsed.random:
+        whole = _simple_sum(bar.expr)
+        if whole is None:
+            return None
+        if bar.correlated:
+            terms[bar] = (whole,)
+        else:  # lme4's expansion of (x || g), as _split_uncorrelated makes it
+            intercept = ((True, ()),) if whole[0] else ()
+            terms[bar] = intercept + tuple((False, (c,)) for c in whole[1])
+    columns = {parsed.response, *fixed[1]} | {c for sums in terms.values() for s in sums for c in s[1]}
+    return _NumericPlan(parsed.response, fixed, terms, frozenset(columns))
+
+
+def _numeric_plan(parsed: ParsedFormula, data: pd.DataFrame) -> _NumericPlan | None:
+    """The plan of ``parsed`` when every column it reads is a plain numpy
+    integer or float column of ``data`` (not bool, not a pandas extension
+    type, which formulaic may read otherwise); else None."""
+    plan = _numeric_structure(parsed)
+    if plan is None:
+        return None
+    for col in plan.columns:
+        if col not in data.columns:
+            return None
+        dtype = data[col].dtype
+        if not (isinstance(dtype, np.dtype) and dtype.kind in "iuf"):
+            return None
+    return plan
+
+
+def _sum_text(sum_: _Sum) -> str:
+    """A formula formulaic reads as the sum ``sum_``."""
+    return " + ".join(["1" if sum_[0] else "0", *sum_[1]])
+
+
+def _numeric_matrix(sum_: _Sum, data: pd.DataFrame) -> tuple[np.ndarray, list[str], _NumericSpec]:
+    """The model matrix (n, k) of the sum ``sum_``: a column of ones first for
+    the intercept, then the columns in order, as formulaic orders them."""
+    intercept, columns = sum_
+    names = ["Intercept"] * intercept + list(columns)
+    out = np.empty((len(data), len(names)))
+    if intercept:
+        out[:, 0] = 1.0
+    for k, col in enumerate(columns, start=int(intercept)):
+        out[:, k] = data[col].to_numpy(dtype=float)
+    dtypes = tuple((col, data[col].dtype) for col in columns)
+    return out, names, _NumericSpec(intercept, columns, dtypes)
+
+
+def _numeric_fixed(
+    parsed: ParsedFormula, data: pd.DataFrame, plan: _NumericPlan
+) -> tuple[str, np.ndarray, np.ndarray, list[str], Any]:
+    """Response name, y, X, X's column names and model spec, without formulaic."""
+    y = data[plan.response].to_numpy(dtype=float).copy()
+    _check_finite(y, f"the response {plan.response!r}")
+    X, names, spec = _numeric_matrix(plan.fixed, data)
+    return plan.response, y, X, names, spec
+
+
+@dataclasses.dataclass(frozen=True)
+class _NumericSpec:
+    """Stands in for formulaic's model spec of a sum of numeric columns (what
+    ``predict`` calls): ``get_model_matrix(newdata)`` gives formulaic's
+    columns. Data it cannot take as plain finite numbers (a missing column,
+    another dtype, NaN, other options) go to the formulaic spec of the same
+    sum, so errors and edge cases are formulaic's."""
+
+    intercept: bool
+    columns: tuple[str, ...]
+    dtypes: tuple[tuple[str, np.dtype], ...]
+
+    def get_model_matrix(self, data: Any, **kwargs: Any) -> pd.DataFrame:
+        """The model matrix of ``data``: ``Intercept`` (ones), then the columns."""
+        if not self._plain(data, kwargs):
+            return _formulaic_spec(self).get_model_matrix(data, **kwargs)
+        out = {"Intercept": np.ones(len(data))} if self.intercept else {}
+        out.update((col, data[col].to_numpy()) for col in self.columns)
+        return pd.DataFrame(out, index=data.index)
+
+    def _plain(self, data: Any, kwargs: dict[str, Any]) -> bool:
+        """Whether ``data`` holds every column as finite plain numbers."""
+        if not isinstance(data, pd.DataFrame) or set(kwargs) - {"na_action"}:
+            return False
+        if not data.columns.is_unique:
+            return False
+        for col in self.columns:
+            if col not in data.columns:
+                return False
+            dtype = data[col].dtype
+            if not (isinstance(dtype, np.dtype) and dtype.kind in "iuf"):
+                return False
+            if dtype.kind == "f" and not np.isfinite(data[col].to_numpy()).all():
+                return False
+        return True
+
+
+@functools.lru_cache(maxsize=64)
+def _formulaic_spec(spec: _NumericSpec) -> Any:
+    """formulaic's model spec of ``spec``'s sum, from a frame of its dtypes
+    (formulaic's spec of numeric columns depends on their kind only)."""
+    frame = pd.DataFrame({col: np.ones(2, dtype=dtype) for col, dtype in spec.dtypes})
+    if frame.shape[1] == 0:
+        frame = pd.DataFrame(index=range(2))
+    # na_action="raise", as build_design makes its specs (a spec keeps it as its default).
+    return formulaic.model_matrix(
+        _sum_text((spec.intercept, spec.columns)), frame, na_action="raise"
+    ).model_spec
+
+
+def _analyse_columns(
+    parsed: ParsedFormula, columns: tuple[Any, ...]
+) -> tuple[ParsedFormula, frozenset[str], frozenset[str]]:
+    """``parsed`` with non-Python column names quoted, the columns it uses and
+    those used as they are (see :func:`_used_columns`); cached on the formula
+    and the column names, as repeated fits of one model ask again."""
+    try:
+        return _analyse_columns_cached(parsed, columns)
+    except TypeError:  # an unhashable column label: no cache
+        return _analyse_columns_uncached(parsed, columns)
+
+
+def _analyse_columns_uncached(
+    parsed: ParsedFormula, columns: tuple[Any, ...]
+) -> tuple[ParsedFormula, frozenset[str], frozenset[str]]:
+    quoted = _quote_formula(parsed, columns)
+    used, plain = _used_columns(quoted, columns)
+    return quoted, frozenset(used), frozenset(plain)
+
+
+_analyse_columns_cached = functools.lru_cache(maxsize=64)(_analyse_columns_uncached)
+
+
 @functools.lru_cache(maxsize=256)
 def _required_variables(expr: str) -> frozenset[tuple[str, bool]]:
     """The variables that ``expr`` uses, as (name, used as it is) pairs.
@@ -235,7 +416,7 @@ def _resolve_variable(name: str, as_is: bool, columns: pd.Index) -> str:
     return name.split(".", 1)[0]
 
 
-def _used_columns(parsed: ParsedFormula, columns: pd.Index) -> tuple[set[str], set[str]]:
+def _used_columns(parsed: ParsedFormula, columns: Any) -> tuple[set[str], set[str]]:
     """All columns the formula uses, and those used as they are (not in code)."""
     used, plain = set(), set()
     exprs = [parsed.response, parsed.fixed] + [t.expr for t in parsed.random]
@@ -258,7 +439,9 @@ def _check_columns(data: pd.DataFrame, used: set[str], plain: set[str]) -> None:
             f"column(s) {unknown} used in the formula are not in the data; "
             f"available columns: {list(data.columns)}"
         )
-    duplicated = sorted({c for c in data.columns[data.columns.duplicated()] if c in used})
+    duplicated = []
+    if not data.columns.is_unique:
+        duplicated = sorted({c for c in data.columns[data.columns.duplicated()] if c in used})
     if duplicated:
         raise ValueError(
             f"the data has several columns named {duplicated}: rename them so that "
@@ -478,15 +661,72 @@ def build_design(
             "for a linear model without random effects use ordinary least squares"
         )
 
-    parsed = _quote_formula(parsed, data.columns)
-    used, plain = _used_columns(parsed, data.columns)
+    parsed, used, plain = _analyse_columns(parsed, tuple(data.columns))
     _check_columns(data, used, plain)
     if weights is not None:
         if weights not in data.columns:
             raise ValueError(f"the weights column {weights!r} is not in the data")
-        used = set(used) | {weights}
-    used_cols = [c for c in data.columns if c in used]
-    data = data[used_cols]
+        used = used | {weights}
+    plan = _numeric_plan(parsed, data)
+    data, n_dropped = _complete_rows(data, [c for c in data.columns if c in used], missing, plan is None)
+    n = len(data)
+    if n == 0:
+        raise ValueError("no observations left to fit")
+
+    w = None if weights is None else _check_weights(data[weights].to_numpy(dtype=float), repr(weights))
+    if plan is None:
+        response, y, X, all_fixed_names, fixed_spec = _formulaic_fixed(parsed, data)
+    else:
+        response, y, X, all_fixed_names, fixed_spec = _numeric_fixed(parsed, data, plan)
+    _check_finite(X, "the fixed-effects model matrix", all_fixed_names)
+    X, fixed_names, dropped, basis = _check_fixed(X, all_fixed_names, n)
+    _check_response(y)
+
+    # lme4's terms: a (x || g) bar is expanded as lme4 expands it, into
+    # (1 | g) + (0 + t | g) for each term t of x; each term is one block of Λ.
+    terms = []
+    for bar in parsed.random:
+        label = _term_label(bar)
+        for z, columns, spec in _term_matrices(bar, data, plan):
+            _check_finite(z, f"the model matrix of {label}", columns)
+            if z.shape[1] == 0:
+                raise ValueError(f"the random-effects term {label} is empty")
+            terms.append({"bar": bar, "z": z, "spec": spec, "columns": tuple(columns), "label": label})
+    factors, codes, Zs, report_order, groups = _assemble_factors(data, terms)
+
+    arrays = ModelArrays(y=y, X=X, codes=codes, Z=Zs, weights=w)
+    _check_factors(arrays, factors)
+    _check_confounding(
+        basis,
+        [
+            (t["label"], t["bar"].name, groups[t["bar"].group]["codes"], t["n_levels"], t["z"], t["columns"])
+            for t in terms
+        ],
+    )
+    design = Design(
+        response=response,
+        fixed_names=tuple(fixed_names),
+        fixed_spec=fixed_spec,
+        factors=factors,
+        dropped_fixed=tuple(dropped),
+        n_dropped_rows=n_dropped,
+        formula=formula,
+        report_order=report_order,
+        all_fixed_names=tuple(all_fixed_names),
+    )
+    return design, arrays
+
+
+def _complete_rows(
+    data: pd.DataFrame, used_cols: list[str], missing: str, subset: bool
+) -> tuple[pd.DataFrame, int]:
+    """The rows of ``data`` without missing values in ``used_cols`` (an error
+    with ``missing="raise"``), and how many were dropped.
+
+    With ``subset`` (what formulaic reads) the used columns only, indexed
+    0..n-1; without it, when no row is dropped, ``data`` itself: copying the
+    frame costs more than the rest of a small model's design.
+    """
     masks = {c: _missing_mask(data[c]) for c in used_cols}
     bad_rows = np.zeros(len(data), dtype=bool)
     for m in masks.values():
@@ -499,13 +739,16 @@ def build_design(
                 f"missing or non-finite values in used column(s) ({detail} row(s)); "
                 "clean the data or pass missing='drop' to drop those rows"
             )
-        data = data.loc[~bad_rows]
-    data = data.reset_index(drop=True)
-    n = len(data)
-    if n == 0:
-        raise ValueError("no observations left to fit")
+        return data.loc[~bad_rows, used_cols].reset_index(drop=True), n_dropped
+    if not subset:
+        return data, 0
+    return data[used_cols].reset_index(drop=True), 0
 
-    w = None if weights is None else _check_weights(data[weights].to_numpy(dtype=float), repr(weights))
+
+def _formulaic_fixed(
+    parsed: ParsedFormula, data: pd.DataFrame
+) -> tuple[str, np.ndarray, np.ndarray, list[str], Any]:
+    """Response name, y, X, X's column names and model spec, by formulaic."""
     mm = formulaic.model_matrix(f"{parsed.response} ~ {parsed.fixed}", data, na_action="raise")
     response = _unquote_names([parsed.response], parsed.response).get(parsed.response, parsed.response)
     if mm.lhs.shape[1] != 1:
@@ -517,24 +760,33 @@ def build_design(
     _check_finite(y, f"the response {response!r}")
     X = np.asarray(mm.rhs, dtype=float)
     all_fixed_names, fixed_spec = _named_matrix(mm.rhs, parsed.fixed)
-    _check_finite(X, "the fixed-effects model matrix", all_fixed_names)
-    X, fixed_names, dropped, basis = _check_fixed(X, all_fixed_names, n)
-    _check_response(y)
+    return response, y, X, all_fixed_names, fixed_spec
 
-    # lme4's terms: a (x || g) bar is expanded as lme4 expands it, into
-    # (1 | g) + (0 + t | g) for each term t of x; each term is one block of Λ.
-    terms = []
-    for bar in parsed.random:
-        exprs = [bar.expr] if bar.correlated else _split_uncorrelated(bar.expr)
-        for expr in exprs:
-            tm = formulaic.model_matrix(expr, data, na_action="raise")
-            z = np.asarray(tm, dtype=float)
-            columns, spec = _named_matrix(tm, expr)
-            label = _term_label(bar)
-            _check_finite(z, f"the model matrix of {label}", columns)
-            if z.shape[1] == 0:
-                raise ValueError(f"the random-effects term {label} is empty")
-            terms.append({"bar": bar, "z": z, "spec": spec, "columns": tuple(columns), "label": label})
+
+def _term_matrices(
+    bar: RandomTerm, data: pd.DataFrame, plan: _NumericPlan | None
+) -> list[tuple[np.ndarray, list[str], Any]]:
+    """(Z, column names, model spec) of each lme4 term of the bar ``bar``."""
+    if plan is not None:
+        return [_numeric_matrix(sum_, data) for sum_ in plan.terms[bar]]
+    out = []
+    for expr in [bar.expr] if bar.correlated else _split_uncorrelated(bar.expr):
+        tm = formulaic.model_matrix(expr, data, na_action="raise")
+        columns, spec = _named_matrix(tm, expr)
+        out.append((np.asarray(tm, dtype=float), columns, spec))
+    return out
+
+
+def _assemble_factors(
+    data: pd.DataFrame, terms: list[dict[str, Any]]
+) -> tuple[
+    tuple[FactorInfo, ...], tuple[np.ndarray, ...], tuple[np.ndarray, ...], tuple[tuple[int, int], ...], dict
+]:
+    """The grouping factors of ``terms`` in computation order, their codes and
+    Z blocks, lme4's order of the terms, and the groups by column tuple.
+
+    Sets each term's ``n_levels``, ``grp`` (lme4's group name) and ``rank``.
+    """
     groups: dict[tuple[str, ...], dict[str, Any]] = {}
     for term in terms:
         cols = term["bar"].group
@@ -583,31 +835,10 @@ def build_design(
         codes.append(groups[cols]["codes"])
         Zs.append(np.concatenate([t["z"] for t in mine], axis=1))
     report_order = tuple(placed[r] for r in range(len(terms)))
-
-    arrays = ModelArrays(y=y, X=X, codes=tuple(codes), Z=tuple(Zs), weights=w)
-    _check_factors(arrays, factors)
-    _check_confounding(
-        basis,
-        [
-            (t["label"], t["bar"].name, groups[t["bar"].group]["codes"], t["n_levels"], t["z"], t["columns"])
-            for t in terms
-        ],
-    )
-    design = Design(
-        response=response,
-        fixed_names=tuple(fixed_names),
-        fixed_spec=fixed_spec,
-        factors=tuple(factors),
-        dropped_fixed=tuple(dropped),
-        n_dropped_rows=n_dropped,
-        formula=formula,
-        report_order=report_order,
-        all_fixed_names=tuple(all_fixed_names),
-    )
-    return design, arrays
+    return tuple(factors), tuple(codes), tuple(Zs), report_order, groups
 
 
-def _quote_formula(parsed: ParsedFormula, columns: pd.Index) -> ParsedFormula:
+def _quote_formula(parsed: ParsedFormula, columns: Sequence[Any]) -> ParsedFormula:
     """``parsed`` with column names that are not Python names in backticks."""
     names = {str(c) for c in columns}
     return dataclasses.replace(

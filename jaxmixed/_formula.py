@@ -9,6 +9,7 @@ as in lme4) grouped by ``g``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 __all__ = ["ParsedFormula", "RandomTerm", "parse_formula"]
@@ -181,6 +182,14 @@ def parse_formula(formula: str) -> ParsedFormula:
     """
     if not isinstance(formula, str):
         raise TypeError(f"formula must be a string, got {type(formula).__name__}")
+    return _parse(formula)
+
+
+@functools.lru_cache(maxsize=128)
+def _parse(formula: str) -> ParsedFormula:
+    """:func:`parse_formula` of a string, cached: a fit calls it every time
+    with the same text, and the result (frozen dataclasses) is immutable.
+    (A :class:`FormulaError` is not cached; it is raised again.)"""
     sides = _split_top_level(formula, "~")
     if len(sides) != 2 or not sides[0].strip():
         raise FormulaError(f"formula {formula!r} needs the form 'response ~ terms'")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from typing import Any
@@ -25,6 +26,40 @@ __all__ = ["MixedModelResults", "fixed_matrix", "random_part"]
 
 _Z975 = 1.959963984540054  # standard normal 97.5% quantile
 _jit_simulate = compiled(simulate)
+# The stopping reasons that count as converged (``FitResult.converged``).
+_CONVERGED = frozenset({RESULTS[RESULTS.successful], RESULTS[RESULTS.small_change]})
+# The fields the results' repr shows, in the order the dataclass showed them.
+_REPR_FIELDS = (
+    "fixed_effects",
+    "fixed_effects_se",
+    "vcov",
+    "varcorr",
+    "sigma",
+    "theta",
+    "objective",
+    "reml",
+    "nobs",
+    "converged",
+    "convergence_message",
+    "singular",
+    "n_iter",
+    "grad_norm",
+    "random_effects",
+    "random_effects_var",
+    "random_effects_cov",
+    "fitted",
+    "fitted_fixed",
+    "residuals",
+    "n_dropped_rows",
+    "dropped_columns",
+    "formula",
+)
+
+
+def _level_table(info: FactorInfo, values: Any) -> pd.DataFrame:
+    """A (levels × terms) table of one factor's per-level values."""
+    index = pd.Index(info.levels, name=info.name)
+    return pd.DataFrame(np.asarray(values, dtype=float), index=index, columns=list(info.column_names))
 
 
 def _factor_design(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
@@ -112,7 +147,7 @@ def random_part(results: MixedModelResults, newdata: pd.DataFrame) -> np.ndarray
     return pred
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class MixedModelResults:
     """A fitted linear mixed model.
 
@@ -143,12 +178,7 @@ class MixedModelResults:
     ``bootstrap``).
     """
 
-    fixed_effects: pd.Series
-    fixed_effects_se: pd.Series
-    vcov: pd.DataFrame
-    varcorr: pd.DataFrame
     sigma: float
-    theta: pd.Series
     objective: float
     reml: bool
     nobs: int
@@ -157,19 +187,94 @@ class MixedModelResults:
     singular: bool
     n_iter: int
     grad_norm: float
-    random_effects: dict[str, pd.DataFrame]
-    random_effects_var: dict[str, pd.DataFrame]
-    random_effects_cov: dict[str, np.ndarray]
-    fitted: np.ndarray
-    fitted_fixed: np.ndarray
-    residuals: np.ndarray
     n_dropped_rows: int
     dropped_columns: tuple[str, ...]
     formula: str | None
-    design: Design = dataclasses.field(repr=False)
-    fit_result: FitResult = dataclasses.field(repr=False)
-    arrays: ModelArrays | None = dataclasses.field(default=None, repr=False)
-    options: FitOptions | None = dataclasses.field(default=None, repr=False)
+    design: Design
+    fit_result: FitResult
+    arrays: ModelArrays | None = None
+    options: FitOptions | None = None
+
+    # The tables are built on first use (functools.cached_property keeps them
+    # in the instance's __dict__, which a frozen dataclass allows): building
+    # them all costs more than a small model's compiled fit.
+
+    @functools.cached_property
+    def fixed_effects(self) -> pd.Series:
+        """β̂ by fixed-effect name."""
+        beta = np.asarray(self.fit_result.beta, dtype=float)
+        return pd.Series(beta, index=list(self.design.fixed_names), name="estimate")
+
+    @functools.cached_property
+    def fixed_effects_se(self) -> pd.Series:
+        """Standard errors of β̂: ``sqrt(diag(vcov))``."""
+        se = np.sqrt(np.diag(np.asarray(self.fit_result.vcov_beta, dtype=float)))
+        return pd.Series(se, index=list(self.design.fixed_names), name="std_error")
+
+    @functools.cached_property
+    def vcov(self) -> pd.DataFrame:
+        """The covariance matrix of β̂ (p × p), by name."""
+        names = list(self.design.fixed_names)
+        return pd.DataFrame(np.asarray(self.fit_result.vcov_beta, dtype=float), index=names, columns=names)
+
+    @functools.cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """lme4's ``as.data.frame(VarCorr(m))``."""
+        lams = [np.asarray(lam, dtype=float) for lam in self.fit_result.lambdas]
+        return varcorr_table(self.design, lams, self.sigma)
+
+    @functools.cached_property
+    def theta(self) -> pd.Series:
+        """lme4's θ, in lme4's order, with lme4's names."""
+        theta = np.asarray(self.fit_result.theta, dtype=float)
+        return pd.Series(theta[self.design.theta_order], index=theta_names(self.design), name="theta")
+
+    @functools.cached_property
+    def random_effects(self) -> dict[str, pd.DataFrame]:
+        """Factor name → conditional modes (levels × terms)."""
+        return {
+            info.name: _level_table(info, b)
+            for info, b in zip(self.design.factors, self.fit_result.b, strict=True)
+        }
+
+    @functools.cached_property
+    def random_effects_var(self) -> dict[str, pd.DataFrame]:
+        """Factor name → conditional variances of the modes (levels × terms)."""
+        return {
+            info.name: _level_table(info, np.diagonal(cov, axis1=1, axis2=2))
+            for info, cov in zip(self.design.factors, self.random_effects_cov.values(), strict=True)
+        }
+
+    @functools.cached_property
+    def random_effects_cov(self) -> dict[str, np.ndarray]:
+        """Factor name → conditional covariances of the modes (J, q, q)."""
+        return {
+            info.name: np.asarray(cov, dtype=float)
+            for info, cov in zip(self.design.factors, self.fit_result.b_cov, strict=True)
+        }
+
+    @functools.cached_property
+    def fitted_fixed(self) -> np.ndarray:
+        """``Xβ̂`` (n,)."""
+        return self.arrays.X @ np.asarray(self.fit_result.beta, dtype=float)
+
+    @functools.cached_property
+    def fitted(self) -> np.ndarray:
+        """``Xβ̂ + Zb̂`` (n,)."""
+        fitted = self.fitted_fixed.copy()
+        for codes, z, b in zip(self.arrays.codes, self.arrays.Z, self.fit_result.b, strict=True):
+            fitted = fitted + np.einsum("nq,nq->n", z, np.asarray(b, dtype=float)[codes])
+        return fitted
+
+    @functools.cached_property
+    def residuals(self) -> np.ndarray:
+        """``y`` minus ``fitted`` (n,)."""
+        return self.arrays.y - self.fitted
+
+    def __repr__(self) -> str:
+        # The dataclass's repr of the fields before the tables became lazy.
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in _REPR_FIELDS)
+        return f"{type(self).__name__}({body})"
 
     @property
     def optimizer_params(self) -> np.ndarray:
@@ -407,29 +512,22 @@ def _normal_quantile(p: float) -> float:
     return 0.5 * (lo + hi)
 
 
+def fit_status(fit: FitResult) -> tuple[bool, str]:
+    """Whether ``fit`` converged, and why it stopped, on the host: the
+    ``RESULTS`` comparison of ``fit.converged`` is a JAX computation."""
+    message = RESULTS[fit.result]
+    return message in _CONVERGED, message
+
+
 def build_results(
     design: Design, arrays: ModelArrays, fit: FitResult, reml: bool, options: FitOptions | None = None
 ) -> MixedModelResults:
-    """Attaches names to the numbers of a fit (``fit``'s leaves as numpy arrays)."""
-    names = list(design.fixed_names)
-    beta = np.asarray(fit.beta, dtype=float)
-    vcov = np.asarray(fit.vcov_beta, dtype=float)
+    """Attaches names to the numbers of a fit (``fit``'s leaves as numpy arrays).
+
+    The tables (``fixed_effects``, ``varcorr``, ``random_effects``, …) are
+    built when first read.
+    """
     sigma = float(fit.sigma)
-    theta = np.asarray(fit.theta, dtype=float)
-    fitted_fixed = arrays.X @ beta
-    fitted = fitted_fixed.copy()
-    re, re_var, re_cov = {}, {}, {}
-    for info, codes, z, b, cov in zip(design.factors, arrays.codes, arrays.Z, fit.b, fit.b_cov, strict=True):
-        b = np.asarray(b, dtype=float)
-        cov = np.asarray(cov, dtype=float)
-        index = pd.Index(info.levels, name=info.name)
-        re[info.name] = pd.DataFrame(b, index=index, columns=list(info.column_names))
-        re_var[info.name] = pd.DataFrame(
-            np.diagonal(cov, axis1=1, axis2=2), index=index, columns=list(info.column_names)
-        )
-        re_cov[info.name] = cov
-        fitted = fitted + np.einsum("nq,nq->n", z, b[codes])
-    lams = [np.asarray(lam, dtype=float) for lam in fit.lambdas]
     with np.errstate(over="ignore", under="ignore"):
         sigma2 = np.float64(sigma) ** 2
     if sigma > 0 and not (np.isfinite(sigma2) and sigma2 > 0):
@@ -440,27 +538,17 @@ def build_results(
             RuntimeWarning,
             stacklevel=3,
         )
+    converged, message = fit_status(fit)
     return MixedModelResults(
-        fixed_effects=pd.Series(beta, index=names, name="estimate"),
-        fixed_effects_se=pd.Series(np.sqrt(np.diag(vcov)), index=names, name="std_error"),
-        vcov=pd.DataFrame(vcov, index=names, columns=names),
-        varcorr=varcorr_table(design, lams, sigma),
         sigma=sigma,
-        theta=pd.Series(theta[design.theta_order], index=theta_names(design), name="theta"),
         objective=float(fit.objective),
         reml=reml,
         nobs=len(arrays.y),
-        converged=bool(fit.converged),
-        convergence_message=RESULTS[fit.result],
-        singular=bool(fit.singular),
+        converged=converged,
+        convergence_message=message,
+        singular=bool(np.any(np.asarray(fit.at_boundary))),
         n_iter=int(fit.n_iter),
         grad_norm=float(fit.grad_norm),
-        random_effects=re,
-        random_effects_var=re_var,
-        random_effects_cov=re_cov,
-        fitted=fitted,
-        fitted_fixed=fitted_fixed,
-        residuals=arrays.y - fitted,
         n_dropped_rows=design.n_dropped_rows,
         dropped_columns=design.dropped_fixed,
         formula=design.formula,

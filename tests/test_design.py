@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -384,3 +385,197 @@ def test_non_numeric_response_is_an_error():
     df = _simulated().assign(y=lambda d: np.where(d.y > 1, "high", "low"))
     with pytest.raises(ValueError, match=r"response 'y' must be one numeric column.*convert it to numbers"):
         build_design("y ~ x + (1 | g)", df)
+
+
+def _columns_frame(seed: int = 3) -> pd.DataFrame:
+    """Numeric columns of several dtypes, two grouping columns and odd ones."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    g = np.repeat(np.arange(6), 10)
+    return pd.DataFrame(
+        {
+            "y": rng.normal(size=n) + rng.normal(size=6)[g],
+            "x": rng.normal(size=n),
+            "z": rng.normal(size=n),
+            "k": rng.integers(0, 9, size=n),
+            "u": rng.integers(0, 9, size=n).astype(np.uint8),
+            "f": rng.normal(size=n).astype(np.float32),
+            "b": rng.random(n) < 0.5,
+            "s": rng.choice(["p", "q", "r"], size=n),
+            "g": g,
+            "h": np.tile(np.arange(5), 12),
+        },
+        index=rng.permutation(n) + 100,  # not 0..n-1: the fast path must not care
+    )
+
+
+def _formulaic_only(monkeypatch, formula, df):
+    """build_design with the fast path turned off: formulaic's answer."""
+    from jaxmixed import _design
+
+    with monkeypatch.context() as m:
+        m.setattr(_design, "_numeric_plan", lambda parsed, data: None)
+        return build_design(formula, df)
+
+
+def _assert_same_design(fast, slow):
+    (d1, a1), (d2, a2) = fast, slow
+    assert d1.response == d2.response
+    assert d1.fixed_names == d2.fixed_names and d1.all_fixed_names == d2.all_fixed_names
+    assert d1.report_order == d2.report_order
+    np.testing.assert_array_equal(a1.y, a2.y)
+    np.testing.assert_array_equal(a1.X, a2.X)
+    for f1, f2, c1, c2, z1, z2 in zip(d1.factors, d2.factors, a1.codes, a2.codes, a1.Z, a2.Z, strict=True):
+        assert (f1.name, f1.columns, f1.term_names, f1.term_columns) == (
+            f2.name,
+            f2.columns,
+            f2.term_names,
+            f2.term_columns,
+        )
+        assert f1.structure == f2.structure
+        pd.testing.assert_index_equal(f1.levels, f2.levels)
+        np.testing.assert_array_equal(c1, c2)
+        np.testing.assert_array_equal(z1, z2)
+
+
+def _assert_same_matrix(spec1, spec2, newdata, **kwargs):
+    m1 = pd.DataFrame(spec1.get_model_matrix(newdata, **kwargs))
+    m2 = pd.DataFrame(spec2.get_model_matrix(newdata, **kwargs))
+    assert list(m1.columns) == list(m2.columns)
+    pd.testing.assert_index_equal(m1.index, m2.index)
+    np.testing.assert_array_equal(np.asarray(m1, dtype=float), np.asarray(m2, dtype=float))
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (1 | g)",
+        "y ~ (1 | g)",
+        "y ~ 1 + (1 | g)",
+        "y ~ x + (x | g)",
+        "y ~ z + x + (x + z | g)",
+        "y ~ 0 + x + z + (0 + x | g)",
+        "y ~ x + z + 0 + (1 | g)",
+        "y ~ 1 + x + (1 + z | g)",
+        "y ~ x + (x || g)",
+        "y ~ x + (0 + x + z || g)",
+        "y ~ k + u + f + (k | g)",
+        "y ~ x + (1 | g) + (1 | h)",
+        "y ~ x + (x | g) + (1 | h) + (0 + z | g)",
+        "y ~ x + (1 | g/h)",
+        "y ~ x + (1 | g:h)",
+        "x~z+k+(z||h)",
+        "k ~ x + (1 | g)",
+    ],
+)
+def test_numeric_fast_path_matches_formulaic(monkeypatch, formula):
+    from jaxmixed import _design
+    from jaxmixed._formula import parse_formula
+
+    df = _columns_frame()
+    assert _design._numeric_plan(parse_formula(formula), df) is not None
+    fast, slow = build_design(formula, df), _formulaic_only(monkeypatch, formula, df)
+    _assert_same_design(fast, slow)
+    newdata = _columns_frame(seed=4).iloc[::-3]
+    specs = [(fast[0].fixed_spec, slow[0].fixed_spec)] + [
+        pair
+        for f1, f2 in zip(fast[0].factors, slow[0].factors, strict=True)
+        for pair in zip(f1.term_specs, f2.term_specs, strict=True)
+    ]
+    for spec1, spec2 in specs:
+        _assert_same_matrix(spec1, spec2, newdata)
+        _assert_same_matrix(spec1, spec2, newdata, na_action="raise")
+        # Data the fast matrix cannot take go to formulaic's spec: same answers.
+        odd = newdata.assign(
+            x=newdata.x.where(newdata.x > 0), z=newdata.z.astype(str), k=newdata.k.astype("Int64")
+        )
+        for kwargs in ({}, {"na_action": "raise"}):
+            try:
+                spec2.get_model_matrix(odd, **kwargs)
+            except Exception as err:
+                with pytest.raises(type(err), match=re.escape(str(err))):
+                    spec1.get_model_matrix(odd, **kwargs)
+            else:
+                _assert_same_matrix(spec1, spec2, odd, **kwargs)
+        missing = newdata.drop(columns=["x", "z", "k"])
+        if any(c in ("x", "z", "k") for c in getattr(spec1, "columns", ())):
+            with pytest.raises(Exception) as slow_err:
+                spec2.get_model_matrix(missing)
+            with pytest.raises(type(slow_err.value), match=re.escape(str(slow_err.value))):
+                spec1.get_model_matrix(missing)
+
+
+def test_numeric_fast_path_fits_like_formulaic(monkeypatch):
+    df = _columns_frame()
+    fast = jm.fit_reml("y ~ x + k + (x | g)", df)
+    from jaxmixed import _design
+
+    with monkeypatch.context() as m:
+        m.setattr(_design, "_numeric_plan", lambda parsed, data: None)
+        slow = jm.fit_reml("y ~ x + k + (x | g)", df)
+    pd.testing.assert_series_equal(fast.fixed_effects, slow.fixed_effects)
+    pd.testing.assert_frame_equal(fast.varcorr, slow.varcorr)
+    np.testing.assert_array_equal(fast.predict(df.iloc[:9]), slow.predict(df.iloc[:9]))
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ b + (1 | g)",  # bool: formulaic's reading
+        "y ~ s + (1 | g)",  # strings: a categorical
+        "y ~ x + (s | g)",
+        "y ~ x:z + (1 | g)",  # an interaction
+        "y ~ np.log(k + 1) + (1 | g)",  # a transform
+        "y ~ C(k) + (1 | g)",
+        "y ~ x + x + (1 | g)",  # a repeated name
+        "y ~ -1 + x + (1 | g)",
+        "y ~ x - 1 + (1 | g)",
+        "y ~ 0 + x + 1 + (1 | g)",
+        "y ~ `x` + (1 | g)",
+        "np.log(u + 1) ~ x + (1 | g)",
+        "y ~ x + (1 + x:z | g)",
+    ],
+)
+def test_formulas_outside_the_fast_path_go_to_formulaic(monkeypatch, formula):
+    from jaxmixed import _design
+    from jaxmixed._formula import parse_formula
+
+    df = _columns_frame()
+    parsed, _, _ = _design._analyse_columns(parse_formula(formula), tuple(df.columns))
+    assert _design._numeric_plan(parsed, df) is None
+    _assert_same_design(build_design(formula, df), _formulaic_only(monkeypatch, formula, df))
+
+
+def test_fast_path_errors_are_the_same(monkeypatch):
+    df = _columns_frame()
+    cases = [
+        ("y ~ nope + (1 | g)", df),
+        ("s ~ x + (1 | g)", df),  # a string response
+        ("y ~ x + (1 | g)", df.assign(x=df.x.where(df.x > 0))),  # NaN
+        ("y ~ x + (1 | g)", df.assign(y=1.0)),  # constant response
+        ("y ~ x + z + (1 | g)", df.assign(z=2 * df.x)),  # aliased: a warning, then fits
+        ("y ~ x + (1 | g)", df.iloc[:1]),
+        ("y ~ k + (k | g)", df.assign(k=df.g)),  # confounded
+    ]
+    for formula, data in cases:
+        outcomes = []
+        for build in (build_design, lambda f, d: _formulaic_only(monkeypatch, f, d)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    build(formula, data)
+                    outcomes.append(("ok", [str(w.message) for w in caught]))
+                except Exception as err:
+                    outcomes.append((type(err), str(err)))
+        assert outcomes[0] == outcomes[1], formula
+
+
+def test_formula_analysis_cache_follows_the_columns():
+    df = _simulated()
+    design, _ = build_design("y ~ x + (1 | g)", df)
+    assert design.fixed_names == ("Intercept", "x")
+    dotted = df.rename(columns={"x": "x.1"})
+    design, _ = build_design("y ~ x.1 + (1 | g)", dotted)
+    assert design.fixed_names == ("Intercept", "x.1")
+    with pytest.raises(ValueError, match=r"\['x'\] used in the formula are not in the data"):
+        build_design("y ~ x + (1 | g)", dotted)

@@ -152,3 +152,54 @@ def test_array_predict_keeps_the_right_columns_when_one_is_aliased():
     assert list(res.fixed_effects.index) == ["one", "u", "v"]
     expected = res.fixed_effects["one"] + res.fixed_effects["u"] * u + res.fixed_effects["v"] * v
     np.testing.assert_allclose(res.predict(X=X, groups=g, include_random=False), expected)
+
+
+def test_lazy_tables_are_the_fit_and_are_built_once():
+    import pickle
+
+    from jaxmixed._names import varcorr_table
+    from jaxmixed._results import fit_status
+
+    res = jm.fit_reml("Reaction ~ Days + (Days | Subject)", data=jm.load_dataset("sleepstudy"))
+    fit, design, arrays = res.fit_result, res.design, res.arrays
+    names = list(design.fixed_names)
+    assert "varcorr" not in vars(res)  # not built until read
+    pd.testing.assert_series_equal(
+        res.fixed_effects, pd.Series(np.asarray(fit.beta), index=names, name="estimate")
+    )
+    vcov = np.asarray(fit.vcov_beta)
+    pd.testing.assert_frame_equal(res.vcov, pd.DataFrame(vcov, index=names, columns=names))
+    np.testing.assert_array_equal(res.fixed_effects_se, np.sqrt(np.diag(vcov)))
+    expected_vc = varcorr_table(design, [np.asarray(lam) for lam in fit.lambdas], float(fit.sigma))
+    pd.testing.assert_frame_equal(res.varcorr, expected_vc)
+    b = np.asarray(fit.b[0])
+    np.testing.assert_array_equal(res.random_effects["Subject"].to_numpy(), b)
+    np.testing.assert_array_equal(
+        res.random_effects_var["Subject"].to_numpy(), np.diagonal(np.asarray(fit.b_cov[0]), axis1=1, axis2=2)
+    )
+    fitted = arrays.X @ np.asarray(fit.beta) + np.einsum("nq,nq->n", arrays.Z[0], b[arrays.codes[0]])
+    np.testing.assert_array_equal(res.fitted, fitted)
+    np.testing.assert_array_equal(res.residuals, arrays.y - fitted)
+    assert res.varcorr is res.varcorr and res.random_effects is res.random_effects
+    assert (res.converged, res.convergence_message) == (bool(fit.converged), jm.core.RESULTS[fit.result])
+    assert fit_status(fit) == (bool(fit.converged), jm.core.RESULTS[fit.result])
+    assert res.singular == bool(fit.singular)
+    # repr shows the fields in the dataclass's old order; the object pickles.
+    text = repr(res)
+    order = [
+        "fixed_effects=",
+        "vcov=",
+        "varcorr=",
+        "sigma=",
+        "theta=",
+        "converged=",
+        "random_effects=",
+        "fitted=",
+    ]
+    positions = [text.index(key) for key in order]
+    assert text.startswith("MixedModelResults(fixed_effects=") and positions == sorted(positions)
+    again = pickle.loads(
+        pickle.dumps(jm.fit_reml("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy")))
+    )
+    pd.testing.assert_frame_equal(again.varcorr, res.varcorr)
+    np.testing.assert_array_equal(again.fitted, res.fitted)
