@@ -75,7 +75,7 @@ def _fit_rows(rows: ModelData, y: np.ndarray, options: FitOptions, mesh) -> FitR
     y_padded = np.pad(np.asarray(y, dtype), (0, padded.X.shape[0] - n))
     n_obs = np.asarray(n, dtype)
     if mesh is None:
-        return jax.tree.map(np.asarray, jit_fit_data(padded, y_padded, options, n_obs=n_obs))
+        return jax.device_get(jit_fit_data(padded, y_padded, options, n_obs=n_obs))
     placed, (y_placed,) = shard_rows(padded, [y_padded], mesh)
     return to_host(jit_fit_data(placed, y_placed, options, n_obs=jnp.asarray(n_obs)))
 
@@ -152,7 +152,12 @@ def fit_reml(
     with jax.enable_x64(True):
         real_levels = [f.n_levels for f in design.factors]
         rows = prepare(
-            design, arrays, dtype=dtype, memory_limit=memory_limit, n_levels=padded_levels(real_levels)
+            design,
+            arrays,
+            dtype=dtype,
+            memory_limit=memory_limit,
+            n_levels=padded_levels(real_levels),
+            on_device=False,
         )
         result = drop_padded_levels(_fit_rows(rows, arrays.y, options, as_mesh(devices)), real_levels)
     converged, message = fit_status(result)  # on the host: no JAX dispatch

@@ -86,7 +86,7 @@ def _pad_index(index: DesignIndex, n_rows: int, n_levels: int, n_entries: int, n
     padded = eqx.tree_at(
         lambda i: [getattr(i, k) for k in arrays],
         index,
-        [jnp.asarray(v, getattr(index, k).dtype) for k, v in arrays.items()],
+        [v.astype(getattr(index, k).dtype, copy=False) for k, v in arrays.items()],
     )
     return _with_levels(padded, n_levels)
 
@@ -118,7 +118,8 @@ def pad_data(
     Padded rows have X = 0, Z = 0 and weight 1: pass the real row count as
     ``n_obs`` to ``design_statistics`` (or ``fit_data``), and pad the response
     and any offset with zeros. Padded levels have no rows and give conditional
-    modes of 0 (drop them from the result). Host side (numpy, then JAX arrays).
+    modes of 0 (drop them from the result). Host side: the result holds numpy
+    arrays (a compiled function places them on its device itself).
     """
     e, p = _index_sizes(data.index)
     index = _pad_index(
@@ -128,11 +129,10 @@ def pad_data(
         e if n_entries is None else n_entries,
         p if n_pairs is None else n_pairs,
     )
-    dtype = data.X.dtype
     return ModelData(
-        X=jnp.asarray(_pad_axis(data.X, n_rows), dtype),
-        Z=tuple(jnp.asarray(_pad_axis(z, n_rows), dtype) for z in data.Z),
-        weights=jnp.asarray(_pad_axis(data.weights, n_rows, value=1.0), dtype),
+        X=_pad_axis(data.X, n_rows),
+        Z=tuple(_pad_axis(z, n_rows) for z in data.Z),
+        weights=_pad_axis(data.weights, n_rows, value=1.0),
         index=index,
         structures=data.structures,
     )

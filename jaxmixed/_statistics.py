@@ -283,7 +283,7 @@ def design_index(
     memory_limit: int | None = None,
     itemsize: int = 8,
 ) -> DesignIndex:
-    """The integer structure of a design (host, numpy), checked against memory.
+    """The integer structure of a design (host: numpy arrays), checked against memory.
 
     Args:
         codes: per factor, (n,) level codes in ``[0, n_levels[f])``; factor 1
@@ -299,7 +299,7 @@ def design_index(
     n = len(codes1)
     if q2 == 0:  # one grouping factor: no dense part (None leaves cost nothing to pass)
         return DesignIndex(
-            jnp.asarray(codes1, jnp.int32), *([None] * 12), n_levels=int(n_levels[0]), layout=layout
+            codes1.astype(np.int32), *([None] * 12), n_levels=int(n_levels[0]), layout=layout
         )
     cols = np.concatenate(
         [
@@ -335,7 +335,7 @@ def design_index(
     target = cross_column[first] * q2 + cross_column[second]
     by_target = np.argsort(target, kind="stable")
     index_type = np.int32 if q2 * q2 < 2**31 else np.int64
-    as_int = lambda a, t=np.int32: jnp.asarray(a.astype(t))  # noqa: E731
+    as_int = lambda a, t=np.int32: a.astype(t)  # noqa: E731
     return DesignIndex(
         codes=as_int(codes1),
         dense_cols=as_int(cols, index_type),
@@ -365,6 +365,7 @@ def model_data(
     weights: np.ndarray | None = None,
     dtype=jnp.float64,
     memory_limit: int | None = None,
+    on_device: bool = True,
 ) -> ModelData:
     """Packs a design's arrays (host) into a :class:`ModelData`.
 
@@ -374,6 +375,9 @@ def model_data(
         weights: (n,) positive prior weights, default ones.
         dtype: float dtype (float64 needs ``jax.enable_x64``).
         memory_limit: see :func:`design_index`.
+        on_device: True (default): JAX arrays on the default device; False:
+            numpy arrays (to be padded on the host, or passed to a compiled
+            function, which places them itself: cheaper for small fits).
     """
     _check_dtype(dtype)
     index = design_index(
@@ -384,14 +388,16 @@ def model_data(
         itemsize=jnp.dtype(dtype).itemsize,
     )
     n = np.shape(X)[0]
-    w = np.ones(n) if weights is None else np.asarray(weights, float)
-    return ModelData(
-        X=jnp.asarray(X, dtype),
-        Z=tuple(jnp.asarray(z, dtype) for z in Z),
-        weights=jnp.asarray(w, dtype),
+    w = np.ones(n) if weights is None else weights
+    np_type = np.dtype(jnp.dtype(dtype).name)
+    data = ModelData(
+        X=np.asarray(X, np_type),
+        Z=tuple(np.asarray(z, np_type) for z in Z),
+        weights=np.asarray(w, np_type),
         index=index,
         structures=tuple(structures),
     )
+    return jax.device_put(data) if on_device else data
 
 
 def prepare(
@@ -401,11 +407,13 @@ def prepare(
     dtype=jnp.float64,
     memory_limit: int | None = None,
     n_levels: Sequence[int] | None = None,
+    on_device: bool = True,
 ) -> ModelData:
     """The pure layer's :class:`ModelData` of a validated design (host side).
 
     ``n_levels``: per factor, at least its number of levels (default: exactly
-    that); more gives padded levels without rows (``_padding``). Call inside
+    that); more gives padded levels without rows (``_padding``). ``on_device``:
+    see :func:`model_data`. Call inside
     ``with jax.enable_x64(True):`` for float64.
     """
     return model_data(
@@ -417,11 +425,12 @@ def prepare(
         weights=arrays.weights,
         dtype=dtype,
         memory_limit=memory_limit,
+        on_device=on_device,
     )
 
 
 def _check_dtype(dtype) -> None:
-    if jnp.zeros((), dtype).dtype != jnp.dtype(dtype):
+    if jax.dtypes.canonicalize_dtype(dtype) != jnp.dtype(dtype):
         raise ValueError(
             f"{jnp.dtype(dtype)} statistics need JAX's 64-bit mode: call this inside "
             "`with jax.enable_x64(True):` (fit_reml does so itself), or pass dtype=jnp.float32"
