@@ -22,8 +22,10 @@ __all__ = [
     "batched_cholesky",
     "batched_solve_lower",
     "batched_solve_upper_t",
+    "inverse_from_chol",
     "log_det_from_chol",
     "logdet_and_quadratic",
+    "lower_as_symmetric",
     "PairSum",
     "pair_sum",
 ]
@@ -92,23 +94,77 @@ def log_det_from_chol(chol: jnp.ndarray) -> jnp.ndarray:
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)))
 
 
+_INVERSE_BLOCK = 300  # below this size, invert by one triangular solve and one product
+
+
+def inverse_from_chol(chol: jnp.ndarray) -> jnp.ndarray:
+    """``S⁻¹`` (m, m) from the lower Cholesky factor ``chol`` of an SPD ``S = L Lᵀ``.
+
+    Recursive on the 2×2 block split ``L = [[A, 0], [B, C]]``: ``A Aᵀ`` is the
+    leading block of S and ``C Cᵀ`` its Schur complement, so with
+    ``W = B A⁻¹`` and ``P = (C Cᵀ)⁻¹``
+
+        S⁻¹ = [[(A Aᵀ)⁻¹ + Wᵀ P W, −Wᵀ P], [−P W, P]].
+
+    About ``5m³/6`` flops, nearly all in matrix products, against ``3m³`` for
+    ``L⁻¹`` by a triangular solve with the identity followed by ``L⁻ᵀ L⁻¹``
+    (neither of which knows that half its operands are zeros).
+    """
+    m = chol.shape[-1]
+    if m <= _INVERSE_BLOCK:
+        inv = jsl.solve_triangular(chol, jnp.eye(m, dtype=chol.dtype), lower=True)
+        return inv.T @ inv
+    h = m // 2
+    a, b, c = chol[:h, :h], chol[h:, :h], chol[h:, h:]
+    w = jsl.solve_triangular(a, b.T, lower=True, trans="T").T  # W A = B
+    p = inverse_from_chol(c)
+    off = -(p @ w)
+    top = inverse_from_chol(a) - w.T @ off
+    return jnp.block([[top, off.T], [off, p]])
+
+
 @jax.custom_vjp
 def logdet_and_quadratic(s: jnp.ndarray, t: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """``(log|S|, Tᵀ S⁻¹ T)`` for SPD ``s`` (m, m) and ``t`` (m, k).
+    """``(log|S|, Tᵀ S⁻¹ T)`` for SPD ``S`` given by the lower triangle of ``s`` (m, m).
 
-    The reverse pass uses the closed forms ``∂log|S| = S⁻¹`` and
-    ``∂(TᵀS⁻¹T) = -X G Xᵀ`` (w.r.t. S), ``X (G + Gᵀ)`` (w.r.t. T) with
-    ``X = S⁻¹T``: about 3x cheaper than differentiating through the Cholesky
-    factorisation, which dominates the cost of models with crossed factors.
+    Only the lower triangle (diagonal included) of ``s`` is read; the upper
+    one may hold anything. ``t`` is (m, k). The reverse pass uses the closed
+    forms ``∂log|S| = S⁻¹`` and ``∂(TᵀS⁻¹T) = −X G Xᵀ`` (w.r.t. a symmetric S)
+    and ``X (G + Gᵀ)`` (w.r.t. T), with ``X = S⁻¹T`` and S⁻¹ from
+    :func:`inverse_from_chol`: several times cheaper than differentiating
+    through the Cholesky factorisation, which dominates the cost of models
+    with crossed factors. An off-diagonal entry of the lower triangle stands
+    for itself and its mirror, so its cotangent is twice the symmetric one;
+    the upper triangle's is 0.
     """
-    # S is symmetric by construction: skip jnp's symmetrising pass over it.
     chol = jnp.linalg.cholesky(s, symmetrize_input=False)
     r = jsl.solve_triangular(chol, t, lower=True)
     return log_det_from_chol(chol), r.T @ r
 
 
+@jax.custom_jvp
+def lower_as_symmetric(s: jnp.ndarray) -> jnp.ndarray:
+    """``s`` standing for the symmetric matrix ``tril(s) + tril(s, −1)ᵀ``.
+
+    For consumers that read only the lower triangle (``jnp.linalg.cholesky``
+    with ``symmetrize_input=False``): the value is ``s`` itself, unchanged
+    (no pass over it), and the tangent is the mirrored lower triangle of
+    ``ds``, so that derivatives, of any order, are those of the symmetric
+    matrix and not of whatever the upper triangle holds.
+    """
+    return s
+
+
+@lower_as_symmetric.defjvp
+def _lower_as_symmetric_jvp(primals, tangents):
+    (s,), (ds,) = primals, tangents
+    return s, jnp.tril(ds) + jnp.tril(ds, -1).T
+
+
 def _logdet_quad_fwd(s, t):
-    chol = jnp.linalg.cholesky(s, symmetrize_input=False)
+    # Differentiated again for second derivatives: the Cholesky factor must see
+    # the symmetric matrix's tangent, not the unread upper triangle's.
+    chol = jnp.linalg.cholesky(lower_as_symmetric(s), symmetrize_input=False)
     r = jsl.solve_triangular(chol, t, lower=True)
     return (log_det_from_chol(chol), r.T @ r), (chol, r)
 
@@ -116,14 +172,15 @@ def _logdet_quad_fwd(s, t):
 def _logdet_quad_bwd(residuals, cotangents):
     chol, r = residuals
     g_logdet, g_quad = cotangents
-    eye = jnp.eye(chol.shape[0], dtype=chol.dtype)
-    chol_inv = jsl.solve_triangular(chol, eye, lower=True)
-    s_inv = chol_inv.T @ chol_inv
     x = jsl.solve_triangular(chol, r, lower=True, trans="T")  # S⁻¹T
     g_sym = 0.5 * (g_quad + g_quad.T)
-    grad_s = g_logdet * s_inv - x @ g_sym @ x.T
-    grad_t = 2.0 * x @ g_sym
-    return grad_s, grad_t
+    grad_sym = g_logdet * inverse_from_chol(chol) - (x @ g_sym) @ x.T
+    row = jnp.arange(chol.shape[0])[:, None]
+    col = jnp.arange(chol.shape[0])[None, :]
+    # grad_sym is symmetric, so its lower triangle is its upper one transposed;
+    # written so, a caller that built s as a transpose reads it in memory order.
+    grad_s = jnp.where(row < col, 2.0 * grad_sym, jnp.where(row == col, grad_sym, 0.0)).T
+    return grad_s, 2.0 * x @ g_sym
 
 
 logdet_and_quadratic.defvjp(_logdet_quad_fwd, _logdet_quad_bwd)
@@ -134,9 +191,10 @@ class PairSum(NamedTuple):
 
     ``out[t] = Σ_p products[p] · w[level[p]]`` summed over the entries ``p``
     with ``target[p] = t``; ``w`` is (J, k) and ``products`` (P, k). The entries
-    are stored twice: sorted by target (the forward sum is a sorted segment
-    sum) and sorted by level (so is its transpose), because an unsorted
-    scatter-add is about 10x slower on CPU.
+    are stored sorted by target: the forward sum is a sorted segment sum, and
+    its transpose gathers the cotangent in memory order and sums into the J
+    levels (small: the unsorted scatter-add stays in cache). The copy sorted
+    by level (``*_by_level``, ``level_sorted``) is not used by this module.
     """
 
     target: jnp.ndarray  # (P,) sorted
@@ -161,8 +219,11 @@ def _pair_sum_fwd(w, pairs, size):
 def _pair_sum_bwd(size, residuals, g):
     pairs, w = residuals
     n_levels = w.shape[0]
-    per_pair = g[pairs.target_by_level][:, None] * pairs.products_by_level
-    grad_w = jax.ops.segment_sum(per_pair, pairs.level_sorted, n_levels, indices_are_sorted=True)
+    # In target order: g (Q₂² entries) is read in memory order and the sums land
+    # in J slots that stay in cache; in level order the gather reads g at
+    # scattered entries, about 2.5x slower on InstEval.
+    per_pair = g[pairs.target][:, None] * pairs.products
+    grad_w = jax.ops.segment_sum(per_pair, pairs.level, n_levels)
     zeros = jax.tree.map(lambda a: None if a is None else jnp.zeros_like(a), pairs)
     # The products carry the data (Z's values): their cotangent lets gradients
     # reach Z and prior weights; XLA drops it when nothing asks for it.

@@ -39,8 +39,10 @@ from ._linalg import (
     batched_cholesky,
     batched_solve_lower,
     batched_solve_upper_t,
+    inverse_from_chol,
     log_det_from_chol,
     logdet_and_quadratic,
+    lower_as_symmetric,
     pair_sum,
 )
 from ._statistics import DenseLayout, ModelStatistics
@@ -77,10 +79,27 @@ def _congruence(mat: jax.Array, lams: Sequence[jax.Array], layout: DenseLayout) 
     return _scale_dense_rows(_scale_dense_rows(mat, lams, layout).T, lams, layout)
 
 
+def _schur_lower(ztz: jax.Array, k_upper: jax.Array, lams: Sequence[jax.Array], layout: DenseLayout):
+    """``S = Λ₂ᵀ(Z₂ᵀZ₂ − K)Λ₂ + I``, exact in its lower triangle (all that is read).
+
+    ``k_upper`` holds K on and above the diagonal, so ``k_upperᵀ`` holds its
+    lower triangle. A diagonal Λ₂ maps the lower triangle to itself, so
+    the full symmetric K (two transposes of Q₂×Q₂ matrices, forward and
+    reverse) is built only when Λ₂ has blocks.
+    """
+    eye = jnp.eye(layout.size, dtype=ztz.dtype)
+    if _scalar_diagonal(lams, layout) is not None:
+        # (Z₂ᵀZ₂ − K_upper)ᵀ: Z₂ᵀZ₂ is symmetric. Transposed as a whole, so that
+        # the column-major copy LAPACK needs reads its operands in memory order.
+        return _congruence(ztz - k_upper, lams, layout).T + eye
+    k = k_upper + k_upper.T - jnp.diag(jnp.diagonal(k_upper))
+    return _congruence(ztz - k, lams, layout) + eye
+
+
 class _Factorization(eqx.Module):
     chol1: jax.Array  # (J₁, q₁, q₁) factors of A₁₁
     r1: jax.Array  # (J₁, q₁, p+1)
-    schur: jax.Array  # (Q₂, Q₂) S, the dense Schur complement
+    schur: jax.Array  # (Q₂, Q₂) S, the dense Schur complement (lower triangle)
     t: jax.Array  # (Q₂, p+1) its right-hand side
     log_det_a: jax.Array  # log|A|
     chol_m: jax.Array  # (p+1, p+1)
@@ -126,12 +145,14 @@ def _factorize(phi: jax.Array, stats: ModelStatistics, zero: jax.Array | None) -
         w = jnp.einsum("jab,jac->jbc", g, g)
         index = d.index
         k_upper = pair_sum(w.reshape(w.shape[0], -1), d.pairs, q2 * q2).reshape(q2, q2)
-        k = k_upper + k_upper.T - jnp.diag(jnp.diagonal(k_upper))
         level = index.cross_level
-        h_rows = jnp.einsum("ea,eab,ebk->ek", d.cross_values, w[level], ztxy[level])
+        # h_e = c_eᵀ W_j Z₁ᵀ[X y]_j per stored non-zero, as broadcast products: an
+        # einsum here becomes one tiny batched matrix product per non-zero on CPU.
+        cw = jnp.sum(d.cross_values[:, :, None] * w[level], axis=1)
+        h_rows = jnp.sum(cw[:, :, None] * ztxy[level], axis=1)
         h = jax.ops.segment_sum(h_rows, index.cross_column, q2)
         dense_lams = lams[1:]
-        s = _congruence(d.dense_ZtZ - k, dense_lams, layout) + jnp.eye(q2, dtype=phi.dtype)
+        s = _schur_lower(d.dense_ZtZ, k_upper, dense_lams, layout)
         t = _scale_dense_rows(dense_ztxy - h, dense_lams, layout)
         log_det_s, quad = logdet_and_quadratic(s, t)
         m = m - quad
@@ -231,7 +252,7 @@ def _dense_modes(fac: _Factorization, stats: ModelStatistics, beta: jax.Array):
     """b̃ of the dense factors, the chol of S, and ``C_j b₂`` summed per level."""
     d = stats.design
     p = beta.shape[0]
-    chol2 = jnp.linalg.cholesky(fac.schur)
+    chol2 = jnp.linalg.cholesky(lower_as_symmetric(fac.schur), symmetrize_input=False)
     r_dense = jax.scipy.linalg.solve_triangular(chol2, fac.t, lower=True)
     rhs2 = r_dense[:, p] - r_dense[:, :p] @ beta
     u2 = jax.scipy.linalg.solve_triangular(chol2, rhs2, lower=True, trans="T")
@@ -243,21 +264,22 @@ def _dense_modes(fac: _Factorization, stats: ModelStatistics, beta: jax.Array):
     return b2, chol2, cb
 
 
-def _factor1_inner(fac: _Factorization, stats: ModelStatistics, g: jax.Array, s_inv_chol: jax.Array):
+def _factor1_inner(fac: _Factorization, stats: ModelStatistics, g: jax.Array, s_inv: jax.Array):
     """``I + G_j (C_j T C_jᵀ) G_jᵀ`` per level (see solve)."""
     d = stats.design
     q2 = d.dense_layout.size
     lam1 = fac.lams[0]
     q1 = lam1.shape[0]
     lam2_t = [lam.T for lam in fac.lams[1:]]
-    t_mat = _congruence(s_inv_chol.T @ s_inv_chol, lam2_t, d.dense_layout)
+    t_mat = _congruence(s_inv, lam2_t, d.dense_layout)
     pairs = d.pairs
-    prods = pairs.products_by_level.reshape(-1, q1, q1)
-    mirrored = (pairs.target_by_level // q2 != pairs.target_by_level % q2)[:, None, None]
-    per_pair = t_mat.reshape(-1)[pairs.target_by_level][:, None, None] * (
+    # In target order: T is read in memory order, the sums land in J₁ slots.
+    prods = pairs.products.reshape(-1, q1, q1)
+    mirrored = (pairs.target // q2 != pairs.target % q2)[:, None, None]
+    per_pair = t_mat.reshape(-1)[pairs.target][:, None, None] * (
         prods + jnp.where(mirrored, prods.transpose(0, 2, 1), 0.0)
     )
-    ctc = jax.ops.segment_sum(per_pair, pairs.level_sorted, d.ZtZ.shape[0], indices_are_sorted=True)
+    ctc = jax.ops.segment_sum(per_pair, pairs.level, d.ZtZ.shape[0])
     return jnp.eye(q1, dtype=g.dtype) + jnp.einsum("jab,jbc,jdc->jad", g, ctc, g)
 
 
@@ -288,9 +310,8 @@ def solve(
         # (A⁻¹)₁₁,j = L_j⁻ᵀ (I + B_j S⁻¹ B_jᵀ) L_j⁻¹ with B_j = L_j⁻¹Λ₁ᵀC_jΛ₂, so
         # B_j S⁻¹ B_jᵀ = G_j (C_j T C_jᵀ) G_jᵀ, T = Λ₂S⁻¹Λ₂ᵀ: a sum over the stored
         # pairs (each off-diagonal pair stands for itself and its mirror).
-        eye = jnp.eye(layout.size, dtype=phi.dtype)
-        s_inv_chol = jax.scipy.linalg.solve_triangular(chol2, eye, lower=True)
-        inner = _factor1_inner(fac, stats, g, s_inv_chol)
+        s_inv = inverse_from_chol(chol2)
+        inner = _factor1_inner(fac, stats, g, s_inv)
     else:
         inner = jnp.broadcast_to(jnp.eye(lam1.shape[0], dtype=phi.dtype), fac.chol1.shape)
     u1 = batched_solve_upper_t(fac.chol1, rhs1[..., None])[..., 0]
@@ -299,7 +320,8 @@ def solve(
     if layout.size:
         for (off, j, q), lam in zip(layout.blocks, fac.lams[1:], strict=True):
             bs.append(b2[off : off + j * q].reshape(j, q))
-            rows = s_inv_chol[:, off : off + j * q].reshape(layout.size, j, q)
-            block_inv = jnp.einsum("rja,rjb->jab", rows, rows)
+            cols = off + q * jnp.arange(j)[:, None] + jnp.arange(q)[None, :]  # (j, q)
+            block_inv = s_inv[cols[:, :, None], cols[:, None, :]]  # diagonal blocks of S⁻¹
+            block_inv = 0.5 * (block_inv + block_inv.transpose(0, 2, 1))  # exactly symmetric
             covs.append(sigma2 * jnp.einsum("ab,jbc,dc->jad", lam, block_inv, lam))
     return Solution(beta, vcov, jnp.sqrt(sigma2), tuple(bs), tuple(covs), value)
