@@ -34,6 +34,9 @@ can go on fitting:
   with the host's instruction set) is a false alarm: it is filtered out of
   the process's standard error while jaxmixed compiles, and every other
   line is passed through.
+
+A compiled program runs with LAPACK's threads sized to the free cores
+(``_threads``), so that a busy neighbour costs about its share.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+
+from ._threads import lapack_threads
 
 __all__ = [
     "CompiledFunction",
@@ -290,7 +295,10 @@ class CompiledFunction:
             with _SETTINGS.lock:
                 _SETTINGS.programs[key] = program
                 _evict()
-        return program(dynamic)
+        # LAPACK's threads sized to the free cores while the program runs (``_threads``);
+        # waiting for the result keeps the limit in force until the kernels are done.
+        with lapack_threads():
+            return jax.block_until_ready(program(dynamic))
 
 
 def compiled(fun: Callable) -> CompiledFunction:
