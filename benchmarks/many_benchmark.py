@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _format import fmt_s  # benchmarks/ is the script's folder, first on sys.path
+from measure import vm_hwm  # the peak resident set size, shared with the peer suite
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -196,18 +197,6 @@ def bigrows_arrays(n: int, n_groups: int, draw: int = 0):
 # --------------------------------------------------------------------------------------
 # Worker helpers (run in subprocesses)
 # --------------------------------------------------------------------------------------
-
-
-def vm_hwm() -> int:
-    """Peak resident set size (VmHWM) of this process in bytes; 0 when unavailable."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def memory() -> dict:

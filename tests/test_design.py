@@ -414,7 +414,7 @@ def _formulaic_only(monkeypatch, formula, df):
     from jaxmixed import _design
 
     with monkeypatch.context() as m:
-        m.setattr(_design, "_numeric_plan", lambda parsed, data: None)
+        m.setattr(_design, "numeric_plan", lambda parsed, data: None)
         return build_design(formula, df)
 
 
@@ -473,7 +473,7 @@ def test_numeric_fast_path_matches_formulaic(monkeypatch, formula):
     from jaxmixed._formula import parse_formula
 
     df = _columns_frame()
-    assert _design._numeric_plan(parse_formula(formula), df) is not None
+    assert _design.numeric_plan(parse_formula(formula), df) is not None
     fast, slow = build_design(formula, df), _formulaic_only(monkeypatch, formula, df)
     _assert_same_design(fast, slow)
     newdata = _columns_frame(seed=4).iloc[::-3]
@@ -511,7 +511,7 @@ def test_numeric_fast_path_fits_like_formulaic(monkeypatch):
     from jaxmixed import _design
 
     with monkeypatch.context() as m:
-        m.setattr(_design, "_numeric_plan", lambda parsed, data: None)
+        m.setattr(_design, "numeric_plan", lambda parsed, data: None)
         slow = jm.fit_reml("y ~ x + k + (x | g)", df)
     pd.testing.assert_series_equal(fast.fixed_effects, slow.fixed_effects)
     pd.testing.assert_frame_equal(fast.varcorr, slow.varcorr)
@@ -542,7 +542,7 @@ def test_formulas_outside_the_fast_path_go_to_formulaic(monkeypatch, formula):
 
     df = _columns_frame()
     parsed, _, _ = _design._analyse_columns(parse_formula(formula), tuple(df.columns))
-    assert _design._numeric_plan(parsed, df) is None
+    assert _design.numeric_plan(parsed, df) is None
     _assert_same_design(build_design(formula, df), _formulaic_only(monkeypatch, formula, df))
 
 
