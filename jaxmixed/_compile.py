@@ -259,10 +259,13 @@ class CompiledFunction:
     static parts, the tree structure, each array's shape, dtype, weak type and
     sharding, and JAX's 64-bit mode; programs live in the shared registry
     (at most :func:`set_max_compiled_programs`, least recently used dropped).
+    ``compiler_options(*args, **kwargs)``, if given, returns XLA options for
+    the compilation of those arguments' structure (a function of shapes only).
     """
 
-    def __init__(self, fun: Callable) -> None:
+    def __init__(self, fun: Callable, compiler_options: Callable[..., dict] | None = None) -> None:
         self.fun = fun
+        self.compiler_options = compiler_options
         self.__wrapped__ = fun
         self.__doc__ = fun.__doc__
         self.__name__ = getattr(fun, "__name__", "compiled")
@@ -280,8 +283,12 @@ class CompiledFunction:
 
         _decide_cache()
         lowered = jax.jit(run).lower(dynamic)
+        options = None
+        if self.compiler_options is not None:
+            args, kwargs = eqx.combine(dynamic, static)
+            options = self.compiler_options(*args, **kwargs) or None
         with _filtered_stderr():
-            return lowered.compile()
+            return lowered.compile(compiler_options=options)
 
     def __call__(self, *args, **kwargs):
         dynamic, static = eqx.partition((args, kwargs), eqx.is_array)
@@ -301,6 +308,6 @@ class CompiledFunction:
             return jax.block_until_ready(program(dynamic))
 
 
-def compiled(fun: Callable) -> CompiledFunction:
-    """``fun`` as a :class:`CompiledFunction` (use as a decorator or a call)."""
-    return CompiledFunction(fun)
+def compiled(fun: Callable, compiler_options: Callable[..., dict] | None = None) -> CompiledFunction:
+    """``fun`` as a :class:`CompiledFunction` (see there for ``compiler_options``)."""
+    return CompiledFunction(fun, compiler_options)
