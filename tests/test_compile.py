@@ -116,3 +116,25 @@ def test_disk_cache_on_by_default_quiet_and_optional(tmp_path):
     assert off.returncode == 0, off.stderr
     assert "True" not in off.stdout.splitlines()[-1]
     assert not (tmp_path / "off").exists()
+
+
+def test_small_models_compile_without_backend_optimisation():
+    """Only small models trade a little run time for a much shorter compilation."""
+    import jax
+
+    import jaxmixed as jm
+    from jaxmixed import core
+    from jaxmixed._fit import SMALL_MODEL_ROWS, small_model_options
+
+    design, arrays = core.build_design("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
+    with jax.enable_x64(True):
+        small = core.prepare(design, arrays, on_device=False)
+    assert small_model_options(small) == {"xla_backend_optimization_level": 0}
+    big = small.__class__(
+        X=np.zeros((SMALL_MODEL_ROWS + 1, 2)),
+        Z=small.Z,
+        weights=small.weights,
+        index=small.index,
+        structures=small.structures,
+    )
+    assert small_model_options(big) == {}
