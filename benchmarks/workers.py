@@ -124,19 +124,24 @@ def _versions() -> dict:
     return {"jax": jax.__version__, "jaxmixed": jm.__version__}
 
 
-def worker_jaxmixed(spec: dict) -> dict:
-    """The peer comparison's jaxmixed: ``fit_reml`` first call and steady state, then the core steps."""
-    df = pd.read_pickle(spec["data"])
-    fit = _fit_timings(spec["formula"], df, True)
+def _fit_record(fit: dict, **extra) -> dict:
+    """A worker's answer: first call, steady times, ``extra`` timings, estimates, warnings."""
     return {
         "first_call_s": fit["first"],
         "fit_reml_s": statistics.median(fit["steady"]),
         "fit_reml_times": fit["steady"],
-        **_core_timings(spec["formula"], df),
+        **extra,
         **_estimates(fit["result"]),
         "warnings": fit["warnings"],
         "versions": _versions(),
     }
+
+
+def worker_jaxmixed(spec: dict) -> dict:
+    """The peer comparison's jaxmixed: ``fit_reml`` first call and steady state, then the core steps."""
+    df = pd.read_pickle(spec["data"])
+    fit = _fit_timings(spec["formula"], df, True)
+    return _fit_record(fit, **_core_timings(spec["formula"], df))
 
 
 def worker_jaxmixed_fit(spec: dict) -> dict:
@@ -148,14 +153,7 @@ def worker_jaxmixed_fit(spec: dict) -> dict:
     """
     df = pd.read_pickle(spec["data"])
     fit = _fit_timings(spec["formula"], df, spec.get("reml", True), min_repeats=1, max_repeats=3, budget=30.0)
-    return {
-        "first_call_s": fit["first"],
-        "fit_reml_s": statistics.median(fit["steady"]),
-        "fit_reml_times": fit["steady"],
-        **_estimates(fit["result"]),
-        "warnings": fit["warnings"],
-        "versions": _versions(),
-    }
+    return _fit_record(fit)
 
 
 def worker_statsmodels(spec: dict) -> dict:
