@@ -45,8 +45,8 @@ def _stacked(df, design_name, formula, dtype):
     rows, ys = [], []
     for seed in range(100):
         part = df[(df.design == design_name) & (df.seed == seed)].reset_index(drop=True)
-        design, arrays = core.build_design(formula, part)
-        rows.append(core.prepare(design, arrays, dtype=dtype))
+        design, arrays = jm.design.build_design(formula, part)
+        rows.append(jm.design.prepare(design, arrays, dtype=dtype))
         ys.append(arrays.y)
     return jax.tree.map(lambda *xs: jnp.stack(xs), *rows), jnp.asarray(np.stack(ys), dtype)
 

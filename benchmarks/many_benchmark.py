@@ -388,7 +388,6 @@ def worker_bigrows_jaxmixed(spec: dict) -> dict:
     import jax
 
     import jaxmixed as jm
-    from jaxmixed import core
 
     devices = spec["devices"]
     out["jax_devices"] = len(jax.devices())
@@ -397,7 +396,7 @@ def worker_bigrows_jaxmixed(spec: dict) -> dict:
     out["simulate_s"] = time.perf_counter() - t0
     # The host part of fit_reml alone: validation of the arrays, the design.
     t0 = time.perf_counter()
-    core.design_from_arrays(y, X, X, groups)
+    jm.design.design_from_arrays(y, X, X, groups)
     out["design_arrays_s"] = time.perf_counter() - t0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -419,7 +418,7 @@ def worker_bigrows_jaxmixed(spec: dict) -> dict:
     if spec.get("formula_design"):  # after the memory readings: a DataFrame and formulaic
         df = pd.DataFrame({"y": y, "x1": X[:, 1], "g": groups})
         t0 = time.perf_counter()
-        core.build_design("y ~ x1 + (x1 | g)", df)
+        jm.design.build_design("y ~ x1 + (x1 | g)", df)
         out["design_formula_s"] = time.perf_counter() - t0
     out["versions"] = versions()
     return out
@@ -1022,7 +1021,7 @@ def case_bigrows(args, sz, workdir: Path, r_ok: bool, r_note: str) -> list[str]:
         ]
         if "design_formula_s" in b:
             lines += [
-                f'For comparison, the formula route\'s host design (`core.build_design("y ~ x1 + (x1 | g)", df)` on '
+                f'For comparison, the formula route\'s host design (`jm.design.build_design("y ~ x1 + (x1 | g)", df)` on '
                 f"a {n:,}-row DataFrame, formulaic): {fmt_s(b['design_formula_s'])} s, against "
                 f"{fmt_s(b['design_arrays_s'])} s from arrays.",
                 "",

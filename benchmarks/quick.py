@@ -110,9 +110,10 @@ def _statistics(formula: str, df: pd.DataFrame):
     import jax.numpy as jnp
 
     from jaxmixed import core
+    from jaxmixed import design as jmd
 
-    design, arrays = core.build_design(formula, df)
-    data = core.prepare(design, arrays)
+    design, arrays = jmd.build_design(formula, df)
+    data = jmd.prepare(design, arrays)
     stats = jax.block_until_ready(eqx.filter_jit(core.model_statistics)(data, jnp.asarray(arrays.y)))
     return data, stats
 

@@ -142,7 +142,7 @@ def factor_levels(df: pd.DataFrame) -> dict[str, int]:
 
 def check_designs(models: list[RealModel], data_dir: Path = DATA_DIR) -> int:
     """Builds each model's design in jaxmixed without fitting; prints its sizes. 1 if any fails."""
-    from jaxmixed._api import _design
+    from jaxmixed.linear._api import _design
 
     failed = 0
     for model in models:

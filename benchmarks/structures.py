@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cache:
         os.environ.setdefault("JAXMIXED_COMPILATION_CACHE", "0")
     import jaxmixed as jm
-    from jaxmixed._padding import bucket, padded_levels
+    from jaxmixed.core._padding import bucket, padded_levels
 
     rng = np.random.default_rng(args.seed)
     structures, peak, failures = set(), memory_maps(), 0

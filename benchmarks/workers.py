@@ -61,14 +61,15 @@ def _core_timings(formula: str, df: pd.DataFrame) -> dict:
     import jax.numpy as jnp
 
     from jaxmixed import core
+    from jaxmixed import design as jmd
 
-    design_times = timed_repeats(lambda: core.build_design(formula, df), budget=10.0)
-    design, arrays = core.build_design(formula, df)
+    design_times = timed_repeats(lambda: jmd.build_design(formula, df), budget=10.0)
+    design, arrays = jmd.build_design(formula, df)
     statistics_jit = eqx.filter_jit(core.model_statistics)
     fit_jit = eqx.filter_jit(core.fit)
     options = core.FitOptions(reml=True)
     with jax.enable_x64(True):
-        data = core.prepare(design, arrays)
+        data = jmd.prepare(design, arrays)
         y = jnp.asarray(arrays.y)
 
         def stats_once():

@@ -18,11 +18,11 @@ import jaxmixed as jm
 from jaxmixed import core
 
 df = jm.load_dataset("sleepstudy")
-design, arrays = core.build_design("Reaction ~ Days + (Days | Subject)", df)
+design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", df)
 names = ["θ₁", "θ₂", "θ₃", "σ"]  # θ: Λ's entries (lme4's order, one factor); σ in ms
 
 with jax.enable_x64(True):
-    data = core.prepare(design, arrays)
+    data = jm.design.prepare(design, arrays)
     design_stats = core.design_statistics(data)  # the design's part, computed once
     y = jnp.asarray(arrays.y)
 

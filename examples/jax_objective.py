@@ -17,11 +17,11 @@ from jaxmixed import core
 
 df = jm.load_dataset("sleepstudy")
 formula = "Reaction ~ Days + (Days | Subject)"
-design, arrays = core.build_design(formula, df)  # host side: names and checks
+design, arrays = jm.design.build_design(formula, df)  # host side: names and checks
 options = jm.FitOptions()  # REML, the defaults of fit_reml
 
 with jax.enable_x64(True):  # float64, as fit_reml uses internally
-    data = core.prepare(design, arrays)  # ModelData: rows and integer structure
+    data = jm.design.prepare(design, arrays)  # ModelData: rows and integer structure
     design_stats = core.design_statistics(data)  # built once for every response below
     y = jnp.asarray(arrays.y)
 

@@ -16,24 +16,24 @@ the next capabilities build on (statistics, objective, the pure fit and its
 result, the covariance parameterisation) lives in :mod:`jaxmixed.core`.
 """
 
-from . import core
-from ._api import ConvergenceWarning, fit_reml
-from ._bootstrap import BootstrapResults
-from ._compile import (
+from . import core, design
+from ._datasets import list_datasets, load_dataset, mixedml_simulation
+from .core._compile import (
     clear_compiled_programs,
     compilation_cache_dir,
     n_compiled_programs,
     set_compilation_cache,
     set_max_compiled_programs,
 )
-from ._datasets import list_datasets, load_dataset, mixedml_simulation
-from ._formula import FormulaError
-from ._many_api import FitTable, fit_reml_many, fit_reml_stacked
-from ._nn_api import fit_mixed_em, fit_mixed_nn
-from ._nn_results import FixedPart, MixedNNResults
-from ._optimise import RESULTS, FitOptions
-from ._results import MixedModelResults
-from ._train import TrainOptions
+from .core._optimise import RESULTS, FitOptions
+from .design._formula import FormulaError
+from .linear._api import ConvergenceWarning, fit_reml
+from .linear._bootstrap import BootstrapResults
+from .linear._many_api import FitTable, fit_reml_many, fit_reml_stacked
+from .linear._results import MixedModelResults
+from .networks._api import fit_mixed_em, fit_mixed_nn
+from .networks._results import FixedPart, MixedNNResults
+from .networks._train import TrainOptions
 
 __version__ = "0.5.0"
 
@@ -51,6 +51,7 @@ __all__ = [
     "MixedNNResults",
     "TrainOptions",
     "core",
+    "design",
     "fit_mixed_em",
     "fit_mixed_nn",
     "fit_reml",

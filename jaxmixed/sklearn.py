@@ -65,11 +65,11 @@ import numpy as np
 import optax
 import pandas as pd
 
-from ._api import fit_reml
-from ._mixed_loss import jit_network_output, network_output
-from ._nn_api import _split, fit_mixed_em, fit_mixed_nn
-from ._nn_results import FixedPart
-from ._train import TrainOptions
+from .core._mixed_loss import jit_network_output, network_output
+from .linear._api import fit_reml
+from .networks._api import _split, fit_mixed_em, fit_mixed_nn
+from .networks._results import FixedPart
+from .networks._train import TrainOptions
 
 __all__ = [
     "MixedEMRegressor",

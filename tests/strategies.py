@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import strategies as st
 
 from jaxmixed import core
-from jaxmixed._covariance import lambda_from_phi, split_params
 from jaxmixed.core import structure_for_terms
+from jaxmixed.core._covariance import lambda_from_phi, split_params
 
 
 @st.composite

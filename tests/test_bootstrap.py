@@ -1,4 +1,4 @@
-"""simulate and the parametric bootstrap (jaxmixed._simulate, jaxmixed._bootstrap)."""
+"""simulate and the parametric bootstrap (jaxmixed.core._simulate, jaxmixed.linear._bootstrap)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import jaxmixed as jm
-from jaxmixed import core
-from jaxmixed._simulate import factor_codes
+from jaxmixed.core._simulate import factor_codes
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 
@@ -43,9 +42,9 @@ def test_simulate_draws_have_the_model_moments(sleep_fit):
 
 def test_factor_codes_read_back_from_the_index():
     df = jm.load_dataset("Penicillin")
-    design, arrays = core.build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", df)
+    design, arrays = jm.design.build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", df)
     with jax.enable_x64(True):
-        codes = factor_codes(core.prepare(design, arrays))
+        codes = factor_codes(jm.design.prepare(design, arrays))
     for got, want in zip(codes, arrays.codes, strict=True):
         np.testing.assert_array_equal(np.asarray(got), want)
 

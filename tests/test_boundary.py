@@ -22,7 +22,8 @@ from conftest import DATA
 from lme4_r import lmer_fit, rscript_available
 
 from jaxmixed import core
-from jaxmixed._covariance import diagonal_mask
+from jaxmixed import design as jmd
+from jaxmixed.core._covariance import diagonal_mask
 
 MODELS = [
     ("slope", "y ~ x + (x | g)"),
@@ -44,8 +45,8 @@ def _stacked(data: pd.DataFrame, design_name: str, formula: str):
     rows, ys, names = [], [], None
     for seed in range(100):
         df = data[(data.design == design_name) & (data.seed == seed)].reset_index(drop=True)
-        design, arrays = core.build_design(formula, df)
-        rows.append(core.prepare(design, arrays))
+        design, arrays = jmd.build_design(formula, df)
+        rows.append(jmd.prepare(design, arrays))
         ys.append(arrays.y)
         names = design
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *rows)

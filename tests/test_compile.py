@@ -1,4 +1,4 @@
-"""Compiled programs (jaxmixed._compile): one per structure, a bounded number kept, a quiet disk cache."""
+"""Compiled programs (jaxmixed.core._compile): one per structure, a bounded number kept, a quiet disk cache."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmixed import _compile
+from jaxmixed.core import _compile
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,12 +123,11 @@ def test_small_models_compile_without_backend_optimisation():
     import jax
 
     import jaxmixed as jm
-    from jaxmixed import core
-    from jaxmixed._fit import SMALL_MODEL_ROWS, small_model_options
+    from jaxmixed.core._fit import SMALL_MODEL_ROWS, small_model_options
 
-    design, arrays = core.build_design("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
+    design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
     with jax.enable_x64(True):
-        small = core.prepare(design, arrays, on_device=False)
+        small = jm.design.prepare(design, arrays, on_device=False)
     assert small_model_options(small) == {"xla_backend_optimization_level": 0}
     big = small.__class__(
         X=np.zeros((SMALL_MODEL_ROWS + 1, 2)),

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmixed._covariance import structure_for_terms
 from jaxmixed.core import lambda_from_phi, phi_from_theta, theta_from_phi
+from jaxmixed.core._covariance import structure_for_terms
 
 
 def test_correlated_term_is_column_major_lower_triangle():

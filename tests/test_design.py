@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import jaxmixed as jm
-from jaxmixed._design import build_design, design_from_arrays
+from jaxmixed.design._design import build_design, design_from_arrays
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 
@@ -228,7 +228,7 @@ def test_low_level_statistics_need_64_bit_mode_for_float64():
     design, arrays = build_design("Yield ~ 1 + (1 | Batch)", df)
     with pytest.raises(ValueError, match="enable_x64"):
         if hasattr(jm, "core"):  # the pure layer's entry point
-            jm.core.prepare(design, arrays)
+            jm.design.prepare(design, arrays)
         else:
             jm.model_statistics(design, arrays)
 
@@ -411,7 +411,7 @@ def _columns_frame(seed: int = 3) -> pd.DataFrame:
 
 def _formulaic_only(monkeypatch, formula, df):
     """build_design with the fast path turned off: formulaic's answer."""
-    from jaxmixed import _design
+    from jaxmixed.design import _design
 
     with monkeypatch.context() as m:
         m.setattr(_design, "numeric_plan", lambda parsed, data: None)
@@ -469,8 +469,8 @@ def _assert_same_matrix(spec1, spec2, newdata, **kwargs):
     ],
 )
 def test_numeric_fast_path_matches_formulaic(monkeypatch, formula):
-    from jaxmixed import _design
-    from jaxmixed._formula import parse_formula
+    from jaxmixed.design import _design
+    from jaxmixed.design._formula import parse_formula
 
     df = _columns_frame()
     assert _design.numeric_plan(parse_formula(formula), df) is not None
@@ -508,7 +508,7 @@ def test_numeric_fast_path_matches_formulaic(monkeypatch, formula):
 def test_numeric_fast_path_fits_like_formulaic(monkeypatch):
     df = _columns_frame()
     fast = jm.fit_reml("y ~ x + k + (x | g)", df)
-    from jaxmixed import _design
+    from jaxmixed.design import _design
 
     with monkeypatch.context() as m:
         m.setattr(_design, "numeric_plan", lambda parsed, data: None)
@@ -537,8 +537,8 @@ def test_numeric_fast_path_fits_like_formulaic(monkeypatch):
     ],
 )
 def test_formulas_outside_the_fast_path_go_to_formulaic(monkeypatch, formula):
-    from jaxmixed import _design
-    from jaxmixed._formula import parse_formula
+    from jaxmixed.design import _design
+    from jaxmixed.design._formula import parse_formula
 
     df = _columns_frame()
     parsed, _, _ = _design._analyse_columns(parse_formula(formula), tuple(df.columns))

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import jaxmixed as jm
-from jaxmixed._covariance import structure_for_terms
-from jaxmixed._em_step import em_step, theta_of
+from jaxmixed.core._covariance import structure_for_terms
+from jaxmixed.core._em_step import em_step, theta_of
 
 N_GROUPS = 40
 

@@ -74,9 +74,9 @@ def test_options_carry_every_setting():
 def test_constant_response_is_flagged_by_the_pure_fit():
     """The pure fit does not raise (it runs inside vmap): it reports the reason."""
     df = jm.load_dataset("sleepstudy")
-    design, arrays = core.build_design("Reaction ~ Days + (Days | Subject)", df)
+    design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", df)
     with jax.enable_x64(True):
-        data = core.prepare(design, arrays)
+        data = jm.design.prepare(design, arrays)
         res = core.fit_data(data, jnp.asarray(3.0 + 2.0 * arrays.X[:, 1]))
     assert res.result == jm.RESULTS.constant_response
     assert not bool(res.converged)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jaxmixed._formula import FormulaError, RandomTerm, parse_formula
+from jaxmixed.design._formula import FormulaError, RandomTerm, parse_formula
 
 
 def test_slopes_formula():

@@ -47,7 +47,7 @@ def test_gradient_at_sleepstudy_optimum_is_small():
 
 def _sleepstudy():
     df = jm.load_dataset("sleepstudy")
-    design, arrays = core.build_design("Reaction ~ Days + (Days | Subject)", df)
+    design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", df)
     return design, arrays
 
 
@@ -62,7 +62,7 @@ def test_gradients_through_the_fit_match_refits(reml):
     design, arrays = _sleepstudy()
     options = core.FitOptions(reml=reml, gtol=1e-12)
     with jax.enable_x64(True):
-        data = core.prepare(design, arrays)
+        data = jm.design.prepare(design, arrays)
         y = jnp.asarray(arrays.y)
 
         def by_y(y):
@@ -89,9 +89,9 @@ def test_gradients_through_the_fit_match_refits(reml):
 def test_gradient_at_a_boundary_holds_the_zero():
     """At a boundary the zero stays exactly 0 and the rest differentiates as a refit does."""
     df = jm.load_dataset("Dyestuff2")
-    design, arrays = core.build_design("Yield ~ 1 + (1 | Batch)", df)
+    design, arrays = jm.design.build_design("Yield ~ 1 + (1 | Batch)", df)
     with jax.enable_x64(True):
-        data = core.prepare(design, arrays)
+        data = jm.design.prepare(design, arrays)
         y = jnp.asarray(arrays.y)
 
         def f(y):

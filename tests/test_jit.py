@@ -33,9 +33,9 @@ def test_jit_equals_eager(design):
 
 def test_fit_jit_equals_eager():
     df = jm.load_dataset("Dyestuff")
-    design, arrays = core.build_design("Yield ~ 1 + (1 | Batch)", df)
+    design, arrays = jm.design.build_design("Yield ~ 1 + (1 | Batch)", df)
     with jax.enable_x64(True):
-        data = core.prepare(design, arrays)
+        data = jm.design.prepare(design, arrays)
         y = jnp.asarray(arrays.y)
         eager = core.fit_data(data, y)
         jitted = eqx.filter_jit(core.fit_data)(data, y)
@@ -48,10 +48,10 @@ def test_fit_jit_equals_eager():
 def test_fit_is_one_compiled_call_reused_across_data():
     """A second response with the same shapes reuses the compiled fit."""
     df = jm.load_dataset("sleepstudy")
-    design, arrays = core.build_design("Reaction ~ Days + (Days | Subject)", df)
+    design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", df)
     fit = eqx.filter_jit(core.fit_data)
     with jax.enable_x64(True):
-        data = core.prepare(design, arrays)
+        data = jm.design.prepare(design, arrays)
         first = fit(data, jnp.asarray(arrays.y))
         compiled = fit._cached._cache_size()
         second = fit(data, jnp.asarray(arrays.y * 2.0))

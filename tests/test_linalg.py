@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxmixed._linalg as linalg
-from jaxmixed._linalg import (
+import jaxmixed.core._linalg as linalg
+from jaxmixed.core._linalg import (
     PairSum,
     batched_cholesky,
     batched_solve_lower,

@@ -1,4 +1,4 @@
-"""Many fits at once (jaxmixed._many, jaxmixed._many_api): each equals its own fit_reml."""
+"""Many fits at once (jaxmixed.core._many, jaxmixed.linear._many_api): each equals its own fit_reml."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 import jaxmixed as jm
 from jaxmixed import core
-from jaxmixed._many import default_batch_size
-from jaxmixed._padding import bucket, pad_data, stack_data
+from jaxmixed.core._many import default_batch_size
+from jaxmixed.core._padding import bucket, pad_data, stack_data
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 
@@ -185,9 +185,9 @@ def test_stacked_rejects_different_models():
 def test_padding_changes_nothing_in_the_statistics():
     """pad_data: extra rows, levels, cross entries and pairs add nothing."""
     df = jm.load_dataset("Penicillin")
-    design, arrays = core.build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", df)
+    design, arrays = jm.design.build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", df)
     with jax.enable_x64(True):
-        data = core.prepare(design, arrays)
+        data = jm.design.prepare(design, arrays)
         e, p = data.index.cross_level.shape[0], data.index.pair_target.shape[0]
         padded = pad_data(data, 160, n_levels=30, n_entries=e + 3, n_pairs=p + 5)
         y = jnp.asarray(arrays.y)
@@ -214,15 +214,15 @@ def test_batch_sizes():
 def test_screened_first_pass_equals_the_full_fits(sleep_responses):
     """fit_reml_many fits without the boundary trials first and refits only the fits
     whose screen says a trial could change them: every fit equals the full fit."""
-    from jaxmixed._many import jit_fit_responses
+    from jaxmixed.core._many import jit_fit_responses
 
     data, _ = sleep_responses
     m = jm.fit_reml(FORMULA, data)
     sims = m.simulate(48, key=3)
     table = jm.fit_reml_many(FORMULA, data, responses=sims.T, batch_size=16, verbose=False)
-    design, arrays = core.build_design(FORMULA, data)
+    design, arrays = jm.design.build_design(FORMULA, data)
     with jax.enable_x64(True):
-        stats = core.design_statistics(core.prepare(design, arrays))
+        stats = core.design_statistics(jm.design.prepare(design, arrays))
         full = jax.tree.map(np.asarray, jit_fit_responses(stats, jnp.asarray(sims), core.FitOptions()))
     assert full.singular.any(), "some replicates should be boundary fits"
     np.testing.assert_allclose(table.objective.to_numpy(), full.objective, rtol=1e-12)

@@ -141,7 +141,7 @@ def test_float32(data, reference):
 def test_progress_lines_without_tqdm(capsys, monkeypatch):
     import builtins
 
-    from jaxmixed._progress import Progress
+    from jaxmixed.core._progress import Progress
 
     real_import = builtins.__import__
 

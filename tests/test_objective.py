@@ -110,7 +110,7 @@ def test_solution_matches_dense_gls(design):
 
 def _solve_at(phi, stats):
     """The pure fit's map back to user units, at a given φ (no optimisation)."""
-    from jaxmixed._fit import _map_back, _Optimum
+    from jaxmixed.core._fit import _map_back, _Optimum
 
     zero = jnp.zeros(phi.shape, bool)
     opt = _Optimum(

@@ -1,4 +1,4 @@
-"""Padding to bucket sizes (jaxmixed._padding): similar data sets share compiled code, no result changes."""
+"""Padding to bucket sizes (jaxmixed.core._padding): similar data sets share compiled code, no result changes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 from conftest import DATA
 
 import jaxmixed as jm
-from jaxmixed import _compile, core
-from jaxmixed._padding import (
+from jaxmixed import core
+from jaxmixed.core import _compile
+from jaxmixed.core._padding import (
     DENSE_BITS,
     LINEAR_BITS,
     bucket,
@@ -43,11 +44,11 @@ def _data(name):
 @pytest.mark.parametrize(("name", "formula", "weights"), MODELS)
 def test_padded_fit_equals_the_unpadded_fit(name, formula, weights):
     """Rows, levels of every factor, cross entries and pairs padded: the same fit."""
-    design, arrays = core.build_design(formula, _data(name), weights=weights)
+    design, arrays = jm.design.build_design(formula, _data(name), weights=weights)
     real = [f.n_levels for f in design.factors]
     with jax.enable_x64(True):
-        plain = core.fit_data(core.prepare(design, arrays), jnp.asarray(arrays.y))
-        rows = core.prepare(design, arrays, n_levels=[j + 5 for j in real])  # more than a bucket's worth
+        plain = core.fit_data(jm.design.prepare(design, arrays), jnp.asarray(arrays.y))
+        rows = jm.design.prepare(design, arrays, n_levels=[j + 5 for j in real])  # more than a bucket's worth
         padded = pad_to_buckets(rows, multiple=3)
         n = len(arrays.y)
         assert padded.X.shape[0] > n and padded.X.shape[0] % 3 == 0

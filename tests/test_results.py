@@ -157,8 +157,8 @@ def test_array_predict_keeps_the_right_columns_when_one_is_aliased():
 def test_lazy_tables_are_the_fit_and_are_built_once():
     import pickle
 
-    from jaxmixed._names import varcorr_table
-    from jaxmixed._results import fit_status
+    from jaxmixed.design._names import varcorr_table
+    from jaxmixed.linear._results import fit_status
 
     res = jm.fit_reml("Reaction ~ Days + (Days | Subject)", data=jm.load_dataset("sleepstudy"))
     fit, design, arrays = res.fit_result, res.design, res.arrays

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 import jaxmixed as jm
-from jaxmixed import _sharding
+from jaxmixed.core import _sharding
 
 N_DEVICES = 4
 SUBPROCESS_TIMEOUT_S = 420

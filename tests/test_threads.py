@@ -1,10 +1,10 @@
-"""LAPACK threads sized to the free cores (jaxmixed._threads)."""
+"""LAPACK threads sized to the free cores (jaxmixed.core._threads)."""
 
 from __future__ import annotations
 
 import pytest
 
-from jaxmixed import _threads
+from jaxmixed.core import _threads
 
 
 def test_free_cores_is_at_least_one_and_at_most_the_cores(monkeypatch):

@@ -14,8 +14,8 @@ from jaxmixed import core
 
 def _data():
     df = jm.load_dataset("sleepstudy")
-    design, arrays = core.build_design("Reaction ~ Days + (Days | Subject)", df)
-    return core.prepare(design, arrays), arrays
+    design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", df)
+    return jm.design.prepare(design, arrays), arrays
 
 
 def test_objective_vmaps_over_theta():

@@ -20,9 +20,9 @@ from formulaic.parser.types import Factor
 from formulaic.transforms import TRANSFORMS
 from formulaic.utils.variables import get_required_variables
 
-from ._covariance import CovarianceStructure, structure_for_terms
+from ..core._covariance import CovarianceStructure, structure_for_terms
 from ._formula import ParsedFormula, RandomTerm, parse_formula
-from ._numeric_design import NumericPlan, numeric_matrix, numeric_plan
+from ._numeric import NumericPlan, numeric_matrix, numeric_plan
 
 __all__ = ["Design", "FactorInfo", "ModelArrays", "build_design", "design_from_arrays"]
 

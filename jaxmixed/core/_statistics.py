@@ -43,7 +43,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._covariance import CovarianceStructure
-from ._design import Design, ModelArrays
 from ._linalg import PairSum
 
 __all__ = [
@@ -58,7 +57,6 @@ __all__ = [
     "design_statistics",
     "model_data",
     "model_statistics",
-    "prepare",
     "response_statistics",
 ]
 
@@ -398,35 +396,6 @@ def model_data(
         structures=tuple(structures),
     )
     return jax.device_put(data) if on_device else data
-
-
-def prepare(
-    design: Design,
-    arrays: ModelArrays,
-    *,
-    dtype=jnp.float64,
-    memory_limit: int | None = None,
-    n_levels: Sequence[int] | None = None,
-    on_device: bool = True,
-) -> ModelData:
-    """The pure layer's :class:`ModelData` of a validated design (host side).
-
-    ``n_levels``: per factor, at least its number of levels (default: exactly
-    that); more gives padded levels without rows (``_padding``). ``on_device``:
-    see :func:`model_data`. Call inside
-    ``with jax.enable_x64(True):`` for float64.
-    """
-    return model_data(
-        arrays.X,
-        arrays.Z,
-        arrays.codes,
-        [f.n_levels for f in design.factors] if n_levels is None else list(n_levels),
-        design.structures,
-        weights=arrays.weights,
-        dtype=dtype,
-        memory_limit=memory_limit,
-        on_device=on_device,
-    )
 
 
 def _check_dtype(dtype) -> None:

@@ -1,15 +1,18 @@
 """The pure layer: the JAX functions of pytrees that ``fit_reml`` is built from.
 
-Steps 2–5 are pure JAX (jit, vmap, reverse-mode grad); the design step (1)
-and the θ ↔ φ helpers run on the host with numpy. ``solve`` and ``Solution``
-work in the standardised units; ``fit`` maps everything back to the user's.
+Everything here is pure JAX over ``eqx.Module`` pytrees (jit, vmap,
+reverse-mode grad) plus the host helpers that build its integer structure
+with numpy; this package never imports pandas or formulaic (a test enforces
+it). ``solve`` and ``Solution`` work in the standardised units; ``fit`` maps
+everything back to the user's.
 
 The pipeline, in the order a reader meets it:
 
-1. ``build_design(formula, data)`` → ``(Design, ModelArrays)`` (host: names,
-   validation) and ``prepare(design, arrays)`` → :class:`ModelData` (the rows
-   and the integer structure of the design); or ``model_data(X, Z, codes,
-   ...)`` from arrays directly.
+1. ``model_data(X, Z, codes, n_levels, structures)`` → :class:`ModelData` (the
+   rows and the integer structure of the design). From a formula and a data
+   frame, :mod:`jaxmixed.design` builds it (``build_design`` then ``prepare``;
+   the old names ``jaxmixed.core.build_design`` and the like still resolve, with
+   a ``DeprecationWarning``).
 2. ``design_statistics(data)`` → :class:`DesignStatistics` (built once per
    design) and ``response_statistics(design, y)`` → :class:`ResponseStatistics`
    (linear in y: differentiate with respect to y, vmap over many responses);
@@ -49,9 +52,7 @@ from ._covariance import (
     structure_for_terms,
     theta_from_phi,
 )
-from ._design import Design, ModelArrays, build_design, design_from_arrays
 from ._fit import FitResult, fit, fit_at, fit_data
-from ._formula import ParsedFormula, RandomTerm, parse_formula
 from ._many import fit_responses, fit_stacked
 from ._mixed_loss import (
     GroupLayout,
@@ -76,7 +77,6 @@ from ._statistics import (
     design_statistics,
     model_data,
     model_statistics,
-    prepare,
     response_statistics,
 )
 
@@ -90,24 +90,18 @@ __all__ = [
     "factor_codes",
     "RESULTS",
     "CovarianceStructure",
-    "Design",
     "DesignIndex",
     "DesignStatistics",
     "FitOptions",
     "FitResult",
     "GroupLayout",
-    "ModelArrays",
     "ModelData",
     "ModelStatistics",
     "NeuralData",
     "OptimizeResult",
-    "ParsedFormula",
-    "RandomTerm",
     "ResponseStatistics",
     "Solution",
     "Standardization",
-    "build_design",
-    "design_from_arrays",
     "design_statistics",
     "fit",
     "fit_at",
@@ -122,12 +116,42 @@ __all__ = [
     "model_data",
     "model_statistics",
     "objective",
-    "parse_formula",
     "phi_from_theta",
-    "prepare",
     "response_statistics",
     "solve",
     "standard_criterion",
     "structure_for_terms",
     "theta_from_phi",
 ]
+
+
+# The host design step moved to :mod:`jaxmixed.design` (it needs pandas and
+# formulaic, which this layer never imports). The old names still resolve here,
+# lazily, so that importing the pure layer does not import the host layer.
+_MOVED_TO_DESIGN = frozenset(
+    {
+        "Design",
+        "ModelArrays",
+        "ParsedFormula",
+        "RandomTerm",
+        "build_design",
+        "design_from_arrays",
+        "parse_formula",
+        "prepare",
+    }
+)
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_DESIGN:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"jaxmixed.core.{name} moved to jaxmixed.design.{name} (the pure layer never imports "
+            "pandas or formulaic); the old name will be removed in a future release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("jaxmixed.design"), name)
+    raise AttributeError(f"module 'jaxmixed.core' has no attribute {name!r}")

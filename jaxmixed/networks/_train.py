@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._em_step import em_step, theta_of
-from ._fit import FitResult, fit_at, jit_fit_data
-from ._mixed_loss import (
+from ..core._em_step import em_step, theta_of
+from ..core._fit import FitResult, fit_at, jit_fit_data
+from ..core._mixed_loss import (
     GroupLayout,
     NeuralData,
     group_loss,
@@ -40,9 +40,9 @@ from ._mixed_loss import (
     joint_statistics,
     network_output,
 )
-from ._optimise import FitOptions
-from ._progress import Progress
-from ._statistics import ModelData
+from ..core._optimise import FitOptions
+from ..core._progress import Progress
+from ..core._statistics import ModelData
 
 __all__ = ["TrainOptions", "TrainingSet", "Trained", "train_joint", "train_em"]
 

@@ -16,10 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._compile import compiled
-from ._design import Design
-from ._fit import FitResult
-from ._many import (
+from ..core._compile import compiled
+from ..core._fit import FitResult
+from ..core._many import (
     default_batch_size,
     fit_responses,
     fit_responses_screened,
@@ -27,12 +26,13 @@ from ._many import (
     refit_batch_size,
     run_chunks,
 )
-from ._names import parameter_names, parameter_values
-from ._optimise import FitOptions
-from ._progress import Progress
-from ._sharding import as_mesh, n_devices, replicate, shard_batch, to_host
-from ._simulate import simulate_draws
-from ._statistics import DesignStatistics, ModelData, design_statistics
+from ..core._optimise import FitOptions
+from ..core._progress import Progress
+from ..core._sharding import as_mesh, n_devices, replicate, shard_batch, to_host
+from ..core._simulate import simulate_draws
+from ..core._statistics import DesignStatistics, ModelData, design_statistics
+from ..design._design import Design
+from ..design._names import parameter_names, parameter_values
 
 __all__ = ["BootstrapResults", "parametric_bootstrap"]
 

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._design import Design
-from ._mixed_loss import jit_network_output
-from ._results import MixedModelResults, fixed_matrix, random_part
+from ..core._mixed_loss import jit_network_output
+from ..design._design import Design
+from ..linear._results import MixedModelResults, fixed_matrix, random_part
 
 __all__ = ["FixedPart", "MixedNNResults"]
 

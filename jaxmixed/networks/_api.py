@@ -21,15 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._api import ConvergenceWarning
-from ._design import Design, ModelArrays, build_design
-from ._fit import jit_fit_data
-from ._mixed_loss import NeuralData, group_layout, jit_network_output
-from ._nn_results import FixedPart, MixedNNResults
-from ._optimise import RESULTS, FitOptions
-from ._padding import bucket, drop_padded_levels
-from ._results import build_results
-from ._statistics import design_statistics, model_data
+from ..core._fit import jit_fit_data
+from ..core._mixed_loss import NeuralData, group_layout, jit_network_output
+from ..core._optimise import RESULTS, FitOptions
+from ..core._padding import bucket, drop_padded_levels
+from ..core._statistics import design_statistics, model_data
+from ..design._design import Design, ModelArrays, build_design
+from ..linear._api import ConvergenceWarning
+from ..linear._results import build_results
+from ._results import FixedPart, MixedNNResults
 from ._train import TrainingSet, TrainOptions, train_em, train_joint
 
 __all__ = ["fit_mixed_em", "fit_mixed_nn"]

@@ -11,13 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._design import Design, ModelArrays, build_design, design_from_arrays
-from ._fit import FitResult, jit_fit_data
-from ._optimise import FitOptions
-from ._padding import drop_padded_levels, pad_to_buckets, padded_levels
+from ..core._fit import FitResult, jit_fit_data
+from ..core._optimise import FitOptions
+from ..core._padding import drop_padded_levels, pad_to_buckets, padded_levels
+from ..core._sharding import as_mesh, n_devices, shard_rows, to_host
+from ..core._statistics import ModelData
+from ..design._design import Design, ModelArrays, build_design, design_from_arrays
+from ..design._prepare import prepare
 from ._results import MixedModelResults, build_results, fit_status
-from ._sharding import as_mesh, n_devices, shard_rows, to_host
-from ._statistics import ModelData, prepare
 
 __all__ = ["ConvergenceWarning", "fit_reml"]
 

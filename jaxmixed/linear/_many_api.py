@@ -25,11 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._api import ConvergenceWarning, _design, _resolve_options
-from ._compile import compiled
-from ._design import Design, ModelArrays, build_design
-from ._fit import FitResult
-from ._many import (
+from ..core._compile import compiled
+from ..core._fit import FitResult
+from ..core._many import (
     default_batch_size,
     jit_fit_responses,
     jit_fit_responses_screened,
@@ -40,12 +38,15 @@ from ._many import (
     run_chunks,
     stack_data,
 )
-from ._names import parameter_names, parameter_values
-from ._optimise import RESULTS, FitOptions
-from ._progress import Progress
+from ..core._optimise import RESULTS, FitOptions
+from ..core._progress import Progress
+from ..core._sharding import as_mesh, n_devices, shard_batch, shard_rows, to_host
+from ..core._statistics import design_statistics
+from ..design._design import Design, ModelArrays, build_design
+from ..design._names import parameter_names, parameter_values
+from ..design._prepare import prepare
+from ._api import ConvergenceWarning, _design, _resolve_options
 from ._results import MixedModelResults, build_results
-from ._sharding import as_mesh, n_devices, shard_batch, shard_rows, to_host
-from ._statistics import design_statistics, prepare
 
 __all__ = ["FitTable", "fit_reml_many", "fit_reml_stacked"]
 

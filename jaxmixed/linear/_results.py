@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 from formulaic.errors import DataMismatchWarning
 
+from ..core._compile import compiled
+from ..core._fit import FitResult
+from ..core._optimise import RESULTS, FitOptions
+from ..core._simulate import simulate
+from ..design._design import Design, FactorInfo, ModelArrays
+from ..design._names import theta_names, varcorr_table
+from ..design._prepare import prepare
 from ._bootstrap import BootstrapResults, as_jax, as_key, parametric_bootstrap
-from ._compile import compiled
-from ._design import Design, FactorInfo, ModelArrays
-from ._fit import FitResult
-from ._names import theta_names, varcorr_table
-from ._optimise import RESULTS, FitOptions
-from ._simulate import simulate
-from ._statistics import prepare
 
 __all__ = ["MixedModelResults", "fixed_matrix", "random_part"]
 
