@@ -51,11 +51,11 @@ from ._optimise import (
     RESULTS,
     FitOptions,
     _optax_minimize,
-    is_converged,
     lbfgs,
     results_from_code,
 )
 from ._statistics import ModelData, ModelStatistics, model_statistics
+from ._status import is_converged
 
 __all__ = ["FitResult", "fit", "fit_at", "fit_data"]
 

@@ -24,18 +24,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ._status import RESULTS
+
 __all__ = ["RESULTS", "FitOptions", "OptimizeResult", "minimize"]
-
-
-class RESULTS(eqx.Enumeration):
-    """Why a fit stopped. ``successful`` and ``small_change`` count as converged."""
-
-    successful = "gradient below tolerance"
-    small_change = "relative change of the objective below tolerance"
-    max_steps_reached = "iteration limit reached"
-    nonfinite = "objective became NaN or infinite"
-    no_progress = "no progress: the objective stopped changing while the gradient was still large"
-    constant_response = "the response has no variation beyond the fixed effects: nothing to fit"
 
 
 # The loop records these integer codes; the first six are RESULTS' items in order.
@@ -59,11 +50,6 @@ def results_from_code(code: jax.Array) -> RESULTS:
     for k, item in enumerate(_ITEMS):
         out = RESULTS.where(code == k, item, out)
     return out
-
-
-def is_converged(result: RESULTS) -> jax.Array:
-    """True for ``successful`` and ``small_change``."""
-    return (result == RESULTS.successful) | (result == RESULTS.small_change)
 
 
 class FitOptions(eqx.Module):

@@ -1,0 +1,77 @@
+"""Why a fit or a training run stopped: one enumeration for the whole library.
+
+:class:`RESULTS` is the public status (an ``eqx.Enumeration``, as optimistix's
+``RESULTS``): every fit result, every batched fit and every network training
+run reports one of its items. The optimiser loops carry :class:`LoopStatus`,
+an internal extension with the two states a finished fit never reports
+(``running``, ``skipped``), as optimistix extends lineax's ``RESULTS``; they
+hand back a ``RESULTS`` item through :func:`to_results`.
+
+"Converged" is defined once, here (:func:`is_converged`).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import numpy as np
+
+__all__ = ["RESULTS", "LoopStatus", "is_converged", "to_results"]
+
+
+class RESULTS(eqx.Enumeration):
+    """Why a fit stopped. ``successful`` and ``small_change`` count as converged.
+
+    ``early_stopped`` is a network training run that stopped on its held-out
+    loss (patience), which is how such runs are meant to end.
+    """
+
+    successful = "gradient below tolerance"
+    small_change = "relative change of the objective below tolerance"
+    max_steps_reached = "iteration limit reached"
+    nonfinite = "objective became NaN or infinite"
+    no_progress = "no progress: the objective stopped changing while the gradient was still large"
+    constant_response = "the response has no variation beyond the fixed effects: nothing to fit"
+    early_stopped = "stopped early: the held-out loss stopped improving (patience)"
+
+
+class LoopStatus(RESULTS):
+    """The optimiser loops' state: ``RESULTS`` plus two internal items."""
+
+    running = "still iterating (internal)"
+    skipped = "a boundary trial that was not run (internal)"
+
+
+# RESULTS' items in their order; LoopStatus holds the same items first.
+_PUBLIC = (
+    RESULTS.successful,
+    RESULTS.small_change,
+    RESULTS.max_steps_reached,
+    RESULTS.nonfinite,
+    RESULTS.no_progress,
+    RESULTS.constant_response,
+    RESULTS.early_stopped,
+)
+
+
+def to_results(status: LoopStatus) -> RESULTS:
+    """The ``RESULTS`` item of a loop's final status (jittable, vmappable).
+
+    A status that is not a ``RESULTS`` item (``running`` or ``skipped``: never
+    the state of a finished fit) maps to ``successful``.
+    """
+    out = RESULTS.successful
+    for item in _PUBLIC[1:]:
+        out = RESULTS.where(status == LoopStatus.promote(item), item, out)
+    return out
+
+
+def is_converged(result: RESULTS) -> jax.Array | np.ndarray:
+    """True where ``result`` is ``successful`` or ``small_change`` (the one definition).
+
+    Works on a single item, inside ``jit``/``vmap``, and on the batched items
+    of many fits brought to the host (an array of flags then).
+    """
+    if isinstance(result, LoopStatus):
+        return (result == LoopStatus.successful) | (result == LoopStatus.small_change)
+    return (result == RESULTS.successful) | (result == RESULTS.small_change)
