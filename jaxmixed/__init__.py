@@ -25,7 +25,9 @@ from .core._compile import (
     set_compilation_cache,
     set_max_compiled_programs,
 )
-from .core._optimise import RESULTS, FitOptions
+from .core._options import BoundaryTrials, FitOptions
+from .core._solvers import LBFGS, OptaxSolver
+from .core._status import RESULTS
 from .design._formula import FormulaError
 from .linear._api import ConvergenceWarning, fit_reml
 from .linear._bootstrap import BootstrapResults
@@ -45,6 +47,9 @@ __all__ = [
     "RESULTS",
     "ConvergenceWarning",
     "FitOptions",
+    "BoundaryTrials",
+    "LBFGS",
+    "OptaxSolver",
     "FixedPart",
     "FormulaError",
     "MixedModelResults",

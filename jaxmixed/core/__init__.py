@@ -23,7 +23,11 @@ The pipeline, in the order a reader meets it:
    boundary check and the map back to the user's units, in one jittable,
    vmappable, differentiable function (gradients through the optimum by
    implicit differentiation); ``fit_data(data, y, options)`` = 2 + 4.
-5. ``minimize``: the optimiser loop on any scalar function.
+5. Solvers as Modules (``_solvers``): ``LBFGS(...)`` (the default),
+   ``OptaxSolver(optax_transformation)``; ``minimize(fun, x0, solver)`` runs
+   one on any scalar function. ``FitOptions(reml, solver, boundary=
+   BoundaryTrials(screen, tol), start)`` holds a fit's settings; ``RESULTS``
+   says why a loop stopped and ``is_converged`` is the one test of success.
 6. Network fixed parts (``_mixed_loss``): ``joint_loss(model, phi, data)``,
    lme4's criterion of ``y − f(x)`` for a network ``f`` (:class:`NeuralData`:
    features, response, design statistics of ``X = [1]``); ``group_loss``,
@@ -64,9 +68,10 @@ from ._mixed_loss import (
     network_output,
 )
 from ._objective import Solution, objective, solve, standard_criterion
-from ._optimise import RESULTS, FitOptions, OptimizeResult, minimize
+from ._options import BoundaryTrials, FitOptions
 from ._padding import pad_data, stack_data
 from ._simulate import factor_codes, simulate, simulate_one
+from ._solvers import LBFGS, AbstractSolver, OptaxSolver, OptimizeResult, minimize
 from ._statistics import (
     DesignIndex,
     DesignStatistics,
@@ -79,6 +84,7 @@ from ._statistics import (
     model_statistics,
     response_statistics,
 )
+from ._status import RESULTS, is_converged
 
 __all__ = [
     "stack_data",
@@ -89,6 +95,11 @@ __all__ = [
     "fit_responses",
     "factor_codes",
     "RESULTS",
+    "AbstractSolver",
+    "BoundaryTrials",
+    "LBFGS",
+    "OptaxSolver",
+    "is_converged",
     "CovarianceStructure",
     "DesignIndex",
     "DesignStatistics",

@@ -4,7 +4,7 @@
 
 1. **Optimise** the standardised criterion (``_objective.standard_criterion``)
    over φ, the log-Cholesky parameters of Λ̃, from Λ̃ = I (or
-   ``options.start``) with the L-BFGS loop of ``_optimise``.
+   ``options.start``) with the fit's solver (``_solvers``; L-BFGS by default).
 2. **Boundaries.** In log-Cholesky coordinates a variance at 0 sits at
    φ = −∞ and the gradient with respect to φ vanishes as θ → 0 (for a scalar
    term the criterion is even in θ: ``d(θ) ≈ d(0) + ½hθ²``, so
@@ -12,8 +12,8 @@
    the main optimisation each diagonal entry of θ is tried at exactly 0 in
    turn, the rest re-optimised from the current point, and the zero is kept
    when the criterion is not above the current one beyond round-off
-   (``options.boundary_tol``). An entry is tried only when setting it alone
-   to 0 raises the criterion by less than ``options.boundary_screen``: this
+   (``BoundaryTrials.tol``). An entry is tried only when setting it alone
+   to 0 raises the criterion by less than ``BoundaryTrials.screen``: this
    secant increase is ``½hθ²``, the criterion's curvature at the boundary
    times the squared distance to it, so the threshold adapts to the
    curvature rather than to θ's size alone. All trials run in one
@@ -45,17 +45,11 @@ import numpy as np
 from ._compile import compiled
 from ._covariance import diagonal_mask
 from ._objective import lambdas, scale_correction, solve, standard_criterion
-from ._optimise import (
-    _CONSTANT,
-    _SKIPPED,
-    RESULTS,
-    FitOptions,
-    _optax_minimize,
-    lbfgs,
-    results_from_code,
-)
+from ._options import FitOptions
+from ._solvers import LBFGS
 from ._statistics import ModelData, ModelStatistics, model_statistics
-from ._status import is_converged
+from ._status import RESULTS, LoopStatus, is_converged, to_results
+from ._tolerances import CONSTANT_SPREAD_EPS, START_FLOOR, resolve
 
 __all__ = ["FitResult", "fit", "fit_at", "fit_data"]
 
@@ -112,7 +106,7 @@ class _Optimum(eqx.Module):
     value: jax.Array
     grad: jax.Array
     n_iter: jax.Array
-    code: jax.Array
+    status: LoopStatus
     revisit: jax.Array | bool = False  # a release was kept: sweep the zeros again
 
 
@@ -128,7 +122,7 @@ def _start(stats: ModelStatistics, options: FitOptions, dtype) -> jax.Array:
     scale = _row_scale(stats)
     diag = jnp.asarray(diagonal_mask(stats.structures))
     scaled = theta / scale
-    return jnp.where(diag, jnp.log(jnp.where(diag, jnp.maximum(scaled, 1e-6), 1.0)), scaled)
+    return jnp.where(diag, jnp.log(jnp.where(diag, jnp.maximum(scaled, START_FLOOR), 1.0)), scaled)
 
 
 def _row_scale(stats: ModelStatistics) -> jax.Array:
@@ -168,9 +162,13 @@ def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: ja
 
     A zero trial first evaluates the criterion (forward only) with the entry
     set to 0 and the rest unchanged, and optimises only when that is less than
-    ``boundary_screen`` above the current value (the curvature screen).
+    ``BoundaryTrials.screen`` above the current value (the curvature screen).
+    The main optimisation (trial 0) runs here too when the solver is L-BFGS.
     """
-    _, _, btol = options.tolerances(cur.phi.dtype)
+    trials = options.boundary
+    solver = options.solver if trials is None else trials.trial_solver(options.solver)
+    screen_at = jnp.inf if trials is None else trials.screen
+    btol = resolve(None if trials is None else trials.tol, "boundary_tol", cur.phi.dtype)
     main, release = kind == _MAIN, kind == _RELEASE
     held = jnp.any(cur.zero & entry)
     zero = jnp.where(release, cur.zero & ~entry, cur.zero | entry)
@@ -182,17 +180,16 @@ def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: ja
         lambda: standard_criterion(cur.phi, stats, options.reml, zero),
         lambda: jnp.asarray(jnp.inf, cur.value.dtype),
     )
-    res = lbfgs(
-        jax.value_and_grad(lambda x: standard_criterion(x, stats, options.reml, zero)),
+    res = solver.minimise(
+        lambda x: standard_criterion(x, stats, options.reml, zero),
         x0,
-        options,
-        run=main | (release & held & finite) | (screen < cur.value + options.boundary_screen),
+        run=main | (release & held & finite) | (screen < cur.value + screen_at),
     )
     margin = btol * (1.0 + jnp.abs(cur.value))
     better = jnp.where(release, res.value < cur.value - margin, res.value <= cur.value + margin)
-    keep = main | ((res.code != _SKIPPED) & jnp.isfinite(res.value) & better)
-    ran = jnp.where(res.code == _SKIPPED, 0, res.n_iter)
-    new = _Optimum(res.params, zero, res.value, res.grad, cur.n_iter, res.code, cur.revisit | release)
+    keep = main | (~res.skipped & jnp.isfinite(res.value) & better)
+    ran = jnp.where(res.skipped, 0, res.n_iter)
+    new = _Optimum(res.params, zero, res.value, res.grad, cur.n_iter, res.status, cur.revisit | release)
     out = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, cur)
     return eqx.tree_at(lambda o: o.n_iter, out, cur.n_iter + ran)
 
@@ -200,21 +197,19 @@ def _trial(stats: ModelStatistics, options: FitOptions, cur: _Optimum, entry: ja
 def _optimize(stats: ModelStatistics, options: FitOptions) -> _Optimum:
     """The main optimisation, then the boundary trials (see the module docstring).
 
-    With the default L-BFGS, the main optimisation is trial 0 of the same
+    With an L-BFGS solver, the main optimisation is trial 0 of the same
     ``lax.scan``, so that the objective and its gradient are compiled once.
     """
     dtype = stats.response.yty.dtype
-    gtol, ftol, _ = options.tolerances(dtype)
     phi0 = _start(stats, options, dtype)
     nothing = jnp.zeros(phi0.shape, bool)
-    masks, kinds = _trials(stats, options.boundary)
+    masks, kinds = _trials(stats, options.boundary is not None)
     int0 = jnp.zeros((), jnp.int32)
     inf = jnp.asarray(jnp.inf, dtype)
-    start = _Optimum(phi0, nothing, inf, jnp.zeros_like(phi0), int0, int0, jnp.zeros((), bool))
-    if options.optimizer is not None:
-        fun = lambda x: standard_criterion(x, stats, options.reml, nothing)  # noqa: E731
-        main = _optax_minimize(fun, phi0, options.optimizer, options.max_iter, gtol, ftol)
-        start = _Optimum(main.params, nothing, main.value, main.grad, main.n_iter, main.code, start.revisit)
+    start = _Optimum(phi0, nothing, inf, jnp.zeros_like(phi0), int0, LoopStatus.successful, jnp.zeros((), bool))
+    if not isinstance(options.solver, LBFGS):
+        main = options.solver.minimise(lambda x: standard_criterion(x, stats, options.reml, nothing), phi0)
+        start = _Optimum(main.params, nothing, main.value, main.grad, main.n_iter, main.status, start.revisit)
         masks, kinds = masks[1:], kinds[1:]
     if len(masks) == 0:
         return start
@@ -286,8 +281,8 @@ def _map_back(stats: ModelStatistics, opt: _Optimum, options: FitOptions) -> Fit
     )
     # A response the fixed effects fit exactly has nothing to fit: flagged, and its
     # estimates are NaN so that batched code downstream cannot use them by mistake.
-    constant = response.spread <= 100 * jnp.finfo(scale.dtype).eps
-    code = jnp.where(constant, _CONSTANT, opt.code)
+    constant = response.spread <= CONSTANT_SPREAD_EPS * jnp.finfo(scale.dtype).eps
+    status = LoopStatus.where(constant, LoopStatus.constant_response, opt.status)
     free_grad = jnp.where(opt.zero, 0.0, opt.grad)
     result = FitResult(
         theta=theta,
@@ -300,7 +295,7 @@ def _map_back(stats: ModelStatistics, opt: _Optimum, options: FitOptions) -> Fit
         b=b,
         b_cov=b_cov,
         objective=sol.criterion + scale_correction(stats, options.reml),
-        result=results_from_code(code),
+        result=to_results(status),
         n_iter=jnp.where(constant, 0, opt.n_iter),
         grad_norm=jnp.max(jnp.abs(free_grad), initial=0.0),
     )
@@ -342,7 +337,7 @@ def fit_at(stats: ModelStatistics, phi: jax.Array, options: FitOptions | None = 
     zero = jnp.zeros(phi.shape, bool)
     value, grad = jax.value_and_grad(standard_criterion)(phi, stats, options.reml, zero)
     int0 = jnp.zeros((), jnp.int32)
-    return _map_back(stats, _Optimum(phi, zero, value, grad, int0, int0), options)
+    return _map_back(stats, _Optimum(phi, zero, value, grad, int0, LoopStatus.successful), options)
 
 
 def fit_data(

@@ -13,7 +13,7 @@ Three shapes of "many":
   stacked, and ``jax.vmap`` runs every fit together.
 - Either of them over several devices: ``_sharding``.
 
-Under ``jax.vmap`` the L-BFGS loop of ``_optimise`` evaluates the criterion
+Under ``jax.vmap`` the L-BFGS loop of ``_solvers`` evaluates the criterion
 once per step with a fixed-step line search, so a batch costs about its
 slowest member's iterations times one batched evaluation.
 """
@@ -31,7 +31,7 @@ from ._compile import compiled
 from ._covariance import diagonal_mask
 from ._fit import FitResult, fit
 from ._objective import standard_criterion
-from ._optimise import FitOptions
+from ._options import FitOptions
 from ._padding import bucket, pad_data, stack_data
 from ._progress import Progress
 from ._statistics import (
@@ -82,21 +82,23 @@ def fit_responses(design: DesignStatistics, ys: jax.Array, options: FitOptions |
 def needs_boundary_trials(stats: ModelStatistics, result: FitResult, options: FitOptions) -> jax.Array:
     """Whether the boundary trials could change a fit made without them.
 
-    ``result`` is a fit of ``stats`` with ``boundary=False``. The full fit
+    ``result`` is a fit of ``stats`` with ``boundary=None``. The full fit
     (``_fit``) first runs the same main optimisation, then tries each
     diagonal entry of θ at 0 only if setting it alone to 0 raises the
-    standardised criterion by less than ``options.boundary_screen``; when no
+    standardised criterion by less than ``options.boundary.screen``; when no
     entry passes that screen at the main optimum, no trial runs and the full
     fit is the main one. So a False here means the full fit equals
     ``result``; True means refit with the trials.
     """
     nothing = jnp.zeros(result.phi.shape, bool)
+    if options.boundary is None:  # no trials: the full fit is the main one
+        return jnp.zeros((), bool)
     value = standard_criterion(result.phi, stats, options.reml, nothing)
     diag = np.flatnonzero(diagonal_mask(stats.structures))
     screens = jnp.stack(
         [standard_criterion(result.phi, stats, options.reml, nothing.at[d].set(True)) for d in diag]
     )
-    return jnp.isfinite(value) & jnp.any(screens < value + options.boundary_screen)
+    return jnp.isfinite(value) & jnp.any(screens < value + options.boundary.screen)
 
 
 def fit_responses_screened(
@@ -104,7 +106,7 @@ def fit_responses_screened(
 ) -> tuple[FitResult, jax.Array]:
     """:func:`fit_responses` without the boundary trials, and per fit whether
     they are needed (:func:`needs_boundary_trials`): (results, (K,) bool)."""
-    main_only = dataclasses.replace(options, boundary=False)
+    main_only = dataclasses.replace(options, boundary=None)
 
     def one(y):
         stats = ModelStatistics(design, response_statistics(design, y))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["RESULTS", "LoopStatus", "is_converged", "to_results"]
@@ -58,8 +59,16 @@ def to_results(status: LoopStatus) -> RESULTS:
     """The ``RESULTS`` item of a loop's final status (jittable, vmappable).
 
     A status that is not a ``RESULTS`` item (``running`` or ``skipped``: never
-    the state of a finished fit) maps to ``successful``.
+    the state of a finished fit) maps to ``successful``. Batched statuses (the
+    results of a vmapped loop, outside the vmap) map item by item.
     """
+    convert = _to_results_one
+    for _ in jnp.shape(status == LoopStatus.running):
+        convert = jax.vmap(convert)
+    return convert(status)
+
+
+def _to_results_one(status: LoopStatus) -> RESULTS:
     out = RESULTS.successful
     for item in _PUBLIC[1:]:
         out = RESULTS.where(status == LoopStatus.promote(item), item, out)

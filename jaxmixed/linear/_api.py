@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core._fit import FitResult, jit_fit_data
-from ..core._optimise import FitOptions
+from ..core._options import FitOptions
 from ..core._padding import drop_padded_levels, pad_to_buckets, padded_levels
 from ..core._sharding import as_mesh, n_devices, shard_rows, to_host
 from ..core._statistics import ModelData

@@ -26,7 +26,7 @@ from ..core._many import (
     refit_batch_size,
     run_chunks,
 )
-from ..core._optimise import FitOptions
+from ..core._options import FitOptions
 from ..core._progress import Progress
 from ..core._sharding import as_mesh, n_devices, replicate, shard_batch, to_host
 from ..core._simulate import simulate_draws

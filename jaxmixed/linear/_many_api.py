@@ -38,10 +38,11 @@ from ..core._many import (
     run_chunks,
     stack_data,
 )
-from ..core._optimise import RESULTS, FitOptions
+from ..core._options import FitOptions
 from ..core._progress import Progress
 from ..core._sharding import as_mesh, n_devices, shard_batch, shard_rows, to_host
 from ..core._statistics import design_statistics
+from ..core._status import RESULTS
 from ..design._design import Design, ModelArrays, build_design
 from ..design._names import parameter_names, parameter_values
 from ..design._prepare import prepare

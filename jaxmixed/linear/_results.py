@@ -15,8 +15,9 @@ from formulaic.errors import DataMismatchWarning
 
 from ..core._compile import compiled
 from ..core._fit import FitResult
-from ..core._optimise import RESULTS, FitOptions
+from ..core._options import FitOptions
 from ..core._simulate import simulate
+from ..core._status import RESULTS
 from ..design._design import Design, FactorInfo, ModelArrays
 from ..design._names import theta_names, varcorr_table
 from ..design._prepare import prepare

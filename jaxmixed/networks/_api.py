@@ -23,9 +23,10 @@ import pandas as pd
 
 from ..core._fit import jit_fit_data
 from ..core._mixed_loss import NeuralData, group_layout, jit_network_output
-from ..core._optimise import RESULTS, FitOptions
+from ..core._options import FitOptions
 from ..core._padding import bucket, drop_padded_levels
 from ..core._statistics import design_statistics, model_data
+from ..core._status import RESULTS
 from ..design._design import Design, ModelArrays, build_design
 from ..linear._api import ConvergenceWarning
 from ..linear._results import build_results

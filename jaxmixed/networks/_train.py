@@ -40,7 +40,7 @@ from ..core._mixed_loss import (
     joint_statistics,
     network_output,
 )
-from ..core._optimise import FitOptions
+from ..core._options import FitOptions
 from ..core._progress import Progress
 from ..core._statistics import ModelData
 
