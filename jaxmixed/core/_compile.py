@@ -4,7 +4,7 @@ Three things decide how long a user waits for XLA, and how long a process
 can go on fitting:
 
 - **Structure, not size.** ``fit_reml`` pads rows, levels and cross pairs to
-  a few sizes (``_many.bucket``) so that data sets of similar size share one
+  a few sizes (``_padding.bucket``) so that data sets of similar size share one
   program; :class:`CompiledFunction` compiles a function once per *structure*
   (the static parts of its arguments and the shapes and dtypes of their
   arrays) and calls the compiled program directly afterwards.
