@@ -360,6 +360,42 @@ def test_confounding_check_spares_identifiable_models(sleep):
     build_design("y ~ x + one + size + (x | g)", df)
 
 
+@pytest.mark.parametrize("scale", [1e-5, 1e-3, 1e-2])
+def test_nearly_confounded_random_effects_are_kept(scale):
+    """A random slope on a covariate that is constant within each level but for
+    a small wobble: with ``g`` a fixed effect, its random effects are a relative
+    ``scale`` away from the span of X in every level. lme4 fits such a model;
+    only an exactly confounded term (the covariate constant in each level) is
+    an error. Brackets the confounding tolerance (1e-6) from both sides."""
+    df = _simulated(n_groups=3, per_group=10).assign(g=lambda d: "g" + d.g.astype(str))
+    wobble = np.tile([1.0, -1.0], len(df) // 2)  # mean 0 and norm 1 per row in each level
+    df["w"] = 2.0 + scale * wobble
+    design, arrays = build_design("y ~ g + (0 + w | g)", df)
+    assert design.factors[0].term_columns == (("w",),)
+    np.testing.assert_array_equal(arrays.Z[0][:, 0], df.w.to_numpy())
+    with pytest.raises(ValueError, match=r"\(0 \+ w \| g\) \(\['w'\]\) are confounded"):
+        build_design("y ~ g + (0 + w | g)", df.assign(w=2.0))
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-3])
+def test_nearly_collinear_fixed_effect_is_kept(scale):
+    """A fixed-effects column a relative ``scale`` away from the span of the
+    earlier columns (above lme4's rank tolerance 1e-7) is kept, as lme4 keeps
+    it; an exactly collinear one is dropped, with a warning that names it."""
+    df = _simulated()
+    wobble = np.tile([1.0, -1.0], len(df) // 2)
+    df["x2"] = 3.0 * df.x - 1.0 + scale * np.linalg.norm(3.0 * df.x - 1.0) / np.sqrt(len(df)) * wobble
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "rank deficient" warning
+        design, arrays = build_design("y ~ x + x2 + (1 | g)", df)
+    assert design.fixed_names == ("Intercept", "x", "x2") and design.dropped_fixed == ()
+    assert arrays.X.shape == (len(df), 3)
+    with pytest.warns(UserWarning, match=r"rank deficient: dropping aliased column\(s\) \['x2'\]"):
+        design, arrays = build_design("y ~ x + x2 + (1 | g)", df.assign(x2=3.0 * df.x - 1.0))
+    assert design.fixed_names == ("Intercept", "x") and design.dropped_fixed == ("x2",)
+    assert design.all_fixed_names == ("Intercept", "x", "x2") and arrays.X.shape == (len(df), 2)
+
+
 def test_predict_matches_integer_and_string_labels(sleep):
     sleep = sleep.assign(Subject=sleep.Subject.astype(int))
     res = jm.fit_reml(FORMULA, data=sleep)
@@ -469,11 +505,11 @@ def _assert_same_matrix(spec1, spec2, newdata, **kwargs):
     ],
 )
 def test_numeric_fast_path_matches_formulaic(monkeypatch, formula):
-    from jaxmixed.design import _design
     from jaxmixed.design._formula import parse_formula
+    from jaxmixed.design._numeric import numeric_plan
 
     df = _columns_frame()
-    assert _design.numeric_plan(parse_formula(formula), df) is not None
+    assert numeric_plan(parse_formula(formula), df) is not None
     fast, slow = build_design(formula, df), _formulaic_only(monkeypatch, formula, df)
     _assert_same_design(fast, slow)
     newdata = _columns_frame(seed=4).iloc[::-3]
@@ -537,12 +573,13 @@ def test_numeric_fast_path_fits_like_formulaic(monkeypatch):
     ],
 )
 def test_formulas_outside_the_fast_path_go_to_formulaic(monkeypatch, formula):
-    from jaxmixed.design import _design
+    from jaxmixed.design._columns import analyse_columns
     from jaxmixed.design._formula import parse_formula
+    from jaxmixed.design._numeric import numeric_plan
 
     df = _columns_frame()
-    parsed, _, _ = _design._analyse_columns(parse_formula(formula), tuple(df.columns))
-    assert _design.numeric_plan(parsed, df) is None
+    parsed = analyse_columns(parse_formula(formula), tuple(df.columns)).formula
+    assert numeric_plan(parsed, df) is None
     _assert_same_design(build_design(formula, df), _formulaic_only(monkeypatch, formula, df))
 
 
@@ -579,3 +616,34 @@ def test_formula_analysis_cache_follows_the_columns():
     assert design.fixed_names == ("Intercept", "x.1")
     with pytest.raises(ValueError, match=r"\['x'\] used in the formula are not in the data"):
         build_design("y ~ x + (1 | g)", dotted)
+
+
+def test_design_modules_import_one_way():
+    """Inside jaxmixed.design each module imports only the modules of earlier
+    steps: formula → quoting → columns → validation → matrices → the two
+    builders → factors → design → names, prepare."""
+    import ast
+    from pathlib import Path
+
+    import jaxmixed.design
+
+    order = [
+        "_formula",
+        "_quoting",
+        "_columns",
+        "_validation",
+        "_matrices",
+        "_formulaic",
+        "_numeric",
+        "_factors",
+        "_design",
+        "_names",
+        "_prepare",
+        "__init__",
+    ]
+    package = Path(jaxmixed.design.__file__).parent
+    assert sorted(p.stem for p in package.glob("*.py")) == sorted(order)
+    for k, module in enumerate(order):
+        tree = ast.parse((package / f"{module}.py").read_text())
+        own = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert own <= set(order[:k]), (module, own - set(order[:k]))

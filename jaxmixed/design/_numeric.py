@@ -5,10 +5,10 @@ Subject)``. Their model matrices are the columns themselves (and a column of
 ones), which numpy builds in microseconds where formulaic takes milliseconds
 a call. :func:`numeric_plan` recognises such a formula (every part a sum of
 plain names, ``1`` and ``0``; every column a numpy integer or float column)
-and :func:`numeric_matrix` builds a part's matrix with formulaic's column
+and :class:`NumericBuilder` builds its matrices with formulaic's column
 names and order; :class:`NumericSpec` stands in for formulaic's model spec in
 ``predict``. Anything else (categoricals, transformations, interactions,
-booleans, quoted names) is left to formulaic by ``_design``.
+booleans, quoted names) is left to the formulaic builder (``_formulaic``).
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ import dataclasses
 import functools
 import keyword
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import formulaic
 import numpy as np
 import pandas as pd
 
 from ._formula import ParsedFormula, RandomTerm
+from ._matrices import FixedPart, ModelMatrix
 
-__all__ = ["NumericPlan", "NumericSpec", "numeric_matrix", "numeric_plan"]
+__all__ = ["NumericBuilder", "NumericPlan", "NumericSpec", "numeric_matrix", "numeric_plan"]
 
 
 # A term of a sum of plain columns: (intercept, column names in order).
@@ -76,7 +77,7 @@ def _numeric_structure(parsed: ParsedFormula) -> NumericPlan | None:
             return None
         if bar.correlated:
             terms[bar] = (whole,)
-        else:  # lme4's expansion of (x || g), as _split_uncorrelated makes it
+        else:  # lme4's expansion of (x || g), as the formulaic builder makes it
             intercept = ((True, ()),) if whole[0] else ()
             terms[bar] = intercept + tuple((False, (c,)) for c in whole[1])
     columns = {parsed.response, *fixed[1]} | {c for sums in terms.values() for s in sums for c in s[1]}
@@ -104,18 +105,37 @@ def _sum_text(sum_: _Sum) -> str:
     return " + ".join(["1" if sum_[0] else "0", *sum_[1]])
 
 
-def numeric_matrix(sum_: _Sum, data: pd.DataFrame) -> tuple[np.ndarray, list[str], NumericSpec]:
+def numeric_matrix(sum_: _Sum, data: pd.DataFrame) -> ModelMatrix:
     """The model matrix (n, k) of the sum ``sum_``: a column of ones first for
     the intercept, then the columns in order, as formulaic orders them."""
     intercept, columns = sum_
-    names = ["Intercept"] * intercept + list(columns)
+    names = ("Intercept",) * intercept + tuple(columns)
     out = np.empty((len(data), len(names)))
     if intercept:
         out[:, 0] = 1.0
     for k, col in enumerate(columns, start=int(intercept)):
         out[:, k] = data[col].to_numpy(dtype=float)
     dtypes = tuple((col, data[col].dtype) for col in columns)
-    return out, names, NumericSpec(intercept, columns, dtypes)
+    return ModelMatrix(values=out, columns=names, spec=NumericSpec(intercept, columns, dtypes))
+
+
+@dataclasses.dataclass(frozen=True)
+class NumericBuilder:
+    """The :class:`~._matrices.MatrixBuilder` of a formula that has a
+    :class:`NumericPlan`: numpy copies of the columns, no formulaic."""
+
+    plan: NumericPlan
+    # Plain columns are read by name: the frame need not be cut or re-indexed.
+    compact_frame: ClassVar[bool] = False
+
+    def fixed(self, data: pd.DataFrame) -> FixedPart:
+        """Response (n,) and fixed-effects matrix (n, p) of ``data``'s rows."""
+        y = data[self.plan.response].to_numpy(dtype=float).copy()
+        return FixedPart(response=self.plan.response, y=y, X=numeric_matrix(self.plan.fixed, data))
+
+    def terms(self, bar: RandomTerm, data: pd.DataFrame) -> tuple[ModelMatrix, ...]:
+        """The Z block (n, k) of each lme4 term of ``bar``."""
+        return tuple(numeric_matrix(sum_, data) for sum_ in self.plan.terms[bar])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,105 @@
+"""Which columns of the data a formula reads.
+
+Every part of a formula (response, fixed part, each random term) is read by
+formulaic's parser; its variables are matched to the data's columns. The
+answer, with the formula's non-Python names quoted, is an
+:class:`AnalysedFormula`, cached per formula and column names (repeated fits
+of one model ask again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import formulaic
+from formulaic.parser.types import Factor
+from formulaic.transforms import TRANSFORMS
+from formulaic.utils.variables import get_required_variables
+
+from ._formula import ParsedFormula
+from ._quoting import quote_formula
+
+__all__ = ["AnalysedFormula", "analyse_columns"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysedFormula:
+    """A formula read against the data's column names.
+
+    Attributes:
+        formula: the parsed formula, column names that are not Python names
+            in backticks (what formulaic is given).
+        used: every column the formula reads, grouping columns included.
+        plain: the columns read as they are (not inside Python code such as
+            ``np.log(x)``): these must be numbers or categories themselves.
+    """
+
+    formula: ParsedFormula
+    used: frozenset[str]
+    plain: frozenset[str]
+
+
+def analyse_columns(parsed: ParsedFormula, columns: tuple[Any, ...]) -> AnalysedFormula:
+    """The :class:`AnalysedFormula` of ``parsed`` for data with ``columns``."""
+    try:
+        return _analyse_cached(parsed, columns)
+    except TypeError:  # an unhashable column label: no cache
+        return _analyse(parsed, columns)
+
+
+def _analyse(parsed: ParsedFormula, columns: tuple[Any, ...]) -> AnalysedFormula:
+    quoted = quote_formula(parsed, columns)
+    used, plain = set(), set()
+    for expr in [quoted.response, quoted.fixed] + [t.expr for t in quoted.random]:
+        for name, as_is in _required_variables(expr):
+            col = _resolve_variable(name, as_is, columns)
+            used.add(col)
+            if as_is:
+                plain.add(col)
+    for term in quoted.random:
+        used |= set(term.group)
+    return AnalysedFormula(quoted, frozenset(used), frozenset(plain))
+
+
+_analyse_cached = functools.lru_cache(maxsize=64)(_analyse)
+
+
+@functools.lru_cache(maxsize=256)
+def _required_variables(expr: str) -> frozenset[tuple[str, bool]]:
+    """The variables that ``expr`` uses, as (name, used as it is) pairs.
+
+    Names are not cut at dots (formulaic's ``required_variables`` reads
+    ``x.sq`` as ``x``); :func:`_resolve_variable` matches them to columns.
+    """
+    try:
+        formula = formulaic.Formula(expr)
+    except Exception as err:  # formulaic's parser errors vary by version
+        raise ValueError(f"cannot parse the formula part {expr!r}: {err}") from err
+    out = set()
+    for term in formula:
+        for factor in term.factors:
+            if factor.eval_method == Factor.EvalMethod.LOOKUP:
+                out.add((factor.expr, True))
+            elif factor.eval_method == Factor.EvalMethod.PYTHON:
+                out |= {(str(v), False) for v in _python_variables(factor.expr)}
+    return frozenset(out)
+
+
+def _python_variables(expr: str) -> set[str]:
+    """Variables of a Python factor, less formulaic's transforms (``np``, ``C``)."""
+    try:
+        variables = get_required_variables(expr, TRANSFORMS)
+    except Exception:  # malformed code: formulaic reports it when it evaluates
+        return set()
+    return {str(v) for v in variables if v.split(".", 1)[0] not in TRANSFORMS}
+
+
+def _resolve_variable(name: str, as_is: bool, columns: tuple[Any, ...]) -> str:
+    """The column a variable refers to: the whole name if it is a column
+    (``x.sq``), else, in Python code, the part before the first dot
+    (``x.fillna`` → ``x``)."""
+    if name in columns or as_is:
+        return name
+    return name.split(".", 1)[0]
