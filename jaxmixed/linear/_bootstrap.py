@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ..core import FitOptions
 from ..core._compile import compiled
 from ..core._fit import FitResult
 from ..core._many import (
@@ -26,7 +27,6 @@ from ..core._many import (
     refit_batch_size,
     run_chunks,
 )
-from ..core._options import FitOptions
 from ..core._progress import Progress
 from ..core._sharding import as_mesh, n_devices, replicate, shard_batch, to_host
 from ..core._simulate import simulate_draws

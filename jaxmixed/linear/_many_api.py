@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ..core import FitOptions
 from ..core._compile import compiled
 from ..core._fit import FitResult
 from ..core._many import (
@@ -38,16 +39,15 @@ from ..core._many import (
     run_chunks,
     stack_data,
 )
-from ..core._options import FitOptions
 from ..core._progress import Progress
-from ..core._sharding import as_mesh, n_devices, shard_batch, shard_rows, to_host
-from ..core._statistics import design_statistics
+from ..core._sharding import n_devices, shard_batch, shard_rows, to_host
+from ..core._statistics import DesignStatistics, design_statistics
 from ..core._status import RESULTS
-from ..design._design import Design, ModelArrays, build_design
+from ..design._design import Design, ModelArrays, build_design, design_from_arrays
 from ..design._names import parameter_names, parameter_values
 from ..design._prepare import prepare
-from ._api import ConvergenceWarning, _design, _resolve_options
-from ._results import MixedModelResults, build_results
+from ._inputs import Inputs
+from ._results import ConvergenceWarning, MixedModelResults, build_results
 
 __all__ = ["FitTable", "fit_reml_many", "fit_reml_stacked"]
 
@@ -100,7 +100,7 @@ class FitTable(pd.DataFrame):
             b=tuple(b[:j] for b, j in zip(one.b, levels, strict=True)),
             b_cov=tuple(c[:j] for c, j in zip(one.b_cov, levels, strict=True)),
         )
-        return build_results(design, arrays, one, source.options.reml, source.options)
+        return build_results(design, arrays, one, source.options)
 
 
 def _table(
@@ -138,7 +138,7 @@ def _table(
 
 
 def _warn_unconverged(fits: FitResult, reasons: dict[int, str]) -> None:
-    constant = np.asarray(fits.result._value) == RESULTS.constant_response._value
+    constant = np.asarray(fits.result == RESULTS.constant_response)  # elementwise over the fits
     unconverged = ~np.asarray(fits.converged, bool) & ~constant
     bad = [int(k) for k in np.flatnonzero(unconverged) if k not in reasons]
     if bad:
@@ -252,61 +252,94 @@ def fit_reml_many(
         nothing to fit: their rows say so in ``message``, with NaN estimates;
         no response changes another's fit.
     """
-    if formula is not None:
-        if data is None:
-            raise ValueError("a formula needs data: fit_reml_many(formula, data, responses=[...])")
-        ys, labels = _response_matrix(data, responses, None)
-        covariates = data.drop(columns=[c for c in labels if c in data.columns])
-        n = len(covariates)
-        frame = covariates.assign(**{_PLACEHOLDER: np.arange(n, dtype=float)})
-        design, arrays = build_design(_placeholder_formula(formula), frame, weights=weights)
-    else:
-        ys, labels = _response_matrix(None, responses, y)
-        design, arrays = _design(
-            None, None, np.arange(ys.shape[1], dtype=float), X, Z, groups, "raise", weights
-        )
-    if ys.shape[1] != len(arrays.y):
-        raise ValueError(f"the responses have {ys.shape[1]} rows but the design has {len(arrays.y)}")
-    options = _resolve_options(options, reml, max_iter, None)
+    inputs = Inputs.from_arguments(
+        "fit_reml_many",
+        formula=formula,
+        data=data,
+        y=y,
+        X=X,
+        Z=Z,
+        groups=groups,
+        weights=weights,
+        reml=reml,
+        max_iter=max_iter,
+        options=options,
+        dtype=dtype,
+        devices=devices,
+    )
+    ys, labels, design, arrays = _shared_design(inputs, responses)
     reasons = _screen(ys)
-    fits = _fit_responses(design, arrays, ys, reasons, options, dtype, batch_size, as_mesh(devices), verbose)
-
-    def model(k: int) -> tuple[Design, ModelArrays]:
-        name = str(labels[k])
-        formula_k = None if formula is None else _with_response(formula, name)
-        return dataclasses.replace(design, response=name, formula=formula_k), dataclasses.replace(
-            arrays, y=ys[k]
-        )
-
-    source = _Source(model, fits, options)
+    fits = _fit_responses(inputs, design, arrays, ys, reasons, batch_size, verbose)
+    source = _Source(_response_models(inputs.formula, design, arrays, ys, labels), fits, inputs.options)
     _warn_unconverged(fits, reasons)
     return _table(design, fits, labels, reasons, source)
 
 
+def _shared_design(inputs: Inputs, responses: Any) -> tuple[np.ndarray, pd.Index, Design, ModelArrays]:
+    """The (K, n) responses, their labels (K,), and the design they all share
+    (its response a placeholder: the design does not depend on it)."""
+    if inputs.formula is not None:
+        data = inputs.data
+        ys, labels = _response_matrix(data, responses, None)
+        covariates = data.drop(columns=[c for c in labels if c in data.columns])
+        frame = covariates.assign(**{_PLACEHOLDER: np.arange(len(covariates), dtype=float)})
+        formula = _placeholder_formula(inputs.formula)
+        design, arrays = build_design(formula, frame, missing=inputs.missing, weights=inputs.weights)
+    else:
+        ys, labels = _response_matrix(None, responses, inputs.y)
+        placeholder = np.arange(ys.shape[1], dtype=float)
+        design, arrays = design_from_arrays(
+            placeholder, inputs.X, inputs.Z, inputs.groups, missing=inputs.missing, weights=inputs.weights
+        )
+    if ys.shape[1] != len(arrays.y):
+        raise ValueError(f"the responses have {ys.shape[1]} rows but the design has {len(arrays.y)}")
+    return ys, labels, design, arrays
+
+
+def _response_models(
+    formula: str | None, design: Design, arrays: ModelArrays, ys: np.ndarray, labels: pd.Index
+) -> Callable[[int], tuple[Design, ModelArrays]]:
+    """``model(k)``: the design and arrays of response k's own fit (for ``FitTable.result``)."""
+
+    def model(k: int) -> tuple[Design, ModelArrays]:
+        name = str(labels[k])
+        formula_k = None if formula is None else _with_response(formula, name)
+        return (
+            dataclasses.replace(design, response=name, formula=formula_k),
+            dataclasses.replace(arrays, y=ys[k]),
+        )
+
+    return model
+
+
 def _with_response(formula: str, name: str) -> str:
+    """``formula`` with ``name`` as its response (back-quoted when not a plain name)."""
     rhs = formula.split("~", 1)[1]
     return f"{name} ~{rhs}" if re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name) else f"`{name}` ~{rhs}"
 
 
-def _fit_responses(design, arrays, ys, reasons, options, dtype, batch_size, mesh, verbose) -> FitResult:
-    """The vmapped fits of every response, in chunks (host loop)."""
+def _fit_responses(
+    inputs: Inputs,
+    design: Design,
+    arrays: ModelArrays,
+    ys: np.ndarray,
+    reasons: dict[int, str],
+    batch_size: int | None,
+    verbose: bool,
+) -> FitResult:
+    """The vmapped fits (leading axis K) of every response ``ys`` (K, n), in
+    chunks of ``batch_size`` (host loop)."""
     ys = ys.copy()
     if reasons:  # unfittable responses are replaced by a fittable one and discarded
         good = [k for k in range(len(ys)) if k not in reasons]
         filler = ys[good[0]] if good else np.arange(ys.shape[1], dtype=float)
         ys[list(reasons)] = filler
+    mesh, options = inputs.mesh, inputs.options
     devices = n_devices(mesh)
     with jax.enable_x64(True):
-        rows = prepare(design, arrays, dtype=dtype)
-        n = len(arrays.y)
-        size = -(-n // devices) * devices
-        if size != n:
-            rows = pad_data(rows, size)
-            ys = np.pad(ys, ((0, 0), (0, size - n)))
-        placed, _ = shard_rows(rows, [], mesh)
-        stats = _jit_design_statistics(placed, jnp.asarray(n, dtype))
-        batch_size = _batch_size(batch_size, len(ys), per_fit_bytes(rows), devices)
-        host_ys = ys.astype(np.dtype(dtype))
+        stats, ys, per_fit = _design_statistics(inputs, design, arrays, ys)
+        batch_size = _batch_size(batch_size, len(ys), per_fit, devices)
+        host_ys = ys.astype(inputs.dtype)
 
         def full(ids: np.ndarray) -> FitResult:
             return to_host(jit_fit_responses(stats, shard_batch(host_ys[ids], mesh), options))
@@ -325,7 +358,26 @@ def _fit_responses(design, arrays, ys, reasons, options, dtype, batch_size, mesh
         )
 
 
+def _design_statistics(
+    inputs: Inputs, design: Design, arrays: ModelArrays, ys: np.ndarray
+) -> tuple[DesignStatistics, np.ndarray, int]:
+    """The shared design's statistics (rows split over the devices), the
+    responses (K, n') with the rows padded to a multiple of the devices, and
+    the memory of one fit in bytes. Call inside ``jax.enable_x64(True)``."""
+    rows = prepare(design, arrays, dtype=inputs.dtype)
+    n = len(arrays.y)
+    devices = n_devices(inputs.mesh)
+    size = -(-n // devices) * devices
+    if size != n:  # padded rows (X = Z = 0, response 0) add nothing to the sums
+        rows = pad_data(rows, size)
+        ys = np.pad(ys, ((0, 0), (0, size - n)))
+    placed, _ = shard_rows(rows, [], inputs.mesh)
+    stats = _jit_design_statistics(placed, jnp.asarray(n, inputs.dtype))
+    return stats, ys, per_fit_bytes(rows)
+
+
 def _batch_size(batch_size: int | None, n_fits: int, per_fit: int, devices: int) -> int:
+    """The chunk size: ``batch_size`` checked, or as many fits as fit in memory."""
     if batch_size is None:
         return default_batch_size(n_fits, per_fit, multiple=devices)
     if int(batch_size) < 1 or int(batch_size) % devices:
@@ -376,8 +428,68 @@ def fit_reml_stacked(
     Returns:
         A :class:`FitTable`, one row per data set (index 0 … K−1).
     """
-    pairs = _stacked_designs(formula, datasets, y, X, Z, groups)
-    options = _resolve_options(options, reml, max_iter, None)
+    inputs = Inputs.from_arguments(
+        "fit_reml_stacked",
+        formula=formula,
+        data=datasets,
+        y=y,
+        X=X,
+        Z=Z,
+        groups=groups,
+        reml=reml,
+        max_iter=max_iter,
+        options=options,
+        dtype=dtype,
+        devices=devices,
+    )
+    pairs = _stacked_designs(inputs)
+    _check_same_model(pairs)
+    fits = _fit_stacked(inputs, pairs, batch_size, verbose)
+    source = _Source(lambda k: pairs[k], fits, inputs.options)
+    _warn_unconverged(fits, {})
+    return _table(pairs[0][0], fits, pd.RangeIndex(len(pairs), name="dataset"), {}, source)
+
+
+def _stacked_designs(inputs: Inputs) -> list[tuple[Design, ModelArrays]]:
+    """Each data set's design and arrays, built and checked on the host."""
+    if inputs.formula is not None:
+        datasets = inputs.data
+        if isinstance(datasets, pd.DataFrame) or len(datasets) == 0:
+            raise ValueError("fit_reml_stacked(formula, datasets) needs a non-empty list of DataFrames")
+        return [
+            _numbered(k, lambda df=df: build_design(inputs.formula, df, missing=inputs.missing))
+            for k, df in enumerate(datasets)
+        ]
+    if inputs.y is None or inputs.groups is None:
+        raise ValueError("pass a formula and datasets, or arrays y (K, n) and groups (K, n)")
+    y = np.asarray(inputs.y, float)
+    if y.ndim != 2:
+        raise ValueError(f"y must be (K, n) for stacked data sets, got shape {y.shape}")
+
+    def pick(a: Any, k: int) -> Any:
+        return None if a is None else np.asarray(a)[k]
+
+    return [
+        _numbered(
+            k,
+            lambda k=k: design_from_arrays(
+                y[k], pick(inputs.X, k), pick(inputs.Z, k), pick(inputs.groups, k), missing=inputs.missing
+            ),
+        )
+        for k in range(len(y))
+    ]
+
+
+def _numbered(k: int, build: Callable[[], tuple[Design, ModelArrays]]) -> tuple[Design, ModelArrays]:
+    """``build()``, its ValueError prefixed with the data set's number."""
+    try:
+        return build()
+    except ValueError as err:
+        raise ValueError(f"data set {k}: {err}") from err
+
+
+def _check_same_model(pairs: list[tuple[Design, ModelArrays]]) -> None:
+    """Every data set gives data set 0's fixed effects and random-effects structure."""
     first = pairs[0][0]
     for k, (d, _) in enumerate(pairs):
         if d.fixed_names != first.fixed_names or d.structures != first.structures:
@@ -386,48 +498,26 @@ def fit_reml_stacked(
                 f"{[s.q for s in d.structures]}, data set 0 {list(first.fixed_names)} and "
                 f"{[s.q for s in first.structures]}: stacked data sets must give the same model"
             )
-    mesh = as_mesh(devices)
+
+
+def _fit_stacked(
+    inputs: Inputs, pairs: list[tuple[Design, ModelArrays]], batch_size: int | None, verbose: bool
+) -> FitResult:
+    """The vmapped fits (leading axis K) of the K data sets, padded to common
+    sizes and stacked, in chunks of ``batch_size`` (host loop)."""
+    mesh = inputs.mesh
     with jax.enable_x64(True):
-        stacked = stack_data([prepare(d, a, dtype=dtype) for d, a in pairs])
+        stacked = stack_data([prepare(d, a, dtype=inputs.dtype) for d, a in pairs])
         size = stacked.X.shape[1]
-        ys = np.stack([np.pad(a.y, (0, size - len(a.y))) for _, a in pairs]).astype(np.dtype(dtype))
-        n_obs = np.asarray([len(a.y) for _, a in pairs], np.dtype(dtype))
+        ys = np.stack([np.pad(a.y, (0, size - len(a.y))) for _, a in pairs]).astype(inputs.dtype)
+        n_obs = np.asarray([len(a.y) for _, a in pairs], inputs.dtype)
         per_fit = per_fit_bytes(jax.tree.map(lambda a: a[0], stacked)) + 8 * stacked.X[0].size
         batch_size = _batch_size(batch_size, len(pairs), per_fit, n_devices(mesh))
         host = jax.tree.map(np.asarray, stacked)
 
         def run(ids: np.ndarray) -> FitResult:
             chunk = shard_batch((jax.tree.map(lambda a: a[ids], host), ys[ids], n_obs[ids]), mesh)
-            return to_host(jit_fit_stacked(*chunk, options))
+            return to_host(jit_fit_stacked(*chunk, inputs.options))
 
         progress = Progress(len(pairs), "fit", verbose and len(pairs) > batch_size)
-        fits = run_chunks(len(pairs), batch_size, run, progress=progress)
-    source = _Source(lambda k: pairs[k], fits, options)
-    _warn_unconverged(fits, {})
-    return _table(first, fits, pd.RangeIndex(len(pairs), name="dataset"), {}, source)
-
-
-def _stacked_designs(formula, datasets, y, X, Z, groups) -> list[tuple[Design, ModelArrays]]:
-    if formula is not None:
-        if datasets is None or isinstance(datasets, pd.DataFrame) or len(datasets) == 0:
-            raise ValueError("fit_reml_stacked(formula, datasets) needs a non-empty list of DataFrames")
-        out = []
-        for k, df in enumerate(datasets):
-            try:
-                out.append(build_design(formula, df))
-            except ValueError as err:
-                raise ValueError(f"data set {k}: {err}") from err
-        return out
-    if y is None or groups is None:
-        raise ValueError("pass a formula and datasets, or arrays y (K, n) and groups (K, n)")
-    y = np.asarray(y, float)
-    if y.ndim != 2:
-        raise ValueError(f"y must be (K, n) for stacked data sets, got shape {y.shape}")
-    out = []
-    for k in range(len(y)):
-        pick = lambda a, k=k: None if a is None else np.asarray(a)[k]  # noqa: E731
-        try:
-            out.append(_design(None, None, y[k], pick(X), pick(Z), pick(groups), "raise", None))
-        except ValueError as err:
-            raise ValueError(f"data set {k}: {err}") from err
-    return out
+        return run_chunks(len(pairs), batch_size, run, progress=progress)

@@ -1,0 +1,119 @@
+"""The printed forms of a fitted model: ``summary()`` (lme4's and statsmodels' manner) and ``repr``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:  # the results import this module
+    from ._results import MixedModelResults
+
+__all__ = ["repr_text", "summary_text"]
+
+# What the repr shows, in the order of the fields of the dataclass the results
+# once were (their repr is kept as it was).
+_REPR_FIELDS = (
+    "fixed_effects",
+    "fixed_effects_se",
+    "vcov",
+    "varcorr",
+    "sigma",
+    "theta",
+    "objective",
+    "reml",
+    "nobs",
+    "converged",
+    "convergence_message",
+    "singular",
+    "n_iter",
+    "grad_norm",
+    "random_effects",
+    "random_effects_var",
+    "random_effects_cov",
+    "fitted",
+    "fitted_fixed",
+    "residuals",
+    "n_dropped_rows",
+    "dropped_columns",
+    "formula",
+)
+
+
+def repr_text(results: MixedModelResults) -> str:
+    """``MixedModelResults(fixed_effects=..., ..., formula=...)``: every estimate, by name."""
+    body = ", ".join(f"{name}={getattr(results, name)!r}" for name in _REPR_FIELDS)
+    return f"{type(results).__name__}({body})"
+
+
+def summary_text(results: MixedModelResults) -> str:
+    """The printable table of ``MixedModelResults.summary()``: the fit, its
+    diagnostics, the variance components and the fixed effects."""
+    lines = _header(results)
+    lines += ["", "Random effects:", *_random_effects_table(results.varcorr)]
+    lines += ["", "Fixed effects:", *_fixed_effects_table(results)]
+    return "\n".join(lines)
+
+
+def _header(results: MixedModelResults) -> list[str]:
+    """The method, formula, criteria, sizes and convergence of the fit."""
+    crit = "REML criterion" if results.reml else "Deviance"
+    lines = [f"Linear mixed model fit by {'REML' if results.reml else 'maximum likelihood'} (jaxmixed)"]
+    if results.formula:
+        lines.append(f"Formula: {results.formula}")
+    lines.append(
+        f"{crit}: {results.objective:.4f}   logLik: {results.loglik:.4f}   "
+        f"AIC: {results.aic:.4f}   BIC: {results.bic:.4f}"
+    )
+    groups = ", ".join(f"{k} {v}" for k, v in results.n_levels.items())
+    lines.append(f"Observations: {results.nobs}   Groups: {groups}")
+    if results.n_dropped_rows:
+        lines.append(f"Rows dropped for missing values: {results.n_dropped_rows}")
+    if results.dropped_columns:
+        lines.append(f"Aliased fixed effects dropped: {', '.join(results.dropped_columns)}")
+    lines.append(
+        f"Converged: {'yes' if results.converged else 'NO'} ({results.convergence_message}; "
+        f"{results.n_iter} iterations, max|grad| {results.grad_norm:.2e})"
+    )
+    if results.singular:
+        lines.append(
+            "Boundary (singular) fit: a random-effects covariance matrix is singular "
+            "(a variance estimated as 0, or correlations of ±1)"
+        )
+    return lines
+
+
+def _random_effects_table(vc: pd.DataFrame) -> list[str]:
+    """lme4's random-effects block from ``varcorr``: variance and SD per term, then
+    the term's correlations with the terms above it."""
+    width = max([len("Groups")] + [len(str(g)) for g in vc.grp])
+    name_w = max([len("Name")] + [len(str(v)) for v in vc.var1.dropna()])
+    lines = [f" {'Groups':<{width}}  {'Name':<{name_w}}  {'Variance':>12}  {'Std.Dev.':>10}  Corr"]
+    for grp, part in vc[vc.var2.isna()].groupby("grp", sort=False):
+        cors = vc[(vc.grp == grp) & vc.var2.notna()]
+        for k, row in enumerate(part.itertuples()):
+            corr = cors[cors.var2 == row.var1].sdcor.to_numpy()
+            corr_s = " ".join(f"{c:6.3f}" for c in corr)
+            label = grp if k == 0 else ""
+            name = "" if pd.isna(row.var1) else row.var1
+            lines.append(
+                f" {label:<{width}}  {name:<{name_w}}  {row.vcov:12.5g}  {row.sdcor:10.5g}  {corr_s}"
+            )
+    return lines
+
+
+def _fixed_effects_table(results: MixedModelResults) -> list[str]:
+    """Estimates, standard errors, t values and 95% Wald intervals of the fixed effects."""
+    beta, se = results.fixed_effects, results.fixed_effects_se
+    ci = results.conf_int()
+    t = beta / se
+    fe_w = max([0] + [len(n) for n in beta.index])
+    lines = [
+        f" {'':<{fe_w}}  {'Estimate':>12}  {'Std.Error':>10}  {'t value':>8}  {'[0.025':>12}  {'0.975]':>12}"
+    ]
+    for name in beta.index:
+        lines.append(
+            f" {name:<{fe_w}}  {beta[name]:12.5g}  {se[name]:10.5g}  "
+            f"{t[name]:8.3f}  {ci.iloc[:, 0][name]:12.5g}  {ci.iloc[:, 1][name]:12.5g}"
+        )
+    return lines
