@@ -51,6 +51,9 @@ from ._statistics import ModelData, ModelStatistics, model_statistics
 from ._status import RESULTS, LoopStatus, is_converged, to_results
 from ._tolerances import CONSTANT_SPREAD_EPS, START_FLOOR, resolve
 
+_SUCCESSFUL = LoopStatus.promote(RESULTS.successful)
+_CONSTANT = LoopStatus.promote(RESULTS.constant_response)
+
 __all__ = ["FitResult", "fit", "fit_at", "fit_data"]
 
 
@@ -206,7 +209,7 @@ def _optimize(stats: ModelStatistics, options: FitOptions) -> _Optimum:
     masks, kinds = _trials(stats, options.boundary is not None)
     int0 = jnp.zeros((), jnp.int32)
     inf = jnp.asarray(jnp.inf, dtype)
-    start = _Optimum(phi0, nothing, inf, jnp.zeros_like(phi0), int0, LoopStatus.successful, jnp.zeros((), bool))
+    start = _Optimum(phi0, nothing, inf, jnp.zeros_like(phi0), int0, _SUCCESSFUL, jnp.zeros((), bool))
     if not isinstance(options.solver, LBFGS):
         main = options.solver.minimise(lambda x: standard_criterion(x, stats, options.reml, nothing), phi0)
         start = _Optimum(main.params, nothing, main.value, main.grad, main.n_iter, main.status, start.revisit)
@@ -282,7 +285,7 @@ def _map_back(stats: ModelStatistics, opt: _Optimum, options: FitOptions) -> Fit
     # A response the fixed effects fit exactly has nothing to fit: flagged, and its
     # estimates are NaN so that batched code downstream cannot use them by mistake.
     constant = response.spread <= CONSTANT_SPREAD_EPS * jnp.finfo(scale.dtype).eps
-    status = LoopStatus.where(constant, LoopStatus.constant_response, opt.status)
+    status = LoopStatus.where(constant, _CONSTANT, opt.status)
     free_grad = jnp.where(opt.zero, 0.0, opt.grad)
     result = FitResult(
         theta=theta,
@@ -337,7 +340,7 @@ def fit_at(stats: ModelStatistics, phi: jax.Array, options: FitOptions | None = 
     zero = jnp.zeros(phi.shape, bool)
     value, grad = jax.value_and_grad(standard_criterion)(phi, stats, options.reml, zero)
     int0 = jnp.zeros((), jnp.int32)
-    return _map_back(stats, _Optimum(phi, zero, value, grad, int0, LoopStatus.successful), options)
+    return _map_back(stats, _Optimum(phi, zero, value, grad, int0, _SUCCESSFUL), options)
 
 
 def fit_data(

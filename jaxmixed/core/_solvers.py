@@ -35,6 +35,13 @@ from jaxtyping import Array, Bool, Float, Int
 from ._status import RESULTS, LoopStatus, to_results
 from ._tolerances import resolve
 
+# The public items as the loops carry them (typed as LoopStatus for the checker).
+_SUCCESSFUL = LoopStatus.promote(RESULTS.successful)
+_SMALL_CHANGE = LoopStatus.promote(RESULTS.small_change)
+_MAX_STEPS_REACHED = LoopStatus.promote(RESULTS.max_steps_reached)
+_NONFINITE = LoopStatus.promote(RESULTS.nonfinite)
+_NO_PROGRESS = LoopStatus.promote(RESULTS.no_progress)
+
 __all__ = ["AbstractSolver", "LBFGS", "OptaxSolver", "OptimizeResult", "minimize", "stop_status"]
 
 Objective = Callable[[Float[Array, " k"]], Float[Array, ""]]
@@ -85,13 +92,13 @@ def stop_status(value, grad, prev_value, it, *, max_steps, gtol, ftol, change_ga
     scale = 1.0 + jnp.abs(value)
     gmax = jnp.max(jnp.abs(grad)) if grad.size else jnp.zeros((), value.dtype)
     change = jnp.abs(prev_value - value)
-    status = LoopStatus.where(it >= max_steps, LoopStatus.max_steps_reached, LoopStatus.running)
-    status = LoopStatus.where(change == 0, LoopStatus.no_progress, status)
+    status = LoopStatus.where(it >= max_steps, _MAX_STEPS_REACHED, LoopStatus.running)
+    status = LoopStatus.where(change == 0, _NO_PROGRESS, status)
     small = (change <= ftol * scale) & (gmax <= change_gate * gtol * scale)
-    status = LoopStatus.where(small, LoopStatus.small_change, status)
-    status = LoopStatus.where(gmax <= gtol * scale, LoopStatus.successful, status)
+    status = LoopStatus.where(small, _SMALL_CHANGE, status)
+    status = LoopStatus.where(gmax <= gtol * scale, _SUCCESSFUL, status)
     nonfinite = ~jnp.isfinite(value) | ~jnp.all(jnp.isfinite(grad))
-    return LoopStatus.where(nonfinite, LoopStatus.nonfinite, status)
+    return LoopStatus.where(nonfinite, _NONFINITE, status)
 
 
 class AbstractSolver(eqx.Module):
@@ -107,7 +114,9 @@ class AbstractSolver(eqx.Module):
         change_gate: float
 
     @abc.abstractmethod
-    def minimise(self, fun: Objective, x0: Float[Array, " k"], *, run: Bool[Array, ""] | bool = True):
+    def minimise(
+        self, fun: Objective, x0: Float[Array, " k"], *, run: Bool[Array, ""] | bool = True
+    ) -> OptimizeResult:
         """Minimises ``fun`` from ``x0``; ``run=False`` returns at once with status ``skipped``."""
 
     def stop(self, value, grad, prev_value, it) -> LoopStatus:
@@ -202,7 +211,9 @@ class LBFGS(AbstractSolver):
         if not 0 < self.armijo < self.curvature < 1:
             raise ValueError(f"need 0 < armijo < curvature < 1, got {self.armijo!r}, {self.curvature!r}")
 
-    def minimise(self, fun, x0, *, run=True) -> OptimizeResult:
+    def minimise(
+        self, fun: Objective, x0: Float[Array, " k"], *, run: Bool[Array, ""] | bool = True
+    ) -> OptimizeResult:
         """Minimises ``fun`` from ``x0`` (k,); ``run=False`` returns at once (``skipped``, no evaluation).
 
         The boundary trials use ``run`` so that one compiled loop serves every
@@ -265,7 +276,7 @@ class LBFGS(AbstractSolver):
         n_iter = c.n_iter + c.started.astype(c.n_iter.dtype)
         prev = jnp.where(c.started, c.value, jnp.inf)
         on_accept = self.stop(f_new, g_new, prev, n_iter)
-        on_reject = LoopStatus.where(out_of_steps, LoopStatus.no_progress, LoopStatus.running)
+        on_reject = LoopStatus.where(out_of_steps, _NO_PROGRESS, LoopStatus.running)
         keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
         return _Carry(
             x=keep(x_new, c.x),
@@ -343,7 +354,9 @@ class OptaxSolver(AbstractSolver):
         if not (hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")):
             raise TypeError(f"optimizer must be an optax GradientTransformation, got {self.optimizer!r}")
 
-    def minimise(self, fun, x0, *, run=True) -> OptimizeResult:
+    def minimise(
+        self, fun: Objective, x0: Float[Array, " k"], *, run: Bool[Array, ""] | bool = True
+    ) -> OptimizeResult:
         """Minimises ``fun`` from ``x0`` (k,); ``run=False`` returns at once (``skipped``)."""
         optimizer = optax.with_extra_args_support(self.optimizer)
         value_and_grad = jax.value_and_grad(fun)

@@ -36,7 +36,7 @@ class RESULTS(eqx.Enumeration):
     early_stopped = "stopped early: the held-out loss stopped improving (patience)"
 
 
-class LoopStatus(RESULTS):
+class LoopStatus(RESULTS):  # pyright: ignore[reportGeneralTypeIssues]  (equinox enumerations extend)
     """The optimiser loops' state: ``RESULTS`` plus two internal items."""
 
     running = "still iterating (internal)"
