@@ -39,7 +39,6 @@ that cannot pass ``groups`` working, and never presents it as a mixed fit:
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -62,14 +61,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pandas as pd
 
-from .core._mixed_loss import jit_network_output, network_output
+from .core._mixed_loss import jit_network_output
+from .core._status import RESULTS
 from .linear._api import fit_reml
 from .networks._api import _split, fit_mixed_em, fit_mixed_nn
 from .networks._results import FixedPart
-from .networks._train import TrainOptions
+from .networks._train import TrainOptions, plain_rows, train_plain
 
 __all__ = [
     "MixedEMRegressor",
@@ -81,7 +80,6 @@ __all__ = [
 ]
 
 _UNSEEN = "not seen in fitting"  # the library's warning for unseen levels says this
-_CHUNK = 10  # optimiser steps per compiled chunk (and between early-stopping checks)
 
 
 class NoGroupsWarning(UserWarning):
@@ -199,59 +197,18 @@ def _check_training(est) -> None:
         raise ValueError(f"validation_fraction must be in [0, 1), got {est.validation_fraction!r}")
 
 
-@eqx.filter_jit
-def _mse(net, x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.mean((y - network_output(net, x)) ** 2)
-
-
-@eqx.filter_jit
-def _adam_chunk(net, state, x: jax.Array, y: jax.Array, learning_rate: float, n_steps: int):
-    """``n_steps`` full-batch Adam steps on ``mean((y − net(x))²)``; returns the losses (n_steps,)."""
-    params, static = eqx.partition(net, eqx.is_inexact_array)
-    opt = optax.adam(learning_rate)
-
-    def step(carry, _):
-        p, s = carry
-        loss, grad = jax.value_and_grad(lambda q: _mse(eqx.combine(q, static), x, y))(p)
-        with jax.numpy_dtype_promotion("standard"):  # optax's int32 step count meets int64 in x64 mode
-            updates, s = opt.update(grad, s, p)
-            p = optax.apply_updates(p, updates)
-        return (p, s), loss
-
-    (params, state), losses = jax.lax.scan(step, (params, state), None, length=n_steps)
-    return eqx.combine(params, static), state, losses
-
-
-def _train_mse(est, net, x: np.ndarray, y: np.ndarray, valid: np.ndarray | None, train: np.ndarray):
-    """Adam on the training rows with early stopping on ``valid``: (network, best epoch, epochs, history)."""
+def _train_network(est, net, x: np.ndarray, y: np.ndarray, seed: int):
+    """``net`` trained on standardised x (n, d), y (n,) by ``_train``'s loop with early
+    stopping on a held-out share of the rows (drawn from ``seed`` as ``fit_mixed_nn`` draws it)."""
+    train, valid = _split(len(y), est.validation_fraction, seed)
+    options = TrainOptions(
+        learning_rate=float(est.learning_rate), max_epochs=int(est.max_epochs),
+        patience=int(est.patience), validation_fraction=float(est.validation_fraction),
+    )  # fmt: skip
     with jax.enable_x64(True):
-        xt, yt = jnp.asarray(x[train]), jnp.asarray(y[train])
-        xv, yv = (None, None) if valid is None else (jnp.asarray(x[valid]), jnp.asarray(y[valid]))
-        state = optax.adam(est.learning_rate).init(eqx.filter(net, eqx.is_inexact_array))
-        best_loss, best_epoch, best_net, history, epoch = np.inf, 0, net, [], 0
-        while epoch < est.max_epochs:
-            k = min(_CHUNK, est.max_epochs - epoch)
-            net, state, losses = _adam_chunk(net, state, xt, yt, float(est.learning_rate), k)
-            epoch += k
-            record = {"epoch": epoch, "train_mse": float(losses[-1])}
-            if valid is not None:
-                record["valid_mse"] = float(_mse(net, xv, yv))
-            history.append(record)
-            if est.verbose and (epoch % 100 == 0 or epoch == est.max_epochs):
-                print(" ".join(f"{k}={v:.4g}" for k, v in record.items()), file=sys.stderr)
-            if not np.isfinite(record["train_mse"]):
-                warnings.warn(
-                    "the training loss became non-finite: keeping the last finite state",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                break
-            check = record.get("valid_mse", -epoch)  # no held-out rows: keep the last state
-            if check < best_loss:
-                best_loss, best_epoch, best_net = check, epoch, net
-            elif epoch - best_epoch >= est.patience:
-                break
-    return best_net, best_epoch, epoch, history
+        rows = plain_rows(x[train], y[train])
+        held_out = None if valid is None else plain_rows(x[valid], y[valid])
+        return train_plain(net, rows, held_out, options, verbose=bool(est.verbose))
 
 
 # ------------------------------------------------------------------ the plain network
@@ -289,7 +246,7 @@ class NNRegressor(RegressorMixin, BaseEstimator):
     random_state : int, RandomState or None, default=0
         Seeds the initial network and the held-out rows.
     verbose : bool, default=False
-        Print the losses every 100 epochs.
+        A progress bar for long fits (the training loop of :class:`MixedNNRegressor`).
 
     Attributes
     ----------
@@ -304,6 +261,10 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         Epochs run.
     history_ : DataFrame
         ``epoch``, ``train_mse`` and (with held-out rows) ``valid_mse``, every 10 epochs.
+    result_ : jaxmixed.core.RESULTS item
+        Why training stopped: ``early_stopped`` (patience), ``max_steps_reached``
+        (``max_epochs``) or ``nonfinite`` (the loss became NaN or infinite: the
+        best earlier network is kept, with a ``RuntimeWarning``).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         When X was a DataFrame with string column names.
@@ -351,10 +312,13 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         self.x_mean_, self.x_scale_ = _location_scale(X)
         y_mean, y_scale = _location_scale(y)
         self.y_mean_, self.y_scale_ = float(y_mean), float(y_scale)
-        train, valid = _split(len(y), self.validation_fraction, seed)
         xs, ys = (X - self.x_mean_) / self.x_scale_, (y - self.y_mean_) / self.y_scale_
-        self.network_, self.best_epoch_, self.n_epochs_, history = _train_mse(self, net, xs, ys, valid, train)
-        self.history_ = pd.DataFrame.from_records(history)
+        trained = _train_network(self, net, xs, ys, seed)
+        if bool(trained.result == RESULTS.nonfinite):
+            warnings.warn(trained.message, RuntimeWarning, stacklevel=2)
+        self.network_, self.best_epoch_, self.n_epochs_ = trained.model, trained.best_epoch, trained.epochs
+        self.history_ = pd.DataFrame.from_records(trained.history)
+        self.result_ = trained.result
         return self
 
     def predict(self, X):

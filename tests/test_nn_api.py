@@ -239,3 +239,58 @@ def test_em_with_an_interpolating_estimator_says_so(data):
 
     with pytest.raises(RuntimeError, match="reproduces the training response exactly"):
         jm.fit_mixed_em(Interpolate(), FORMULA, data, verbose=False)
+
+
+# ------------------------------------------------------------------ why training stopped
+
+
+def test_training_stops_are_results_items(data):
+    from jaxmixed.core import RESULTS
+    from jaxmixed.core._status import is_converged
+
+    small = data[data.g < 30]
+    mlp = eqx.nn.MLP(3, "scalar", 16, 2, activation=jax.nn.relu, key=jax.random.key(1))
+    options = jm.TrainOptions(patience=20, learning_rate=0.05, max_epochs=2000)
+    patient = jm.fit_mixed_nn(mlp, FORMULA, small, options=options, verbose=False)
+    assert patient.result == RESULTS.early_stopped
+    assert patient.stopped.startswith("early stopping") and "20 epochs" in patient.stopped
+    assert patient.history.epoch.iloc[-1] - patient.best_epoch >= 20
+    limited = jm.fit_mixed_nn(_linear(), FORMULA, small, max_epochs=30, verbose=False)
+    assert limited.result == RESULTS.max_steps_reached and "max_epochs" in limited.stopped
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    em = jm.fit_mixed_em(linear_model.LinearRegression(), FORMULA, small, verbose=False)
+    assert em.result == RESULTS.small_change and em.stopped.startswith("converged")
+    assert is_converged(em.result) and not is_converged(patient.result)
+    capped = jm.fit_mixed_em(linear_model.LinearRegression(), FORMULA, small, max_rounds=2, verbose=False)
+    assert capped.result == RESULTS.max_steps_reached and "max_rounds" in capped.stopped
+
+
+def _fake_run(losses, held_out=None, initial=None, patience=30):
+    """run_training over checks whose training loss is ``losses[k]`` (and held-out ``held_out[k]``)."""
+    from jaxmixed.networks._train import Check, Schedule, run_training
+
+    def advance(k, epoch):
+        i = epoch // 10 - 1
+        valid = None if held_out is None else held_out[i]
+        return Check({"epoch": epoch}, losses[i], valid, f"model at {epoch}")
+
+    schedule = Schedule(10 * len(losses), 10, patience)
+    return run_training(advance, schedule, held_out=held_out is not None, verbose=False, initial=initial)
+
+
+def test_the_training_loop_says_why_it_stopped():
+    from jaxmixed.core import RESULTS
+
+    last = _fake_run([3.0, 2.0, 1.0])
+    assert (last.result, last.model, last.epochs) == (RESULTS.max_steps_reached, "model at 30", 30)
+    patient = _fake_run([1.0] * 8, held_out=[5.0, 4.0, 4.5, 4.4, 4.3, 4.2, 4.1, 4.0])
+    assert patient.result == RESULTS.early_stopped
+    assert (patient.model, patient.best_epoch, patient.epochs) == ("model at 20", 20, 50)
+    broken = _fake_run([2.0, 1.0, np.nan, 0.5])
+    assert broken.result == RESULTS.nonfinite and broken.model == "model at 20" and broken.epochs == 30
+    assert "non-finite at epoch 30" in broken.stopped and "kept the state of epoch 20" in broken.stopped
+    assert len(broken.history) == 3  # the failed check is recorded
+    with pytest.raises(RuntimeError, match="non-finite at epoch 10 .*before any usable state"):
+        _fake_run([np.inf, 1.0])
+    kept = _fake_run([np.inf, 1.0], initial="initial model")  # as NNRegressor: the initial network
+    assert (kept.result, kept.model, kept.best_epoch) == (RESULTS.nonfinite, "initial model", 0)

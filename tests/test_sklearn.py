@@ -316,3 +316,18 @@ def test_mixed_nn_regressor_contract(data):
     np.testing.assert_array_equal(restored.predict(frame, groups=g), est.predict(frame, groups=g))
     plain = est.plain_estimator()
     assert isinstance(plain, NNRegressor) and plain.get_params()["width"] == 8
+
+
+def test_nn_regressor_reports_why_it_stopped():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(80, 2))
+    y = X[:, 0] + 0.1 * rng.normal(size=80)
+    capped = NNRegressor(width=4, max_epochs=30, validation_fraction=0.0).fit(X, y)
+    assert capped.result_ == jm.core.RESULTS.max_steps_reached
+    assert capped.n_epochs_ == capped.best_epoch_ == 30
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        broken = NNRegressor(width=4, learning_rate=1e200, max_epochs=30).fit(X, y)
+    assert broken.result_ == jm.core.RESULTS.nonfinite and broken.n_epochs_ < 30
+    assert np.isfinite(broken.predict(X)).all()  # the best earlier (here: the initial) network
+    restored = pickle.loads(pickle.dumps(broken))
+    assert restored.result_ == jm.core.RESULTS.nonfinite

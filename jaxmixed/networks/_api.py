@@ -24,8 +24,8 @@ import pandas as pd
 from ..core._fit import jit_fit_data
 from ..core._mixed_loss import NeuralData, group_layout, jit_network_output
 from ..core._options import FitOptions
-from ..core._padding import bucket, drop_padded_levels
-from ..core._statistics import design_statistics, model_data
+from ..core._padding import LINEAR_BITS, bucket, drop_padded_levels, pad_to_buckets, padded_levels
+from ..core._statistics import ModelData, design_statistics, model_data
 from ..core._status import RESULTS
 from ..design._design import Design, ModelArrays, build_design
 from ..linear._api import ConvergenceWarning
@@ -48,39 +48,57 @@ def _features(design: Design, arrays: ModelArrays) -> tuple[np.ndarray, tuple[st
     return arrays.X[:, keep], names
 
 
-def _pad(a: np.ndarray, size: int) -> np.ndarray:
+def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` (n, …) with zero rows appended up to ``size`` rows."""
     return np.concatenate([a, np.zeros((size - len(a),) + a.shape[1:], a.dtype)])
 
 
-def _training_set(
-    x, y, arrays: ModelArrays, design: Design, index: np.ndarray, dtype, rows=True
-) -> TrainingSet:
-    """Rows ``index`` padded to ``bucket(len(index))`` rows (and levels) with zeros.
+def _random_rows(arrays: ModelArrays, design: Design, index: np.ndarray, dtype) -> ModelData:
+    """The core's ModelData of ``X = [1]`` and the random part of rows ``index``, padded
+    as ``fit_reml`` pads (``core._padding``): levels to ``padded_levels``, rows (X = Z = 0,
+    weight 1), cross entries and pairs to their buckets. On the device."""
+    z, codes = [zf[index] for zf in arrays.Z], [c[index] for c in arrays.codes]
+    levels = padded_levels([f.n_levels for f in design.factors])
+    ones = np.ones((len(index), 1))
+    data = model_data(ones, z, codes, levels, design.structures, dtype=dtype, on_device=False)
+    return jax.device_put(pad_to_buckets(data))
 
-    ``rows`` (the core's ModelData of ``X = [1]`` and the random part) is
-    built unless ``rows=False`` (held-out rows need only x, y, z, codes).
+
+def _training_set(
+    x: np.ndarray,
+    y: np.ndarray,
+    arrays: ModelArrays,
+    design: Design,
+    index: np.ndarray,
+    dtype,
+    rows: bool = True,
+) -> TrainingSet:
+    """Rows ``index`` of x (n, d), y (n,) and the design's random part, padded with zeros.
+
+    With ``rows`` (default) the core's ModelData of ``X = [1]`` and the random
+    part is built and padded by the shared mechanism (:func:`_random_rows`),
+    and x, y, z and the codes are padded to its rows; held-out rows
+    (``rows=False``) need only x, y, z and codes, padded to the same bucket
+    of rows (``pad_to_buckets``' rule, ``bucket(n, LINEAR_BITS)``), so that
+    similar data sets share compiled steps.
     """
-    n, size = len(index), bucket(len(index))
-    mask = np.arange(size) < n
-    z = [_pad(zf[index], size) for zf in arrays.Z]
-    codes = [_pad(c[index], size) for c in arrays.codes]
-    data = None
-    if rows:
-        levels = [bucket(f.n_levels) for f in design.factors]
-        ones = mask.astype(float)[:, None]
-        data = model_data(ones, z, codes, levels, design.structures, dtype=dtype)
+    n = len(index)
+    data = _random_rows(arrays, design, index, dtype) if rows else None
+    size = data.X.shape[0] if rows else bucket(n, LINEAR_BITS)
     return TrainingSet(
-        x=jnp.asarray(_pad(x[index], size), dtype),
-        y=jnp.asarray(_pad(y[index], size), dtype),
-        mask=jnp.asarray(mask),
-        z=tuple(jnp.asarray(zf, dtype) for zf in z),
-        codes=tuple(jnp.asarray(c, jnp.int32) for c in codes),
+        x=jnp.asarray(_pad_rows(x[index], size), dtype),
+        y=jnp.asarray(_pad_rows(y[index], size), dtype),
+        mask=jnp.asarray(np.arange(size) < n),
+        z=tuple(jnp.asarray(_pad_rows(zf[index], size), dtype) for zf in arrays.Z),
+        codes=tuple(jnp.asarray(_pad_rows(c[index], size), jnp.int32) for c in arrays.codes),
         rows=data,
         n_obs=jnp.asarray(n, dtype),
     )
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Training and held-out row indices (sorted) of ``n`` rows: a random ``fraction``
+    held out (None when it rounds to no row), drawn from ``seed``."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}")
     n_valid = int(round(fraction * n))
@@ -138,7 +156,7 @@ def _final_fit(design, arrays, f_all, reml, dtype, start=None):
     """The core's fit of ``y − f(x)`` with ``X = [1]`` on all rows, as MixedModelResults."""
     n = len(arrays.y)
     rows = _training_set(np.zeros((n, 0)), arrays.y, arrays, design, np.arange(n), dtype)
-    offset = jnp.asarray(_pad(np.asarray(f_all, float), len(rows.y)), dtype)
+    offset = jnp.asarray(_pad_rows(np.asarray(f_all, float), len(rows.y)), dtype)
     options = FitOptions(reml=reml, start=start)
     result = jit_fit_data(rows.rows, rows.y, options, offset=offset, n_obs=rows.n_obs)
     result = drop_padded_levels(jax.tree.map(np.asarray, result), [f.n_levels for f in design.factors])
@@ -176,7 +194,8 @@ def _package(model, mode, reml, names, design, arrays, f_all, trained, dtype) ->
         random_model=random_model,
         history=_history(trained.history),
         best_epoch=trained.best_epoch,
-        stopped=trained.stopped,
+        stopped=trained.message,
+        result=trained.result,
         fitted=fitted,
         fitted_fixed=fixed,
         residuals=arrays.y - fitted,

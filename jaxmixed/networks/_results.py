@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core._mixed_loss import jit_network_output
+from ..core._status import RESULTS
 from ..design._design import Design
 from ..linear._results import MixedModelResults, fixed_matrix, random_part
 
@@ -56,7 +57,14 @@ class MixedNNResults:
             training and held-out MSE, and for EM the generalised
             log-likelihood (``gll``, −2 times) and the criterion.
         best_epoch: the epoch whose state was kept (early stopping).
-        stopped: why training stopped.
+        stopped: why training stopped, in words (with its epochs or tolerance).
+        result: why training stopped, a :class:`jaxmixed.core.RESULTS` item:
+            ``early_stopped`` (held-out patience), ``max_steps_reached``
+            (``max_epochs`` or ``max_rounds``), ``small_change`` (EM's relative
+            change below ``tol``), or, with an earlier state kept, ``nonfinite``
+            (the loss or EM's variance fit became NaN/inf) or
+            ``constant_response`` (EM's fixed part left no residual variance).
+            ``RESULTS[result]`` is its description.
         fitted, fitted_fixed, residuals: (n,) on the training data
             (``fitted_fixed = f(x) + β₀``).
     """
@@ -69,6 +77,7 @@ class MixedNNResults:
     history: pd.DataFrame
     best_epoch: int
     stopped: str
+    result: RESULTS
     fitted: np.ndarray
     fitted_fixed: np.ndarray
     residuals: np.ndarray
