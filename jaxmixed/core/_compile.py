@@ -108,7 +108,7 @@ def _cpu_flags() -> str:
 def _fingerprint() -> str:
     import jaxlib
 
-    parts = [jax.__version__, jaxlib.__version__, platform.machine(), sys.platform, _cpu_flags()]
+    parts = [jax.__version__, jaxlib.version.__version__, platform.machine(), sys.platform, _cpu_flags()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -159,7 +159,7 @@ def _decide_cache() -> None:
         if _SETTINGS.cache_decided:
             return
         switch = os.environ.get(_ENV_SWITCH, "").strip()
-        if jax.config.jax_compilation_cache_dir:  # chosen by the user (config or environment)
+        if jax.config.jax_compilation_cache_dir:  # pyright: ignore[reportAttributeAccessIssue]  (set by the user) (config or environment)
             _SETTINGS.cache_decided = True
         elif switch.lower() in ("0", "off", "false", "no", "none"):
             set_compilation_cache(None)

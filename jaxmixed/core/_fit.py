@@ -155,7 +155,7 @@ def _trials(stats: ModelStatistics, boundary: bool) -> tuple[np.ndarray, np.ndar
     k = len(diag)
     one_each = np.zeros((k, n), bool)
     one_each[np.arange(k), diag] = True
-    masks = np.concatenate([np.zeros((1, n), bool), one_each, one_each.any(0)[None], one_each])
+    masks = np.concatenate([np.zeros((1, n), bool), one_each, one_each.any(axis=0, keepdims=True), one_each])
     kinds = np.asarray([_MAIN] + [_ZERO] * k + [_RELEASE] + [_ZERO_AGAIN] * k)
     return masks, kinds
 

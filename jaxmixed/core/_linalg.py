@@ -12,11 +12,14 @@ LAPACK kernels out of the hot path.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
+from jaxtyping import Array, Float, Int
+
+from ._typing import HostOrDevice
 
 __all__ = [
     "batched_cholesky",
@@ -174,7 +177,7 @@ def _logdet_quad_bwd(residuals, cotangents):
     g_logdet, g_quad = cotangents
     x = jsl.solve_triangular(chol, r, lower=True, trans="T")  # S⁻¹T
     g_sym = 0.5 * (g_quad + g_quad.T)
-    grad_sym = g_logdet * inverse_from_chol(chol) - (x @ g_sym) @ x.T
+    grad_sym = cast(jax.Array, g_logdet * inverse_from_chol(chol) - (x @ g_sym) @ x.T)
     row = jnp.arange(chol.shape[0])[:, None]
     col = jnp.arange(chol.shape[0])[None, :]
     # grad_sym is symmetric, so its lower triangle is its upper one transposed;
@@ -197,12 +200,12 @@ class PairSum(NamedTuple):
     by level (``*_by_level``, ``level_sorted``) is not used by this module.
     """
 
-    target: jnp.ndarray  # (P,) sorted
-    level: jnp.ndarray  # (P,)
-    products: jnp.ndarray  # (P, k)
-    level_sorted: jnp.ndarray  # (P,) sorted
-    target_by_level: jnp.ndarray  # (P,)
-    products_by_level: jnp.ndarray  # (P, k)
+    target: Int[HostOrDevice, " P"]  # sorted
+    level: Int[HostOrDevice, " P"]
+    products: Float[Array, "P k"]
+    level_sorted: Int[HostOrDevice, " P"]  # sorted
+    target_by_level: Int[HostOrDevice, " P"]
+    products_by_level: Float[Array, "P k"]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -158,7 +159,7 @@ def default_batch_size(
     return -(-size // multiple) * multiple
 
 
-def _chunks(n_fits: int, batch_size: int, run_chunk: Callable, progress: Progress | None) -> list:
+def _chunks(n_fits: int, batch_size: int, run_chunk: Callable, progress: Progress | None) -> Any:
     parts = []
     for start in range(0, n_fits, batch_size):
         ids = np.arange(start, min(start + batch_size, n_fits))
@@ -200,6 +201,7 @@ def run_chunks(
         fits = _chunks(n_fits, batch_size, run_chunk, progress)
         progress.close()
         return fits
+    assert refit_size is not None, "screened fits need refit_size"
     fits, flags = _chunks(n_fits, batch_size, screened, progress)
     progress.close()
     redo = np.flatnonzero(flags)

@@ -144,7 +144,9 @@ def _factorize(phi: jax.Array, stats: ModelStatistics, zero: jax.Array | None) -
         g = batched_solve_lower(chol1, jnp.broadcast_to(lam1.T, chol1.shape))
         w = jnp.einsum("jab,jac->jbc", g, g)
         index = d.index
-        k_upper = pair_sum(w.reshape(w.shape[0], -1), d.pairs, q2 * q2).reshape(q2, q2)
+        # A dense part (q2 > 0): its pairs and cross entries exist.
+        assert d.pairs is not None and index.cross_level is not None and index.cross_column is not None
+        k_upper = jnp.reshape(pair_sum(w.reshape(w.shape[0], -1), d.pairs, q2 * q2), (q2, q2))
         level = index.cross_level
         # h_e = c_eᵀ W_j Z₁ᵀ[X y]_j per stored non-zero, as broadcast products: an
         # einsum here becomes one tiny batched matrix product per non-zero on CPU.
@@ -258,6 +260,7 @@ def _dense_modes(fac: _Factorization, stats: ModelStatistics, beta: jax.Array):
     u2 = jax.scipy.linalg.solve_triangular(chol2, rhs2, lower=True, trans="T")
     b2 = _scale_dense_rows(u2[:, None], [lam.T for lam in fac.lams[1:]], d.dense_layout)[:, 0]
     # B_j u₂ = L_j⁻¹ Λ₁ᵀ C_j b₂, with C_j b₂ summed over the stored non-zeros.
+    assert d.index.cross_column is not None and d.index.cross_level is not None  # a dense part
     cb = jax.ops.segment_sum(
         d.cross_values * b2[d.index.cross_column][:, None], d.index.cross_level, d.ZtZ.shape[0]
     )
@@ -273,6 +276,7 @@ def _factor1_inner(fac: _Factorization, stats: ModelStatistics, g: jax.Array, s_
     lam2_t = [lam.T for lam in fac.lams[1:]]
     t_mat = _congruence(s_inv, lam2_t, d.dense_layout)
     pairs = d.pairs
+    assert pairs is not None  # called only with a dense part
     # In target order: T is read in memory order, the sums land in J₁ slots.
     prods = pairs.products.reshape(-1, q1, q1)
     mirrored = (pairs.target // q2 != pairs.target % q2)[:, None, None]

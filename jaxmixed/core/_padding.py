@@ -37,7 +37,7 @@ __all__ = [
 
 
 
-def _pad_axis(a, size: int, axis: int = 0, value=0):
+def _pad_axis(a, size: int, axis: int = 0, value: float = 0) -> np.ndarray:
     a = np.asarray(a)
     extra = size - a.shape[axis]
     if extra < 0:
@@ -60,6 +60,7 @@ def _pad_index(index: DesignIndex, n_rows: int, n_levels: int, n_entries: int, n
         raise ValueError(f"cannot pad {j_real} levels down to {n_levels}")
     arrays = {"codes": _pad_axis(index.codes, n_rows)}
     if index.dense_cols is not None:
+        assert index.cross_level is not None and index.pair_target is not None  # with dense_cols
         q2 = index.layout.size
         e_real = index.cross_level.shape[0]
         if n_pairs > index.pair_target.shape[0] and n_entries <= e_real:
@@ -99,7 +100,7 @@ def _with_levels(index: DesignIndex, n_levels: int) -> DesignIndex:
 
 
 def _index_sizes(index: DesignIndex) -> tuple[int, int]:
-    if index.dense_cols is None:
+    if index.dense_cols is None or index.cross_level is None or index.pair_target is None:
         return 0, 0
     return index.cross_level.shape[0], index.pair_target.shape[0]
 

@@ -33,6 +33,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._statistics import ModelData
+from ._typing import HostOrDevice
 
 __all__ = ["as_mesh", "n_devices", "replicate", "shard_batch", "shard_rows", "to_host"]
 
@@ -53,7 +54,7 @@ def as_mesh(devices: Any) -> Mesh | None:
         raise TypeError("devices must be None, a number of devices, a list of devices or a Mesh")
     if isinstance(devices, numbers.Integral):  # int or a numpy integer
         available = jax.devices()
-        if not 1 <= devices <= len(available):
+        if not 1 <= int(devices) <= len(available):
             raise ValueError(f"devices={devices}, but {len(available)} device(s) are available")
         devices = available[: int(devices)]
     try:
@@ -108,17 +109,23 @@ def shard_rows(data: ModelData, rows: Sequence[Any], mesh: Mesh | None) -> tuple
         return data, list(rows)
     index = data.index
     per_row = {"codes", "dense_cols", "entry"}
-    split = lambda a: None if a is None else _place(a, _split_leading(mesh, np.ndim(a)))  # noqa: E731
-    fields = {
+
+    def split(a):
+        return None if a is None else _place(a, _split_leading(mesh, np.ndim(a)))
+
+    def split_rows(a: HostOrDevice) -> jax.Array:
+        return _place(a, _split_leading(mesh, np.ndim(a)))
+
+    fields: dict[str, Any] = {  # every array field of the index, by name
         k: (split(getattr(index, k)) if k in per_row else replicate(getattr(index, k), mesh))
         for k in index.__dataclass_fields__
         if k not in ("n_levels", "layout")
     }
     new_index = type(index)(**fields, n_levels=index.n_levels, layout=index.layout)
     placed = ModelData(
-        X=split(data.X),
-        Z=tuple(split(z) for z in data.Z),
-        weights=split(data.weights),
+        X=split_rows(data.X),
+        Z=tuple(split_rows(z) for z in data.Z),
+        weights=split_rows(data.weights),
         index=new_index,
         structures=data.structures,
     )

@@ -13,11 +13,12 @@ import jax.numpy as jnp
 
 from ._fit import FitResult
 from ._statistics import ModelData
+from ._typing import HostOrDevice
 
 __all__ = ["factor_codes", "simulate", "simulate_draws", "simulate_one"]
 
 
-def factor_codes(data: ModelData) -> tuple[jax.Array, ...]:
+def factor_codes(data: ModelData) -> tuple[HostOrDevice, ...]:
     """Per factor, the (n,) level codes of the rows, read from the design index.
 
     Factor 1's are stored directly; a later factor's level is its first dense
@@ -27,6 +28,7 @@ def factor_codes(data: ModelData) -> tuple[jax.Array, ...]:
     codes = [index.codes]
     start = 0
     for offset, _, q in index.layout.blocks:
+        assert index.dense_cols is not None  # later factors live in the dense columns
         codes.append((index.dense_cols[:, start] - offset) // q)
         start += q
     return tuple(codes)
@@ -42,7 +44,7 @@ def simulate_one(key: jax.Array, data: ModelData, result: FitResult) -> jax.Arra
     keys = jax.random.split(key, len(data.Z) + 1)
     dtype = data.X.dtype
     sigma = result.sigma
-    y = data.X @ result.beta
+    y = jnp.asarray(data.X) @ result.beta
     for k, (z, codes, lam, b) in enumerate(
         zip(data.Z, factor_codes(data), result.lambdas, result.b, strict=True)
     ):

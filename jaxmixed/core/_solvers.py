@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import equinox as eqx
 import jax
@@ -312,7 +312,8 @@ def _next_trial(line: _Line, sufficient, f_t, g_t, slope_t) -> _Line:
     # Bracketed: bisect. Otherwise extrapolate to the secant minimiser of the
     # slope along the line, by a factor between 2 and 10.
     denominator = line.slope - slope_t
-    secant = jnp.where(denominator < 0, line.slope / jnp.where(denominator < 0, denominator, -1.0), 10.0)
+    safe = cast(jax.Array, jnp.where(denominator < 0, denominator, -1.0))
+    secant = jnp.where(denominator < 0, line.slope / safe, 10.0)
     step = jnp.where(jnp.isfinite(hi), 0.5 * (lo + hi), line.step * jnp.clip(secant, 2.0, 10.0))
     return line._replace(
         step=step,
@@ -369,7 +370,7 @@ class OptaxSolver(AbstractSolver):
                 updates, state = optimizer.update(
                     c.grad, c.state, c.params, value=c.value, grad=c.grad, value_fn=fun
                 )
-            params = optax.apply_updates(c.params, updates)
+            params = cast(jax.Array, optax.apply_updates(c.params, updates))
             if stored:
                 value, grad = optax.tree.get(state, "value"), optax.tree.get(state, "grad")
             else:

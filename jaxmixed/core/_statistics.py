@@ -41,9 +41,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float, Int
 
 from ._covariance import CovarianceStructure
 from ._linalg import PairSum
+from ._typing import HostOrDevice
 
 __all__ = [
     "DenseLayout",
@@ -93,19 +95,19 @@ class DesignIndex(eqx.Module):
     With one grouping factor (no dense part) every array but ``codes`` is None.
     """
 
-    codes: jax.Array
-    dense_cols: jax.Array | None
-    entry: jax.Array | None
-    cross_level: jax.Array | None
-    cross_column: jax.Array | None
-    pair_first: jax.Array | None
-    pair_second: jax.Array | None
-    pair_target: jax.Array | None
-    pair_level: jax.Array | None
-    first_by_level: jax.Array | None
-    second_by_level: jax.Array | None
-    target_by_level: jax.Array | None
-    level_by_level: jax.Array | None
+    codes: Int[HostOrDevice, " n"]
+    dense_cols: Int[HostOrDevice, "n K"] | None
+    entry: Int[HostOrDevice, "n K"] | None
+    cross_level: Int[HostOrDevice, " E"] | None
+    cross_column: Int[HostOrDevice, " E"] | None
+    pair_first: Int[HostOrDevice, " P"] | None
+    pair_second: Int[HostOrDevice, " P"] | None
+    pair_target: Int[HostOrDevice, " P"] | None
+    pair_level: Int[HostOrDevice, " P"] | None
+    first_by_level: Int[HostOrDevice, " P"] | None
+    second_by_level: Int[HostOrDevice, " P"] | None
+    target_by_level: Int[HostOrDevice, " P"] | None
+    level_by_level: Int[HostOrDevice, " P"] | None
     n_levels: int = eqx.field(static=True)
     layout: DenseLayout = eqx.field(static=True)
 
@@ -119,9 +121,9 @@ class ModelData(eqx.Module):
     covariance structure.
     """
 
-    X: jax.Array
-    Z: tuple[jax.Array, ...]
-    weights: jax.Array
+    X: Float[HostOrDevice, "n p"]
+    Z: tuple[Float[HostOrDevice, "n q"], ...]
+    weights: Float[HostOrDevice, " n"]
     index: DesignIndex
     structures: tuple[CovarianceStructure, ...] = eqx.field(static=True)
 
@@ -333,7 +335,9 @@ def design_index(
     target = cross_column[first] * q2 + cross_column[second]
     by_target = np.argsort(target, kind="stable")
     index_type = np.int32 if q2 * q2 < 2**31 else np.int64
-    as_int = lambda a, t=np.int32: a.astype(t)  # noqa: E731
+    def as_int(a: np.ndarray, t: type[np.signedinteger] = np.int32) -> np.ndarray:
+        return a.astype(t)
+
     return DesignIndex(
         codes=as_int(codes1),
         dense_cols=as_int(cols, index_type),
@@ -411,16 +415,16 @@ def _check_dtype(dtype) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _rms_scale(z: jax.Array, n_obs: jax.Array) -> jax.Array:
+def _rms_scale(z: HostOrDevice, n_obs: jax.Array) -> jax.Array:
     """1 / root mean square of each column of z (n, q) over ``n_obs`` real rows; 1 for a zero column."""
     rms = jnp.sqrt(jnp.sum(z * z, axis=0) / n_obs)
     return jnp.where(rms > 0, 1.0 / jnp.where(rms > 0, rms, 1.0), 1.0)
 
 
-def _thin_qr(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _thin_qr(x: HostOrDevice) -> tuple[jax.Array, jax.Array]:
     """``x = Q R`` with Q (n, p) orthonormal columns, R (p, p) upper triangular."""
     if x.shape[1] == 0:
-        return x, jnp.zeros((0, 0), x.dtype)
+        return jnp.asarray(x), jnp.zeros((0, 0), x.dtype)
     return jnp.linalg.qr(x, mode="reduced")
 
 
@@ -434,12 +438,18 @@ def _dense_rows(rows: ModelData) -> jax.Array:
 def _dense_sum(index: DesignIndex, vals: jax.Array, rhs: jax.Array) -> jax.Array:
     """``Z₂ᵀ rhs``: (Q₂, k) from (n, K) dense values and rhs (n, k)."""
     q2 = index.layout.size
+    assert index.dense_cols is not None  # called only with a dense part
     contrib = vals[:, :, None] * rhs[:, None, :]
     return jax.ops.segment_sum(contrib.reshape(-1, rhs.shape[1]), index.dense_cols.reshape(-1), q2)
 
 
 def _pair_sum_map(index: DesignIndex, cross_values: jax.Array) -> PairSum:
     q1 = cross_values.shape[1]
+    # A dense part exists (the caller checked), so every pair array is there.
+    assert index.pair_first is not None and index.pair_second is not None
+    assert index.first_by_level is not None and index.second_by_level is not None
+    assert index.pair_target is not None and index.pair_level is not None
+    assert index.level_by_level is not None and index.target_by_level is not None
 
     def products(first, second):
         return (cross_values[first][:, :, None] * cross_values[second][:, None, :]).reshape(-1, q1 * q1)
@@ -479,6 +489,7 @@ def design_statistics(data: ModelData, n_obs: jax.Array | int | None = None) -> 
     vals = _dense_rows(rows)
     q2 = index.layout.size
     if q2:
+        assert index.dense_cols is not None and index.entry is not None and index.cross_level is not None
         flat = index.dense_cols[:, :, None] * q2 + index.dense_cols[:, None, :]
         outer = vals[:, :, None] * vals[:, None, :]
         dense_ztz = jax.ops.segment_sum(outer.reshape(-1), flat.reshape(-1), q2 * q2).reshape(q2, q2)
@@ -520,15 +531,16 @@ def response_statistics(
     (the fit reports it).
     """
     rows = design.rows
-    y = jnp.asarray(y, rows.X.dtype)
+    x = jnp.asarray(rows.X)  # the standardised rows: already a JAX array
+    y = jnp.asarray(y, x.dtype)
     if offset is not None:
         y = y - offset
     y = y * rows.weights  # rows.weights holds √w
     big = jnp.max(jnp.abs(y))
     big = jnp.where(big > 0, big, 1.0)
     y = y / big  # no overflow in the squares below, whatever the units
-    shift = rows.X.T @ y
-    resid = y - rows.X @ shift
+    shift = x.T @ y
+    resid = y - x @ shift
     spread = jnp.sqrt(jnp.mean(resid * resid))
     rms = jnp.where(spread > 0, spread, 1.0)
     resid = resid / rms
@@ -539,7 +551,7 @@ def response_statistics(
     else:
         dense_zty = jnp.zeros((0,), resid.dtype)
     return ResponseStatistics(
-        Xty=rows.X.T @ resid,
+        Xty=x.T @ resid,
         yty=resid @ resid,
         Zty=zty,
         dense_Zty=dense_zty,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = ["RESULTS", "LoopStatus", "is_converged", "to_results"]
 
@@ -75,7 +74,7 @@ def _to_results_one(status: LoopStatus) -> RESULTS:
     return out
 
 
-def is_converged(result: RESULTS) -> jax.Array | np.ndarray:
+def is_converged(result: RESULTS) -> jax.Array:
     """True where ``result`` is ``successful`` or ``small_change`` (the one definition).
 
     Works on a single item, inside ``jit``/``vmap``, and on the batched items
