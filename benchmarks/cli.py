@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .measure import RESULTS
+from ._common import RESULTS
 
 PEER_CASES = ("a", "b", "c", "d")
 

@@ -2,38 +2,22 @@
 """Before/after timings of the public ``jaxmixed.fit_reml`` for two source trees.
 
 Each tree is a checkout that contains a ``jaxmixed/`` package (for example a
-``git worktree`` of the old commit and the working copy). Every measurement
-runs in a fresh subprocess of this same Python interpreter with
-``PYTHONPATH=<tree>``; the subprocess checks that ``jaxmixed.__file__`` lies
-under that tree before it measures anything.
+``git worktree`` of the old commit, and the working copy). Every measurement
+runs in a fresh process with ``PYTHONPATH=<tree>`` (checked: ``jaxmixed`` comes
+from that tree; persistent compilation caches off): the first call of
+``jaxmixed.fit_reml(formula, data=df)``, the steady state (median of up to 5
+further calls within 20 s) and the REML criterion. Processes alternate before,
+after, before, after, so that drift of the machine affects both trees; the
+table shows medians over a tree's processes. Writes
+``benchmarks/results/before_after.md`` (the table, also printed) and
+``before_after.json`` (every number). See benchmarks/README.md.
 
-Per case and tree, each process measures
-
-- the first call of ``jaxmixed.fit_reml(formula, data=df)`` in the process
-  (formula handling, XLA compilation, the fit, the results; JAX's backend
-  start-up is done before),
-- the steady state: the median of up to 5 further calls (fewer when they
-  would pass a 20 s budget),
-- the REML criterion (``res.objective``).
-
-The processes alternate (before, after, before, after: 2 processes per tree
-per case by default) so that drift of the machine affects both trees, and the
-table reports the median over a tree's processes. The data of a case are made
-once (with the after tree's ``jaxmixed`` for the bundled datasets), by
-``benchmarks.cases.make_data``, and every process reads the same pickle.
-
-Writes ``benchmarks/results/before_after.md`` (the table, also printed) and
-``benchmarks/results/before_after.json`` (every number).
-
-Usage (from the repository root):
+Usage (from the repository root, on an otherwise idle machine; it warns when
+the 1-minute load average is above 0.5):
 
     git worktree add /tmp/old HEAD        # or any commit to compare against
     .venv/bin/python benchmarks/compare_versions.py --before /tmp/old --after .
     .venv/bin/python benchmarks/compare_versions.py --before /tmp/old --after . --cases a --quick
-
-Timings are only meaningful on an otherwise idle machine: the script warns
-when the 1-minute load average is above 0.5 and lists the Python processes
-it can see.
 """
 
 from __future__ import annotations
@@ -41,70 +25,74 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# The benchmarks package, one level up. Appended, not prepended: a worker must
-# import jaxmixed from its tree (PYTHONPATH), never from this checkout.
-sys.path.append(str(HERE.parent))
-
+# This checkout's benchmarks package, whatever tree a process measures: the repository root comes
+# first while the package is imported (a tree under PYTHONPATH may hold an older benchmarks/ of its
+# own), then moves to the end, so that jaxmixed comes from PYTHONPATH=<tree>, never from this checkout.
+sys.path.insert(0, str(HERE.parent))
 from benchmarks import cases  # noqa: E402  (the case definitions and data)
-from benchmarks._format import fmt_s  # noqa: E402
-from benchmarks.measure import timed_repeats, vm_hwm  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    LOAD_LIMIT,
+    caught_warnings,
+    check_idle,
+    environment,
+    fmt_ratio,
+    fmt_s,
+    git_state,
+    json_worker,
+    library_versions,
+    load_1min,
+    log,
+    md_table,
+    no_compilation_cache,
+    timed,
+    timed_repeats,
+    vm_hwm,
+    warning_lines,
+    write_results,
+)
+from benchmarks.measure import run_measured  # noqa: E402
+
+sys.path.remove(str(HERE.parent))
+sys.path.append(str(HERE.parent))
 
 RESULTS = HERE / "results"
 TREES = ("before", "after")
 DEFAULT_TIMEOUT = 30 * 60  # seconds per process
-LOAD_LIMIT = 0.5
 
 
-# --------------------------------------------------------------------------------------
-# Subprocess side
-# --------------------------------------------------------------------------------------
-
-
-def worker(spec_path: str, out_path: str) -> None:
-    """Measures one tree on one case in this (fresh) process; writes JSON to out_path."""
-    spec = json.loads(Path(spec_path).read_text())
+def measure_tree(spec: dict) -> dict:
+    """Measures one tree on one case in this (fresh) process."""
     tree = Path(spec["tree"]).resolve()
 
+    no_compilation_cache()  # a first call includes its compilation, not a load from disk
     import jaxmixed  # from PYTHONPATH=<tree>
 
     where = Path(jaxmixed.__file__).resolve()
     if not where.is_relative_to(tree):
         raise SystemExit(f"jaxmixed was imported from {where}, not from the tree {tree}")
 
-    import jax
     import jax.numpy as jnp
     import pandas as pd
 
     df = pd.read_pickle(spec["data"])
     formula = spec["formula"]
     jnp.zeros(1).block_until_ready()  # JAX backend start-up is not part of any fit
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        t0 = time.perf_counter()
-        res = jaxmixed.fit_reml(formula, data=df)
-        first = time.perf_counter() - t0
-
-        values: list[float] = []
+    values: list[float] = []
+    with caught_warnings() as caught:
+        first, res = timed(jaxmixed.fit_reml, formula, data=df)
         times = timed_repeats(
             lambda: values.append(float(jaxmixed.fit_reml(formula, data=df).objective)),
             min_repeats=1,
             max_repeats=spec["repeats"],
             budget=spec["budget"],
         )
-
-    result = {
+    return {
         "first_call_s": first,
         "steady_s": statistics.median(times),
         "steady_times": times,
@@ -114,26 +102,16 @@ def worker(spec_path: str, out_path: str) -> None:
         "n_iter": int(res.n_iter),
         "converged": bool(res.converged),
         "jaxmixed_file": str(where),
-        "warnings": sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught}),
-        "versions": {"jax": jax.__version__, "jaxmixed": getattr(jaxmixed, "__version__", "")},
+        "warnings": warning_lines(caught),
+        "versions": library_versions(),
         "peak_rss_bytes": vm_hwm(),
     }
-    Path(out_path).write_text(json.dumps(result))
 
 
 def make_data_main(key: str, out_path: str, quick: bool) -> None:
     """Writes the data of one case (run under the after tree, for the bundled datasets)."""
     case = cases.case_specs(quick)[key]
     cases.make_data(case.make, quick).to_pickle(out_path)
-
-
-# --------------------------------------------------------------------------------------
-# Parent side
-# --------------------------------------------------------------------------------------
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def tree_env(tree: Path) -> dict:
@@ -143,54 +121,25 @@ def tree_env(tree: Path) -> dict:
     return env
 
 
-def run_child(args: list[str], tree: Path, workdir: Path, label: str, timeout: float) -> dict:
-    """Runs this script with args under PYTHONPATH=tree; returns rc, timeout flag, wall time, output."""
-    out_path = workdir / f"{label}.stdout"
-    err_path = workdir / f"{label}.stderr"
+def run_child(args: list[str], tree: Path, workdir: Path, label: str, timeout: float):
+    """Runs this script with args under PYTHONPATH=tree, from workdir."""
     cmd = [sys.executable, str(Path(__file__).resolve()), *args]
-    t0 = time.perf_counter()
-    timed_out = False
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=err, cwd=workdir, env=tree_env(tree), start_new_session=True
-        )
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)  # the session this call started
-            proc.wait()
-    return {
-        "returncode": proc.returncode,
-        "timed_out": timed_out,
-        "wall_s": time.perf_counter() - t0,
-        "stdout": out_path.read_text(errors="replace"),
-        "stderr": err_path.read_text(errors="replace"),
-    }
+    return run_measured(cmd, timeout, workdir, label, env=tree_env(tree), cwd=workdir)
 
 
 def measure(case: cases.Case, tree: Path, data: Path, workdir: Path, label: str, args) -> dict:
+    """One fresh process measuring tree on case: its answer with status, wall time and load."""
     spec_path = workdir / f"{label}.spec.json"
     out_path = workdir / f"{label}.result.json"
-    spec_path.write_text(
-        json.dumps(
-            {
-                "tree": str(tree),
-                "data": str(data),
-                "formula": case.formula,
-                "repeats": args.repeats,
-                "budget": args.budget,
-            }
-        )
-    )
-    load = os.getloadavg()[0]
+    spec = {"tree": str(tree), "data": str(data), "formula": case.formula}
+    spec_path.write_text(json.dumps({**spec, "repeats": args.repeats, "budget": args.budget}))
+    load = load_1min()
     run = run_child(["--worker", str(spec_path), str(out_path)], tree, workdir, label, args.timeout)
-    base = {"wall_s": run["wall_s"], "load_1min_at_start": load}
-    if run["timed_out"]:
+    base = {"wall_s": run.wall_s, "load_1min_at_start": load}
+    if run.timed_out:
         return {**base, "status": "timeout", "error": f"did not finish in {args.timeout:.0f} s"}
-    if run["returncode"] != 0 or not out_path.exists():
-        tail = (run["stderr"] or run["stdout"]).strip().splitlines()[-15:]
-        return {**base, "status": "error", "returncode": run["returncode"], "error": "\n".join(tail)}
+    if run.returncode != 0 or not out_path.exists():
+        return {**base, "status": "error", "returncode": run.returncode, "error": run.tail()}
     return {**base, "status": "ok", **json.loads(out_path.read_text())}
 
 
@@ -198,9 +147,8 @@ def make_case_data(key: str, tree: Path, workdir: Path, args) -> Path:
     path = workdir / f"{key}.pkl"
     cmd = ["--make-data", key, str(path)] + (["--quick"] if args.quick else [])
     run = run_child(cmd, tree, workdir, f"{key}-data", args.timeout)
-    if run["returncode"] != 0 or not path.exists():
-        tail = (run["stderr"] or run["stdout"]).strip().splitlines()[-15:]
-        raise RuntimeError(f"making the data of case ({key}) failed:\n" + "\n".join(tail))
+    if run.returncode != 0 or not path.exists():
+        raise RuntimeError(f"making the data of case ({key}) failed:\n" + run.tail())
     return path
 
 
@@ -221,75 +169,26 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def ps_python() -> list[str]:
-    """The python processes that ps shows, other than this one."""
-    try:
-        lines = subprocess.run(
-            ["ps", "-eo", "pid,pcpu,etime,args"], capture_output=True, text=True, timeout=10
-        ).stdout.splitlines()
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    me = str(os.getpid())
-    found = []
-    for line in lines[1:]:
-        parts = line.split(None, 3)
-        if len(parts) == 4 and parts[0] != me and "python" in parts[3].lower():
-            found.append(line.strip())
-    return found
-
-
-def check_idle() -> dict:
-    load = os.getloadavg()
-    others = ps_python()
-    if load[0] > LOAD_LIMIT:
-        log(
-            f"WARNING: the 1-minute load average is {load[0]:.2f} (> {LOAD_LIMIT}): the machine is "
-            "busy and the timings will be too slow and noisy"
-        )
-    if others:
-        log("python processes visible to ps (pid, %cpu, elapsed, command):")
-        for line in others:
-            log(f"  {line[:200]}")
-    return {"loadavg": list(load), "python_processes": others, "busy": load[0] > LOAD_LIMIT}
-
-
 def git_info(tree: Path) -> dict:
-    def git(*args):
-        try:
-            proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    return {
-        "path": str(tree),
-        "git_commit": commit or "not a git checkout",
-        "jaxmixed_dirty": bool(git("status", "--porcelain", "--", "jaxmixed")) if commit else None,
-    }
-
-
-def ratio(after, before) -> str:
-    if after is None or before is None or before <= 0:
-        return "–"
-    return f"{after / before:.2f}"
+    state = git_state(tree)
+    if not state["git_commit"]:
+        return {"path": str(tree), "git_commit": "not a git checkout", "jaxmixed_dirty": None}
+    return {"path": str(tree), **state}
 
 
 def fmt_obj(x) -> str:
     return "–" if x is None else f"{x:.6f}"
 
 
-def markdown(results: dict) -> str:
-    env = results["environment"]
-    trees = results["trees"]
+def _header(results: dict) -> list[str]:
+    env, trees, idle = results["environment"], results["trees"], results["idle_check"]
 
     def describe(t: str) -> str:
         info = trees[t]
         dirty = " (jaxmixed/ modified)" if info["jaxmixed_dirty"] else ""
         return f"{t}: `{info['path']}` at {info['git_commit']}{dirty}"
 
-    idle = results["idle_check"]
-    lines = [
+    return [
         "# jaxmixed before/after",
         "",
         f"{env['date']}; {env['platform']}, {env['cpu_count']} CPUs; Python {env['python']}; "
@@ -308,143 +207,139 @@ def markdown(results: dict) -> str:
         f"calls within {results['budget']:.0f} s). Cells are medians over the processes, in "
         "seconds; ratio = after / before (below 1: after is faster).",
         "",
-        "| case | before steady | after steady | ratio | before first call | after first call | ratio "
-        "| objective before | objective after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+
+def _row(key: str, c: dict) -> list[str]:
+    b, a = c["summary"]["before"], c["summary"]["after"]
+    cells = [f"({key}) {c['title']}"]
+    for what in ("steady_s", "first_call_s"):
+        cells += [fmt_s(b.get(what)), fmt_s(a.get(what)), fmt_ratio(a.get(what), b.get(what), 2, "")]
+    return cells + [fmt_obj(b.get("objective")), fmt_obj(a.get("objective"))]
+
+
+def _notes(key: str, c: dict) -> list[str]:
+    b, a = c["summary"]["before"], c["summary"]["after"]
     notes = []
-    for key, c in results["cases"].items():
-        b, a = c["summary"]["before"], c["summary"]["after"]
-        lines.append(
-            f"| ({key}) {c['title']} | {fmt_s(b.get('steady_s'))} | {fmt_s(a.get('steady_s'))} "
-            f"| {ratio(a.get('steady_s'), b.get('steady_s'))} "
-            f"| {fmt_s(b.get('first_call_s'))} | {fmt_s(a.get('first_call_s'))} "
-            f"| {ratio(a.get('first_call_s'), b.get('first_call_s'))} "
-            f"| {fmt_obj(b.get('objective'))} | {fmt_obj(a.get('objective'))} |"
-        )
-        if b.get("objective") is not None and a.get("objective") is not None:
-            diff = abs(a["objective"] - b["objective"])
-            if diff > 1e-6 * (1.0 + abs(b["objective"])):
-                notes.append(f"- ({key}) the objectives of before and after differ by {diff:.3g}")
-        for t in TREES:
-            s = c["summary"][t]
-            if s["n_ok"] and not s["converged"]:
-                notes.append(f"- ({key}) {t}: the fit did not converge ({s['n_iter']} iterations)")
-            if s["n_ok"] and s["objective_spread"] > 0:
+    if b.get("objective") is not None and a.get("objective") is not None:
+        diff = abs(a["objective"] - b["objective"])
+        if diff > 1e-6 * (1.0 + abs(b["objective"])):
+            notes.append(f"- ({key}) the objectives of before and after differ by {diff:.3g}")
+    for t in TREES:
+        s = c["summary"][t]
+        if s["n_ok"] and not s["converged"]:
+            notes.append(f"- ({key}) {t}: the fit did not converge ({s['n_iter']} iterations)")
+        if s["n_ok"] and s["objective_spread"] > 0:
+            notes.append(f"- ({key}) {t}: objectives differ across processes by {s['objective_spread']:.2e}")
+        for r in c["runs"][t]:
+            if r.get("status") != "ok":
+                err = str(r.get("error", "")).strip().replace("\n", " / ")[-400:]
+                notes.append(f"- ({key}) {t}: {r.get('status')}: {err}")
+            notes += [f"- ({key}) {t} warned: {w}" for w in r.get("warnings", [])]
+            if r.get("load_1min_at_start", 0.0) > LOAD_LIMIT:
                 notes.append(
-                    f"- ({key}) {t}: objectives differ across processes by {s['objective_spread']:.2e}"
+                    f"- ({key}) {t}: a process started at load average {r['load_1min_at_start']:.2f}"
                 )
-            for r in c["runs"][t]:
-                if r.get("status") != "ok":
-                    err = str(r.get("error", "")).strip().replace("\n", " / ")[-400:]
-                    notes.append(f"- ({key}) {t}: {r.get('status')}: {err}")
-                for w in r.get("warnings", []):
-                    notes.append(f"- ({key}) {t} warned: {w}")
-                if r.get("load_1min_at_start", 0.0) > LOAD_LIMIT:
-                    notes.append(
-                        f"- ({key}) {t}: a process started at load average {r['load_1min_at_start']:.2f}"
-                    )
+    return notes
+
+
+def markdown(results: dict) -> str:
+    columns = (
+        "case | before steady | after steady | ratio | before first call | after first call | ratio "
+        "| objective before | objective after"
+    )
+    cases_ = results["cases"]
+    lines = _header(results) + md_table(columns, (_row(key, c) for key, c in cases_.items()))
+    notes = [n for key, c in cases_.items() for n in _notes(key, c)]
     if notes:
         lines += ["", "## Notes", "", *dict.fromkeys(notes)]
     return "\n".join(lines) + "\n"
 
 
 def save(results: dict, stem: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str))
-    (RESULTS / f"{stem}.md").write_text(markdown(results))
+    write_results(RESULTS, stem, results, markdown(results))
 
 
-def check_tree(parser, name: str, value: str) -> Path:
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--before", help="source tree with the old jaxmixed/ package")
+    p.add_argument("--after", help="source tree with the new jaxmixed/ package")
+    p.add_argument("--cases", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    p.add_argument("--quick", action="store_true", help="small sizes (run_benchmarks' --quick data)")
+    p.add_argument("--processes", type=int, default=2, help="fresh processes per tree and case (2)")
+    p.add_argument("--repeats", type=int, default=5, help="steady-state calls per process (5)")
+    p.add_argument("--budget", type=float, default=20.0, help="seconds of steady-state calls (20)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per process")
+    p.add_argument("--output", default="before_after", help="file stem in benchmarks/results/")
+    p.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--make-data", nargs=2, metavar=("CASE", "OUT"), help=argparse.SUPPRESS)
+    return p
+
+
+def check_tree(p: argparse.ArgumentParser, name: str, value: str | None) -> Path:
+    if not value:
+        p.error("--before and --after are required")
     tree = Path(value).resolve()
     if not (tree / "jaxmixed" / "__init__.py").is_file():
-        parser.error(f"--{name} {value}: no jaxmixed/__init__.py under {tree}")
+        p.error(f"--{name} {value}: no jaxmixed/__init__.py under {tree}")
     return tree
 
 
+def run_case(key: str, spec: cases.Case, trees: dict, workdir: Path, args, results: dict) -> dict:
+    """The processes of one case, alternating the trees; the case's runs and their summaries."""
+    log(f"case ({key}) {spec.title}")
+    data = make_case_data(key, trees["after"], workdir, args)
+    runs: dict[str, list[dict]] = {t: [] for t in TREES}
+    for i in range(args.processes):
+        for t in TREES:
+            r = measure(spec, trees[t], data, workdir, f"{key}-{t}-{i}", args)
+            runs[t].append(r)
+            if r["status"] != "ok":
+                log(f"  {t} #{i + 1}: {r['status']}: {str(r.get('error', ''))[-300:]}")
+                continue
+            results.setdefault("jax_version", r["versions"]["jax"])
+            log(
+                f"  {t} #{i + 1}: first call {r['first_call_s']:.3g} s, steady {r['steady_s']:.3g} s "
+                f"({len(r['steady_times'])} calls), objective {r['objective']:.6f}"
+            )
+    data.unlink(missing_ok=True)
+    summary = {t: summarise(runs[t]) for t in TREES}
+    return {"title": spec.title, "formula": spec.formula, "runs": runs, "summary": summary}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--before", help="source tree with the old jaxmixed/ package")
-    parser.add_argument("--after", help="source tree with the new jaxmixed/ package")
-    parser.add_argument("--cases", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
-    parser.add_argument("--quick", action="store_true", help="small sizes (run_benchmarks' --quick data)")
-    parser.add_argument("--processes", type=int, default=2, help="fresh processes per tree and case (2)")
-    parser.add_argument("--repeats", type=int, default=5, help="steady-state calls per process (5)")
-    parser.add_argument("--budget", type=float, default=20.0, help="seconds of steady-state calls (20)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per process")
-    parser.add_argument("--output", default="before_after", help="file stem in benchmarks/results/")
-    parser.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
-    parser.add_argument("--make-data", nargs=2, metavar=("CASE", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.worker:
-        worker(*args.worker)
+        json_worker(measure_tree, *args.worker)
         return 0
     if args.make_data:
         make_data_main(*args.make_data, args.quick)
         return 0
-
-    if not args.before or not args.after:
-        parser.error("--before and --after are required")
-    trees = {
-        "before": check_tree(parser, "before", args.before),
-        "after": check_tree(parser, "after", args.after),
-    }
+    trees = {t: check_tree(p, t, getattr(args, t)) for t in TREES}
     if args.processes < 1 or args.repeats < 1:
-        parser.error("--processes and --repeats must be at least 1")
+        p.error("--processes and --repeats must be at least 1")
     specs = cases.case_specs(args.quick)
     wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(wanted) - set(specs)
     if unknown:
-        parser.error(f"unknown cases {sorted(unknown)}; choose from a,b,c,d")
-
-    results: dict = {
-        "environment": {
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "executable": sys.executable,
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        },
-        "idle_check": check_idle(),
-        "trees": {t: git_info(p) for t, p in trees.items()},
+        p.error(f"unknown cases {sorted(unknown)}; choose from a,b,c,d")
+    settings = {
         "quick": args.quick,
         "processes": args.processes,
         "repeats": args.repeats,
         "budget": args.budget,
+    }
+    results: dict = {
+        "environment": {**environment(), "executable": sys.executable},
+        "idle_check": check_idle(),
+        "trees": {t: git_info(path) for t, path in trees.items()},
+        **settings,
         "cases": {},
     }
-
     with tempfile.TemporaryDirectory(prefix="jaxmixed-compare-") as tmp:
-        workdir = Path(tmp)
         for key in wanted:
-            spec = specs[key]
-            log(f"case ({key}) {spec.title}")
-            data = make_case_data(key, trees["after"], workdir, args)
-            runs: dict[str, list[dict]] = {t: [] for t in TREES}
-            for i in range(args.processes):
-                for t in TREES:
-                    label = f"{key}-{t}-{i}"
-                    r = measure(spec, trees[t], data, workdir, label, args)
-                    runs[t].append(r)
-                    if r["status"] == "ok":
-                        results.setdefault("jax_version", r["versions"]["jax"])
-                        log(
-                            f"  {t} #{i + 1}: first call {r['first_call_s']:.3g} s, steady "
-                            f"{r['steady_s']:.3g} s ({len(r['steady_times'])} calls), "
-                            f"objective {r['objective']:.6f}"
-                        )
-                    else:
-                        log(f"  {t} #{i + 1}: {r['status']}: {str(r.get('error', ''))[-300:]}")
-            data.unlink(missing_ok=True)
-            results["cases"][key] = {
-                "title": spec.title,
-                "formula": spec.formula,
-                "runs": runs,
-                "summary": {t: summarise(runs[t]) for t in TREES},
-            }
+            results["cases"][key] = run_case(key, specs[key], trees, Path(tmp), args, results)
             save(results, args.output)
     results["load_at_end"] = list(os.getloadavg())
     save(results, args.output)

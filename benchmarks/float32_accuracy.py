@@ -11,11 +11,16 @@ per group and writes ``benchmarks/results/float32.md``.
     .venv/bin/python benchmarks/float32_accuracy.py
 """
 
+# ruff: noqa: E402  (the imports below need sys.path first, when run as a script)
+
 from __future__ import annotations
 
 import sys
 import warnings
 from pathlib import Path
+
+if not __package__:  # as a script, benchmarks/ is first on sys.path; the package lives one level up
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import equinox as eqx
 import jax
@@ -24,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 import jaxmixed as jm
+from benchmarks._common import REPO, RESULTS, md_table
 from jaxmixed import core
 
-REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 MODELS = [
     ("slope", "y ~ x + (x | g)"),
@@ -80,20 +85,19 @@ def simulated() -> list[dict]:
 
 
 def references() -> list[dict]:
-    """The lme4 reference models (the list shared with tests/test_api.py)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_api import CASES  # noqa: PLC0415
+    """The lme4 reference models (``REFERENCE_MODELS``, the list tests/test_api.py checks)."""
+    from jaxmixed._datasets import REFERENCE_MODELS
 
     out = []
-    for key, dataset, formula, reml in CASES:
-        df = jm.load_dataset(dataset)
+    for m in REFERENCE_MODELS:
+        df = jm.load_dataset(m.dataset)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            a = jm.fit_reml(formula, data=df, reml=reml)
-            b = jm.fit_reml(formula, data=df, reml=reml, dtype=jnp.float32)
+            a = jm.fit_reml(m.formula, data=df, reml=m.reml)
+            b = jm.fit_reml(m.formula, data=df, reml=m.reml, dtype=jnp.float32)
         out.append(
             {
-                "group": key,
+                "group": m.key,
                 "criterion": abs(b.objective - a.objective) / abs(a.objective),
                 "theta": float(np.max(np.abs(b.theta.to_numpy() - a.theta.to_numpy()))),
                 "converged32": b.converged,
@@ -109,9 +113,8 @@ def _markdown(table: pd.DataFrame) -> str:
     def cell(v) -> str:
         return f"{v:.2g}" if isinstance(v, float) else str(v)
 
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+    rows = ([cell(v) for v in row] for row in table.itertuples(index=False))
+    return "\n".join(md_table(list(table.columns), rows, "l" * len(table.columns)))
 
 
 def main() -> None:
@@ -127,14 +130,13 @@ def main() -> None:
         singular_agrees=("singular_agrees", "sum"),
     )
     text = _markdown(summary.reset_index())
-    rows.to_csv(REPO / "benchmarks" / "results" / "float32_fits.csv", index=False)
+    RESULTS.mkdir(exist_ok=True)
+    rows.to_csv(RESULTS / "float32_fits.csv", index=False)
     total = (
         f"\n\nall fits: {len(rows)}; criterion within 1e-5 and θ within 1e-3: {int(rows.both_hold.sum())}\n"
     )
     print(text + total)
-    out = REPO / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "float32.md").write_text("# float32 against float64\n\n" + text + total)
+    (RESULTS / "float32.md").write_text("# float32 against float64\n\n" + text + total)
 
 
 if __name__ == "__main__":

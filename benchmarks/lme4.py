@@ -7,7 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .measure import HERE, collect, run_measured
+from ._common import HERE
+from .measure import collect, run_measured
 
 LME4_SCRIPT = HERE / "lme4.R"
 

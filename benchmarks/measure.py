@@ -1,9 +1,9 @@
-"""Subprocesses with per-process peak memory, and repeat timings.
+"""Subprocesses with per-process peak memory.
 
-Every fit of the peer and real-models suites runs in its own subprocess, so
-that its peak memory (the maximum resident set size of that process) belongs
-to one tool and one model. A worker reports its answer as JSON; :func:`collect`
-merges it with what the parent saw (status, wall time, polled peak memory).
+Every fit of the suites runs in its own subprocess, so that its peak memory
+(the maximum resident set size of that process) belongs to one tool and one
+model. A worker reports its answer as JSON; :func:`collect` merges it with what
+the parent saw (status, wall time, polled peak memory).
 """
 
 from __future__ import annotations
@@ -14,93 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-RESULTS = HERE / "results"  # the default output folder of every suite
+from ._common import REPO, mem_available, vm_hwm
 
 DEFAULT_TIMEOUT = 30 * 60  # seconds, any subprocess
 MIN_FREE_MEMORY = 1.0 * 2**30  # a fit is stopped when the machine has less available
-
-
-def log(msg: str) -> None:
-    """Progress, on stderr (stdout carries the tables)."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-def git(*args: str) -> str:
-    """The output of ``git args`` in the repository ('' when git is unavailable)."""
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
-
-
-def no_compilation_cache() -> None:
-    """Switches off persistent compilation caches: a first call must include its compilation.
-
-    Call before jaxmixed compiles anything. jaxmixed's own disk cache reads
-    ``JAXMIXED_COMPILATION_CACHE`` (set here unless the caller set it); JAX's
-    cache is switched off in this process.
-    """
-    os.environ.setdefault("JAXMIXED_COMPILATION_CACHE", "0")
-    import jax
-
-    try:
-        jax.config.update("jax_enable_compilation_cache", False)
-    except AttributeError:  # a jax without the option has no cache to switch off
-        pass
-
-
-def command_line() -> str:
-    """The command that started this run, as typed (``python -m benchmarks ...`` included)."""
-    return " ".join([Path(sys.executable).name, *sys.orig_argv[1:]])
-
-
-def timed_repeats(
-    fn: Callable[[], object], min_repeats: int = 3, max_repeats: int = 5, budget: float = 20.0
-) -> list[float]:
-    """Runs fn until max_repeats, or min_repeats once budget seconds are spent; returns times."""
-    times: list[float] = []
-    while len(times) < max_repeats:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= min_repeats and sum(times) > budget:
-            break
-    return times
-
-
-def vm_hwm(pid: int | str = "self") -> int:
-    """Peak resident set size (VmHWM) of a live process in bytes; 0 when unavailable.
-
-    Unlike ``ru_maxrss``, VmHWM belongs to the process's current address space
-    only: ``ru_maxrss`` of a forked-and-exec'd child starts at the parent's
-    peak, which would hide small peaks under the parent's ~200 MiB.
-    """
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def mem_available() -> float:
-    """MemAvailable of the machine in bytes (inf when unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return float("inf")
 
 
 @dataclass(frozen=True)
@@ -116,12 +36,27 @@ class ProcessRun:
     stdout: str
     stderr: str
 
+    def tail(self, lines: int = 15) -> str:
+        """The last lines of stderr (of stdout when stderr is empty)."""
+        return "\n".join((self.stderr or self.stdout).strip().splitlines()[-lines:])
 
-def run_measured(cmd: list[str], timeout: float, workdir: Path, label: str) -> ProcessRun:
-    """Runs cmd in its own session from the repository root, polling its peak memory.
+    def failure(self, what: str, timeout: float) -> str:
+        """Why the process gave no answer, for a report."""
+        if self.timed_out:
+            return f"{what}: did not finish in {timeout / 60:.0f} min"
+        if self.out_of_memory:
+            return f"{what}: stopped when the machine had under {MIN_FREE_MEMORY / 2**30:.1f} GiB available"
+        return f"{what} failed (exit {self.returncode}):\n{self.tail(25)}"
+
+
+def run_measured(
+    cmd: list[str], timeout: float, workdir: Path, label: str, env: dict | None = None, cwd: Path = REPO
+) -> ProcessRun:
+    """Runs cmd in its own session (from the repository root by default), polling its peak memory.
 
     The process is killed (with its children) when it runs past ``timeout``
     seconds or when the machine's available memory falls under MIN_FREE_MEMORY.
+    Its output goes to ``workdir/label.stdout`` and ``.stderr``.
     """
     out_path = workdir / f"{label}.stdout"
     err_path = workdir / f"{label}.stderr"
@@ -129,7 +64,7 @@ def run_measured(cmd: list[str], timeout: float, workdir: Path, label: str) -> P
     timed_out = out_of_memory = False
     peak = 0
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=cwd, env=env, start_new_session=True)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid != 0:
@@ -186,8 +121,7 @@ def collect(run: ProcessRun, payload: str | None, timeout: float) -> dict:
     if run.timed_out:
         return {**base, "status": "timeout", "error": f"did not finish in {timeout / 60:.0f} min"}
     if run.returncode != 0 or payload is None:
-        tail = (run.stderr or run.stdout).strip().splitlines()[-15:]
-        return {**base, "status": "error", "returncode": run.returncode, "error": "\n".join(tail)}
+        return {**base, "status": "error", "returncode": run.returncode, "error": run.tail()}
     result = {**base, "status": "ok", **json.loads(payload)}
     if result.get("peak_rss_bytes"):
         result["maxrss_bytes"] = max(result["peak_rss_bytes"], base["maxrss_bytes"])

@@ -8,20 +8,18 @@ also printed) after every case, and ``results/scaling.png``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import report
+from ._common import RESULTS, check_idle, environment, git_state, log, write_results
 from .cases import Case, case_specs, make_data, slopes_case
 from .lme4 import lme4_available, run_lme4
-from .measure import DEFAULT_TIMEOUT, RESULTS, brief, command_line, git, log, run_python_worker
+from .measure import DEFAULT_TIMEOUT, brief, run_python_worker
 from .plot import plot_scaling
 
 INSTEVAL_SM_TIMEOUT = 15 * 60  # seconds; statsmodels on InstEval may not finish
@@ -82,25 +80,20 @@ def run_tools(case: Case, df: pd.DataFrame, workdir: Path, label: str, plan: Pee
     return out
 
 
-def environment(r_ok: bool, r_note: str) -> dict:
+def peer_environment(r_ok: bool, r_note: str) -> dict:
     """The machine, the versions, the jaxmixed commit and the command line."""
     import jax
     import statsmodels
 
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "platform": platform.platform(),
+        **environment(),
+        **git_state(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "jax": jax.__version__,
         "statsmodels": statsmodels.__version__,
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "jaxmixed_dirty": bool(git("status", "--porcelain", "jaxmixed")),
         "lme4": "available" if r_ok else f"skipped: {r_note}",
-        "command": command_line(),
     }
 
 
@@ -164,9 +157,7 @@ def run_scaling(results: dict, quick: bool, workdir: Path, r_ok: bool, r_note: s
 
 
 def save(results: dict, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "latest.json").write_text(json.dumps(results, indent=1, default=str))
-    (out_dir / "latest.md").write_text(report.markdown(results))
+    write_results(out_dir, "latest", results, report.markdown(results))
 
 
 def _case_plan(key: str, r_ok: bool, r_note: str, skip_insteval_sm: bool) -> PeerPlan:
@@ -181,10 +172,11 @@ def run_peers(
 ) -> int:
     """The peer comparison on the cases ``wanted`` (keys of ``case_specs``); outputs in out_dir."""
     specs = case_specs(quick)
+    check_idle()
     r_ok, r_note = lme4_available()
     if not r_ok:
         print(f"note: lme4 is skipped ({r_note})", flush=True)
-    results: dict = {"environment": environment(r_ok, r_note), "quick": quick, "cases": {}}
+    results: dict = {"environment": peer_environment(r_ok, r_note), "quick": quick, "cases": {}}
     with tempfile.TemporaryDirectory(prefix="jaxmixed-bench-") as tmp:
         workdir = Path(tmp)
         for key in wanted:

@@ -17,8 +17,6 @@ otherwise idle machine.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,9 +25,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._format import fmt_s
+from ._common import (
+    RESULTS,
+    check_idle,
+    environment,
+    fmt_s,
+    git_state,
+    log,
+    md_table,
+    no_compilation_cache,
+    per_call_seconds,
+    timed,
+    timed_repeats,
+    write_json,
+)
 from .cases import SEED, SLOPES_FORMULA, load_insteval, reference_model, simulate_slopes
-from .measure import RESULTS, command_line, git, log, no_compilation_cache, timed_repeats
 
 SLOWER = 1.2  # flag a number this many times worse than before
 N_RESPONSES = 1_000
@@ -80,29 +90,6 @@ def quick_models() -> tuple[QuickModel, ...]:
     )
 
 
-def per_call_seconds(fn: Callable[[], object], samples: int = 5, min_sample_s: float = 0.05) -> float:
-    """Seconds per call of fn (already compiled): median over samples of enough calls to last min_sample_s.
-
-    Calls of a few microseconds are timed in batches, so that the clock's
-    resolution and the loop do not dominate.
-    """
-    calls = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        if time.perf_counter() - t0 >= min_sample_s or calls >= 2**20:
-            break
-        calls *= 4
-    times = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
-
-
 def _statistics(formula: str, df: pd.DataFrame):
     """The model's data and statistics (float64), computed once."""
     import equinox as eqx
@@ -136,9 +123,7 @@ def kernel_numbers(model: QuickModel) -> list[Number]:
         jax.block_until_ready((value(phi, stats), value_grad(phi, stats)))  # compile both first
         objective_s = per_call_seconds(lambda: jax.block_until_ready(value(phi, stats)))
         value_grad_s = per_call_seconds(lambda: jax.block_until_ready(value_grad(phi, stats)))
-    t0 = time.perf_counter()
-    jm.fit_reml(model.formula, data=df)
-    first_s = time.perf_counter() - t0
+    first_s, _ = timed(jm.fit_reml, model.formula, data=df)
     steady_s = statistics.median(
         timed_repeats(lambda: jm.fit_reml(model.formula, data=df), max_repeats=10, budget=3.0)
     )
@@ -167,9 +152,7 @@ def vmap_numbers(n_fits: int = N_RESPONSES) -> list[Number]:
         result = eqx.filter_jit(core.fit)(stats, options)
         ys = jax.block_until_ready(core.simulate(jax.random.key(SEED), data, result, n_fits))
         fit_many = eqx.filter_jit(core.fit_responses)
-        t0 = time.perf_counter()
-        fits = jax.block_until_ready(fit_many(stats.design, ys, options))
-        first_s = time.perf_counter() - t0
+        first_s, fits = timed(lambda: jax.block_until_ready(fit_many(stats.design, ys, options)))
         steady = timed_repeats(
             lambda: jax.block_until_ready(fit_many(stats.design, ys, options)),
             min_repeats=2,
@@ -187,54 +170,43 @@ def vmap_numbers(n_fits: int = N_RESPONSES) -> list[Number]:
 def _environment() -> dict:
     import jax
 
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "jaxmixed_dirty": bool(git("status", "--porcelain", "jaxmixed")),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "load_1min_at_start": os.getloadavg()[0],
-        "command": command_line(),
-    }
+    return {**environment(), **git_state(), "jax": jax.__version__}
 
 
 def _fmt(value: float, unit: str) -> str:
     return fmt_s(value) if unit == "s" else f"{value:,.0f}"
 
 
+def _comparison_row(n: Number, old: float | None) -> list[str]:
+    if old is None or old <= 0 or n.value <= 0:
+        return [f"{n.key} ({n.unit})", "–", _fmt(n.value, n.unit), "–", ""]
+    ratio = n.value / old
+    worse = (1 / ratio if n.higher_is_better else ratio) > SLOWER
+    cells = [f"{n.key} ({n.unit})", _fmt(old, n.unit), _fmt(n.value, n.unit)]
+    return [*cells, f"{ratio:.2f}", "SLOWER" if worse else ""]
+
+
 def comparison(numbers: list[Number], previous: dict | None) -> str:
     """The table of every number beside the previous run's: ratio now / before, flagged when worse."""
     before = {f"{n['model']} / {n['metric']}": n["value"] for n in (previous or {}).get("numbers", [])}
     head = (previous or {}).get("environment", {})
+    rows = (_comparison_row(n, before.get(n.key)) for n in numbers)
     lines = [
         f"previous: {head.get('git_commit', '–')} ({head.get('date', 'none')}); "
         f"flag: more than {SLOWER}× worse",
         "",
-        "| model / number | before | now | now / before | |",
-        "|---|---:|---:|---:|---|",
+        *md_table(["model / number", "before", "now", "now / before", ""], rows, "lrrrl"),
     ]
-    for n in numbers:
-        old = before.get(n.key)
-        if old is None or old <= 0 or n.value <= 0:
-            lines.append(f"| {n.key} ({n.unit}) | – | {_fmt(n.value, n.unit)} | – | |")
-            continue
-        ratio = n.value / old
-        worse = (1 / ratio if n.higher_is_better else ratio) > SLOWER
-        lines.append(
-            f"| {n.key} ({n.unit}) | {_fmt(old, n.unit)} | {_fmt(n.value, n.unit)} | {ratio:.2f} "
-            f"| {'SLOWER' if worse else ''} |"
-        )
     return "\n".join(lines)
 
 
 def run_quick(out_dir: Path = RESULTS) -> int:
     """The quick suite; compares with and then replaces out_dir/quick.json."""
     no_compilation_cache()
+    check_idle()
     path = out_dir / "quick.json"
     previous = json.loads(path.read_text()) if path.exists() else None
-    environment = _environment()
+    env = _environment()
     t0 = time.perf_counter()
     numbers: list[Number] = []
     for model in quick_models():
@@ -242,9 +214,8 @@ def run_quick(out_dir: Path = RESULTS) -> int:
         numbers += kernel_numbers(model)
     log("quick: fits per second under vmap")
     numbers += vmap_numbers()
-    environment["total_s"] = time.perf_counter() - t0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"environment": environment, "numbers": [asdict(n) for n in numbers]}, indent=1))
+    env["total_s"] = time.perf_counter() - t0
+    write_json(path, {"environment": env, "numbers": [asdict(n) for n in numbers]})
     print(comparison(numbers, previous), flush=True)
-    log(f"wrote {path} ({environment['total_s']:.0f} s)")
+    log(f"wrote {path} ({env['total_s']:.0f} s)")
     return 0

@@ -12,8 +12,6 @@ and ``results/real.md`` (also printed).
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 import subprocess
 import tempfile
 import time
@@ -23,8 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import real_report
+from ._common import HERE, RESULTS, check_idle, environment, git_state, log
 from .lme4 import Repeats, r_packages_available, run_lme4
-from .measure import DEFAULT_TIMEOUT, HERE, RESULTS, brief, command_line, git, log, run_python_worker
+from .measure import DEFAULT_TIMEOUT, brief, run_python_worker
 
 DATA_DIR = HERE / ".data"
 EXPORT_SCRIPT = HERE / "export_mlmrev.R"
@@ -142,14 +141,14 @@ def factor_levels(df: pd.DataFrame) -> dict[str, int]:
 
 def check_designs(models: list[RealModel], data_dir: Path = DATA_DIR) -> int:
     """Builds each model's design in jaxmixed without fitting; prints its sizes. 1 if any fails."""
-    from jaxmixed.linear._api import _design
+    from jaxmixed.design import build_design
 
     failed = 0
     for model in models:
         df = load_data(model, data_dir)
         t0 = time.perf_counter()
         try:
-            design, arrays = _design(model.formula, df, None, None, None, None, "raise", None)
+            _, arrays = build_design(model.formula, df)
         except Exception as exc:  # report every model, then fail
             failed = 1
             print(f"{model.key}: design failed: {type(exc).__name__}: {exc}", flush=True)
@@ -215,24 +214,13 @@ def fit_model(model: RealModel, workdir: Path, data_dir: Path = DATA_DIR) -> Rea
     log(f"  [{model.key}] lme4: {brief(r4, 'fit_s')}")
     pkl.unlink(missing_ok=True)
     rel, ratio = _compare(jm, r4)
-    return RealResult(
-        model.key, model.dataset, model.formula, len(df), factor_levels(df), jm, r4, rel, ratio
-    )
+    return RealResult(model.key, model.dataset, model.formula, len(df), factor_levels(df), jm, r4, rel, ratio)
 
 
 def _environment() -> dict:
     import jax
 
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "jaxmixed_dirty": bool(git("status", "--porcelain", "jaxmixed")),
-        "command": command_line(),
-    }
+    return {**environment(), **git_state(), "jax": jax.__version__}
 
 
 def run_real(keys: str | None, refresh: bool, designs_only: bool, out_dir: Path = RESULTS) -> int:
@@ -245,6 +233,7 @@ def run_real(keys: str | None, refresh: bool, designs_only: bool, out_dir: Path 
     export_data(models, refresh)
     if designs_only:
         return check_designs(models)
+    check_idle()
     results: dict = {"environment": _environment(), "models": []}
     with tempfile.TemporaryDirectory(prefix="jaxmixed-real-") as tmp:
         for model in models:
@@ -258,4 +247,3 @@ def run_real(keys: str | None, refresh: bool, designs_only: bool, out_dir: Path 
     print(text, flush=True)
     log(f"wrote {out_dir / 'real.json'} and {out_dir / 'real.md'}")
     return 0
-

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
-from ._format import fmt_s
-from .report import fmt_mib, fmt_rel
+from ._common import fmt_mib, fmt_rel, fmt_s, md_table, write_results
+
+COLUMNS = (
+    "model | rows | factor levels | jaxmixed first call | jaxmixed steady | lme4 first fit | lme4 second fit "
+    "| ratio | objective rel. diff. | jaxmixed REML criterion | peak MiB (jaxmixed / lme4)"
+)
 
 
 def median_ratio(results: dict) -> float | None:
@@ -24,11 +27,11 @@ def _status(r: dict) -> str:
     return "" if r.get("status") == "ok" else str(r.get("status"))
 
 
-def _row(m: dict) -> str:
+def _row(m: dict) -> list[str]:
     jm, r4 = m["jaxmixed"], m["lme4"]
     jm_ok, r4_ok = jm.get("status") == "ok", r4.get("status") == "ok"
     times = r4.get("fit_times", []) if r4_ok else []
-    cells = [
+    return [
         f"{m['key']} (`{m['formula']}`)".replace("|", "\\|"),  # a bar inside a cell ends it
         f"{m['n_obs']:,}",
         _levels(m["levels"]),
@@ -41,7 +44,6 @@ def _row(m: dict) -> str:
         f"{jm['objective']:.4f}" if jm_ok else "–",
         f"{fmt_mib(jm.get('maxrss_bytes'))} / {fmt_mib(r4.get('maxrss_bytes'))}",
     ]
-    return "| " + " | ".join(cells) + " |"
 
 
 def _notes(results: dict) -> list[str]:
@@ -50,7 +52,9 @@ def _notes(results: dict) -> list[str]:
         for tool in ("jaxmixed", "lme4"):
             r = m[tool]
             if r.get("status") != "ok":
-                notes.append(f"- {m['key']} {tool}: {r.get('status')}: {str(r.get('error', '')).strip()[-400:]}")
+                notes.append(
+                    f"- {m['key']} {tool}: {r.get('status')}: {str(r.get('error', '')).strip()[-400:]}"
+                )
             for w in r.get("warnings", []) + r.get("messages", []):
                 notes.append(f"- {m['key']} {tool} warned: {w}")
             if tool == "jaxmixed" and r.get("status") == "ok" and not r.get("converged", True):
@@ -78,10 +82,7 @@ def markdown(results: dict) -> str:
         "(jaxmixed lower than lme4 is allowed: lme4 stops at a tolerance). Peak memory: the fitting "
         "process's maximum resident set size.",
         "",
-        "| model | rows | factor levels | jaxmixed first call | jaxmixed steady | lme4 first fit "
-        "| lme4 second fit | ratio | objective rel. diff. | jaxmixed REML criterion | peak MiB (jaxmixed / lme4) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *(_row(m) for m in results["models"]),
+        *md_table(COLUMNS, map(_row, results["models"]), "lrl" + "r" * 8),
         "",
         f"Median ratio lme4 / jaxmixed: {f'{ratio:.2f}×' if ratio is not None else '–'} "
         f"(over {sum(m['lme4_over_jaxmixed'] is not None for m in results['models'])} models).",
@@ -92,7 +93,5 @@ def markdown(results: dict) -> str:
 
 def save(results: dict, out_dir: Path) -> None:
     """real.json and real.md in out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = {**results, "median_lme4_over_jaxmixed": median_ratio(results)}
-    (out_dir / "real.json").write_text(json.dumps(results, indent=1, default=str))
-    (out_dir / "real.md").write_text(markdown(results))
+    write_results(out_dir, "real", results, markdown(results))

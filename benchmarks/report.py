@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ._format import fmt_s
+from ._common import fmt_mib, fmt_rel, fmt_s, md_table
 
 TOOLS = ("jaxmixed", "statsmodels", "lme4")
 
@@ -115,19 +115,6 @@ def compare(sm_groups: str | None, jm: dict, peer: dict, which: str) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def fmt_rel(x) -> str:
-    """A relative difference: "–" missing, "n/a" not comparable."""
-    if x is None:
-        return "–"
-    if isinstance(x, float) and math.isnan(x):
-        return "n/a"
-    return f"{x:.1e}"
-
-
-def fmt_mib(b) -> str:
-    return "–" if b is None else f"{b / 2**20:.0f}"
-
-
 def peer_time(r: dict) -> str:
     if r.get("status") == "ok":
         return fmt_s(r["fit_s"])
@@ -164,8 +151,22 @@ def _header(results: dict) -> list[str]:
     ]
 
 
+def _time_row(key: str, c: dict) -> list:
+    jm, sm, r4 = c["jaxmixed"], c["statsmodels"], c["lme4"]
+    head = [f"({key}) {c['spec']['title']}", f"{c['n_obs']:,}"]
+    if jm.get("status") != "ok":
+        return [*head, f"jaxmixed {jm.get('status')}", *[""] * 5, peer_time(sm), "", peer_time(r4), ""]
+    seconds = [jm[k] for k in ("first_call_s", "fit_reml_s", "fit_statistics_s", "model_statistics_s")]
+    jaxmixed = [*map(fmt_s, seconds), f"{jm['fit_reml_s'] / jm['model_statistics_s']:.1f}×", jm["n_iter"]]
+    return [*head, *jaxmixed, peer_time(sm), ratio(sm, jm), peer_time(r4), ratio(r4, jm)]
+
+
 def _time_table(cases: dict) -> list[str]:
-    lines = [
+    columns = (
+        "case | rows | (i) first call | (ii) fit_reml | (iii) core.fit | (iv) model_statistics | (ii) / (iv) "
+        "| iterations | statsmodels | statsmodels / (ii) | lme4 | lme4 / (ii)"
+    )
+    return [
         "## Fit time (seconds, REML)",
         "",
         "jaxmixed: (i) first call in a fresh process, compilation included; (ii) steady state of the "
@@ -173,47 +174,23 @@ def _time_table(cases: dict) -> list[str]:
         "precomputed statistics; (iv) the one pass over the data, `core.model_statistics`. "
         "Peers: one fit (median of up to 5 when a fit takes under a second); ratio = peer / jaxmixed (ii).",
         "",
-        "| case | rows | (i) first call | (ii) fit_reml | (iii) core.fit | (iv) model_statistics "
-        "| (ii) / (iv) | iterations | statsmodels | statsmodels / (ii) | lme4 | lme4 / (ii) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *md_table(columns, (_time_row(key, c) for key, c in cases.items())),
     ]
-    for key, c in cases.items():
-        jm, sm, r4 = c["jaxmixed"], c["statsmodels"], c["lme4"]
-        name = f"({key}) {c['spec']['title']}"
-        if jm.get("status") != "ok":
-            lines.append(
-                f"| {name} | {c['n_obs']:,} | jaxmixed {jm.get('status')} | | | | | | "
-                f"{peer_time(sm)} | | {peer_time(r4)} | |"
-            )
-            continue
-        lines.append(
-            f"| {name} | {c['n_obs']:,} | {fmt_s(jm['first_call_s'])} | {fmt_s(jm['fit_reml_s'])} "
-            f"| {fmt_s(jm['fit_statistics_s'])} | {fmt_s(jm['model_statistics_s'])} "
-            f"| {jm['fit_reml_s'] / jm['model_statistics_s']:.1f}× | {jm['n_iter']} "
-            f"| {peer_time(sm)} | {ratio(sm, jm)} | {peer_time(r4)} | {ratio(r4, jm)} |"
-        )
-    return lines
+
+
+def _breakdown_row(key: str, jm: dict) -> list[str]:
+    rest = jm["fit_reml_s"] - jm["build_design_s"] - jm["model_statistics_s"] - jm["fit_statistics_s"]
+    seconds = [jm["fit_reml_s"], jm["build_design_s"], jm["model_statistics_s"], jm["fit_statistics_s"]]
+    return [f"({key})", *map(fmt_s, [*seconds, max(rest, 0.0), jm["fit_reml_s"] - jm["model_statistics_s"]])]
 
 
 def _breakdown_table(cases: dict) -> list[str]:
-    lines = [
-        "### Where the steady-state time of jaxmixed goes (median seconds)",
-        "",
-        "| case | (ii) fit_reml | build_design | (iv) model_statistics | (iii) core.fit "
-        "| rest (results, SEs, BLUPs) | (ii) − (iv) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for key, c in cases.items():
-        jm = c["jaxmixed"]
-        if jm.get("status") != "ok":
-            continue
-        rest = jm["fit_reml_s"] - jm["build_design_s"] - jm["model_statistics_s"] - jm["fit_statistics_s"]
-        lines.append(
-            f"| ({key}) | {fmt_s(jm['fit_reml_s'])} | {fmt_s(jm['build_design_s'])} "
-            f"| {fmt_s(jm['model_statistics_s'])} | {fmt_s(jm['fit_statistics_s'])} | {fmt_s(max(rest, 0.0))} "
-            f"| {fmt_s(jm['fit_reml_s'] - jm['model_statistics_s'])} |"
-        )
-    return lines
+    columns = (
+        "case | (ii) fit_reml | build_design | (iv) model_statistics | (iii) core.fit "
+        "| rest (results, SEs, BLUPs) | (ii) − (iv)"
+    )
+    rows = (_breakdown_row(k, c["jaxmixed"]) for k, c in cases.items() if c["jaxmixed"].get("status") == "ok")
+    return ["### Where the steady-state time of jaxmixed goes (median seconds)", "", *md_table(columns, rows)]
 
 
 def _converged(c: dict) -> str:
@@ -225,42 +202,40 @@ def _converged(c: dict) -> str:
     return ", ".join(flags) or "–"
 
 
+def _agreement_row(key: str, c: dict) -> list[str]:
+    sm, r4, jm = c["vs_statsmodels"], c["vs_lme4"], c["jaxmixed"]
+    cells = [sm.get("fixef"), sm.get("objective"), sm.get("varcomp")]
+    cells += [r4.get("fixef"), r4.get("objective"), r4.get("varcomp"), r4.get("theta_abs")]
+    obj = f"{jm['objective']:.6f}" if jm.get("status") == "ok" else "–"
+    return [f"({key})", *map(fmt_rel, cells), obj, _converged(c)]
+
+
 def _agreement_table(cases: dict) -> list[str]:
-    lines = [
+    columns = (
+        "case | sm fixef | sm objective | sm var. comp. | lme4 fixef | lme4 objective | lme4 var. comp. "
+        "| lme4 θ (abs.) | jaxmixed objective | converged"
+    )
+    return [
         "## Agreement of the estimates (largest relative difference, peer as reference)",
         "",
         "fixef: fixed effects; objective: REML criterion (statsmodels: −2·llf); variance "
         "components: covariance entries incl. the residual variance, each difference divided by "
         "sqrt(var_i·var_j) of the peer; lme4 θ: largest absolute difference of lme4's θ (relative to σ already).",
         "",
-        "| case | sm fixef | sm objective | sm var. comp. | lme4 fixef | lme4 objective | lme4 var. comp. "
-        "| lme4 θ (abs.) | jaxmixed objective | converged |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *md_table(columns, (_agreement_row(key, c) for key, c in cases.items()), "l" + "r" * 8 + "l"),
     ]
-    for key, c in cases.items():
-        sm, r4, jm = c["vs_statsmodels"], c["vs_lme4"], c["jaxmixed"]
-        obj = f"{jm['objective']:.6f}" if jm.get("status") == "ok" else "–"
-        lines.append(
-            f"| ({key}) | {fmt_rel(sm.get('fixef'))} | {fmt_rel(sm.get('objective'))} "
-            f"| {fmt_rel(sm.get('varcomp'))} | {fmt_rel(r4.get('fixef'))} | {fmt_rel(r4.get('objective'))} "
-            f"| {fmt_rel(r4.get('varcomp'))} | {fmt_rel(r4.get('theta_abs'))} | {obj} | {_converged(c)} |"
-        )
-    return lines
 
 
 def _memory_table(cases: dict) -> list[str]:
-    lines = [
-        "## Peak memory (maximum resident set size of the fitting subprocess, MiB)",
-        "",
-        "| case | jaxmixed | statsmodels | lme4 (Rscript) |",
-        "|---|---:|---:|---:|",
-    ]
-    for key, c in cases.items():
-        cells = [
-            fmt_mib(c[t].get("maxrss_bytes")) if c[t].get("status") != "skipped" else "–" for t in TOOLS
+    def row(key: str, c: dict) -> list[str]:
+        return [
+            f"({key})",
+            *(fmt_mib(c[t].get("maxrss_bytes")) if c[t].get("status") != "skipped" else "–" for t in TOOLS),
         ]
-        lines.append(f"| ({key}) | " + " | ".join(cells) + " |")
-    return lines
+
+    rows = (row(key, c) for key, c in cases.items())
+    title = "## Peak memory (maximum resident set size of the fitting subprocess, MiB)"
+    return [title, "", *md_table("case | jaxmixed | statsmodels | lme4 (Rscript)", rows)]
 
 
 def _notes(cases: dict) -> list[str]:
@@ -277,24 +252,25 @@ def _notes(cases: dict) -> list[str]:
     return ["## Notes", "", *dict.fromkeys(notes)] if notes else []
 
 
+def _scaling_row(r: dict) -> list[str]:
+    sm = fmt_s(r["statsmodels_s"]) if "statsmodels_s" in r else short_note(r.get("statsmodels_note"))
+    r4 = fmt_s(r["lme4_s"]) if "lme4_s" in r else short_note(r.get("lme4_note"))
+    jm = [r.get(f"jaxmixed_{k}_s") for k in ("first", "steady", "core", "onepass")]
+    return [f"{r['n']:,}", *map(fmt_s, jm), sm, r4, fmt_mib(r.get("jaxmixed_maxrss_bytes"))]
+
+
 def _scaling_table(results: dict) -> list[str]:
     if not results.get("scaling"):
         return []
+    columns = (
+        "n | jaxmixed first call | jaxmixed steady | core.fit | model_statistics | statsmodels | lme4 "
+        "| jaxmixed peak RSS (MiB)"
+    )
     lines = [
         "## Scaling: `y ~ x1 + x2 + x3 + (x1 | g)`, n rows in n/100 groups (seconds)",
         "",
-        "| n | jaxmixed first call | jaxmixed steady | core.fit | model_statistics "
-        "| statsmodels | lme4 | jaxmixed peak RSS (MiB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *md_table(columns, map(_scaling_row, results["scaling"]), "r" * 8),
     ]
-    for r in results["scaling"]:
-        sm = fmt_s(r["statsmodels_s"]) if "statsmodels_s" in r else short_note(r.get("statsmodels_note"))
-        r4 = fmt_s(r["lme4_s"]) if "lme4_s" in r else short_note(r.get("lme4_note"))
-        lines.append(
-            f"| {r['n']:,} | {fmt_s(r.get('jaxmixed_first_s'))} | {fmt_s(r.get('jaxmixed_steady_s'))} "
-            f"| {fmt_s(r.get('jaxmixed_core_s'))} | {fmt_s(r.get('jaxmixed_onepass_s'))} | {sm} | {r4} "
-            f"| {fmt_mib(r.get('jaxmixed_maxrss_bytes'))} |"
-        )
     if results.get("scaling_plot"):
         lines += ["", f"![scaling]({results['scaling_plot']})"]
     return lines
@@ -315,5 +291,5 @@ def markdown(results: dict) -> str:
     lines: list[str] = []
     for section in sections:
         if section:
-            lines += (["", *section] if lines else section)
+            lines += ["", *section] if lines else section
     return "\n".join(lines) + "\n"

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ._common import check_idle, log, no_compilation_cache, write_json
 
 FORMULAS = (
     "y ~ x + (1 | g)",
@@ -58,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the summary as JSON here")
     args = parser.parse_args(argv)
     if not args.cache:
-        os.environ.setdefault("JAXMIXED_COMPILATION_CACHE", "0")
+        no_compilation_cache()
     import jaxmixed as jm
     from jaxmixed.core._padding import bucket, padded_levels
 
+    check_idle()
     rng = np.random.default_rng(args.seed)
     structures, peak, failures = set(), memory_maps(), 0
     start = time.perf_counter()
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             fit = jm.fit_reml(formula, df)
         except Exception as err:  # noqa: BLE001 - counted and shown, the run goes on
             failures += 1
-            print(f"  data set {k}: {type(err).__name__}: {err}", file=sys.stderr)
+            log(f"  data set {k}: {type(err).__name__}: {err}")
             continue
         structures.add((formula, bucket(n, 3), tuple(padded_levels(list(fit.n_levels.values())))))
         peak = max(peak, memory_maps())
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(summary))
     if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+        write_json(Path(args.out), summary)
     return 1 if failures else 0
 
 

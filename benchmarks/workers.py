@@ -9,27 +9,28 @@ so each process imports only what its tool needs, after the parent's timings.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .measure import no_compilation_cache, timed_repeats, vm_hwm
+from ._common import (
+    caught_warnings,
+    json_worker,
+    library_versions,
+    no_compilation_cache,
+    timed,
+    timed_repeats,
+    vm_hwm,
+    warning_lines,
+)
 
 
 def _name(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     return str(v)
-
-
-def _warning_lines(caught) -> list[str]:
-    return sorted({f"{w.category.__name__}: {w.message}"[:300] for w in caught})
 
 
 def _fit_timings(formula: str, df: pd.DataFrame, reml: bool, **repeats) -> dict:
@@ -39,13 +40,10 @@ def _fit_timings(formula: str, df: pd.DataFrame, reml: bool, **repeats) -> dict:
     import jaxmixed as jm
 
     jnp.zeros(1).block_until_ready()  # JAX backend start-up is not part of any fit
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        t0 = time.perf_counter()
-        res = jm.fit_reml(formula, data=df, reml=reml)
-        first = time.perf_counter() - t0
+    with caught_warnings() as caught:
+        first, res = timed(jm.fit_reml, formula, data=df, reml=reml)
         steady = timed_repeats(lambda: jm.fit_reml(formula, data=df, reml=reml), **repeats)
-    return {"result": res, "first": first, "steady": steady, "warnings": _warning_lines(caught)}
+    return {"result": res, "first": first, "steady": steady, "warnings": warning_lines(caught)}
 
 
 def _core_timings(formula: str, df: pd.DataFrame) -> dict:
@@ -81,9 +79,7 @@ def _core_timings(formula: str, df: pd.DataFrame) -> dict:
         def core_once():
             return jax.block_until_ready(fit_jit(stats, options))
 
-        t0 = time.perf_counter()
-        opt = core_once()  # compilation of the core fit included
-        core_first = time.perf_counter() - t0
+        core_first, opt = timed(core_once)  # compilation of the core fit included
         core_times = timed_repeats(core_once)
     return {
         "build_design_s": statistics.median(design_times),
@@ -117,14 +113,6 @@ def _estimates(res) -> dict:
     }
 
 
-def _versions() -> dict:
-    import jax
-
-    import jaxmixed as jm
-
-    return {"jax": jax.__version__, "jaxmixed": jm.__version__}
-
-
 def _fit_record(fit: dict, **extra) -> dict:
     """A worker's answer: first call, steady times, ``extra`` timings, estimates, warnings."""
     return {
@@ -134,7 +122,7 @@ def _fit_record(fit: dict, **extra) -> dict:
         **extra,
         **_estimates(fit["result"]),
         "warnings": fit["warnings"],
-        "versions": _versions(),
+        "versions": library_versions(),
     }
 
 
@@ -177,8 +165,7 @@ def worker_statsmodels(spec: dict) -> dict:
         model = smf.mixedlm(sm["formula"], df, groups=df[groups], **kwargs)
         fitted[:] = [model, model.fit(reml=True)]
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caught_warnings() as caught:
         # repeat only fast fits: median of up to 5 when one takes < 1 s
         times = timed_repeats(fit_once, min_repeats=1, max_repeats=5, budget=2.0)
     model, result = fitted
@@ -196,7 +183,7 @@ def worker_statsmodels(spec: dict) -> dict:
         "vcomp_names": list(model.exog_vc.names),
         "vcomp": [float(v) for v in np.atleast_1d(result.vcomp)],
         "scale": float(result.scale),
-        "warnings": _warning_lines(caught),
+        "warnings": warning_lines(caught),
         "versions": {"statsmodels": statsmodels.__version__},
     }
 
@@ -211,7 +198,4 @@ WORKERS = {
 def worker_main(kind: str, spec_path: str, out_path: str) -> None:
     """Runs the worker ``kind`` on the spec at spec_path; writes its answer to out_path."""
     no_compilation_cache()  # "first call" means compilation included, not a load from disk
-    spec = json.loads(Path(spec_path).read_text())
-    result = WORKERS[kind](spec)
-    result["peak_rss_bytes"] = vm_hwm()
-    Path(out_path).write_text(json.dumps(result))
+    json_worker(lambda spec: {**WORKERS[kind](spec), "peak_rss_bytes": vm_hwm()}, spec_path, out_path)
