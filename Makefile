@@ -19,10 +19,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check jaxmixed tests benchmarks examples
+	$(VENV)/bin/pyright --pythonpath $(PY) jaxmixed  # types, basic mode (pyproject.toml)
 	$(PY) -m pytest -q -n 2 --timeout=600 tests  # two workers: the CI machine has 2 cores
 
 lint: $(STAMP)
 	$(PY) -m ruff check jaxmixed tests benchmarks examples
+	$(VENV)/bin/pyright --pythonpath $(PY) jaxmixed
 
 bench: $(STAMP)  # the full peer comparison (about 22 minutes on 2 cores)
 	$(PY) -m benchmarks

@@ -103,3 +103,25 @@ print("LOADED", loaded)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "LOADED []" in out.stdout, out.stdout
+
+
+def test_moved_design_names_still_resolve_from_core():
+    """``jaxmixed.core.build_design`` and the like moved to ``jaxmixed.design``: the old
+    names keep working, with a DeprecationWarning that names the new place."""
+    for name in ("build_design", "design_from_arrays", "prepare", "parse_formula", "Design", "ModelArrays"):
+        with pytest.warns(DeprecationWarning, match=f"jaxmixed.design.{name}"):
+            old = getattr(jaxmixed.core, name)
+        assert old is getattr(jaxmixed.design, name)
+    with pytest.raises(AttributeError):
+        jaxmixed.core.no_such_name  # noqa: B018
+
+
+def test_public_names_are_where_users_find_them():
+    import jaxmixed as jm
+
+    for name in ("fit_reml", "fit_reml_many", "fit_reml_stacked", "fit_mixed_nn", "fit_mixed_em", "FitOptions",
+                 "RESULTS", "LBFGS", "OptaxSolver", "BoundaryTrials", "MixedModelResults", "core", "design"):
+        assert hasattr(jm, name), name
+    for name in ("fit", "fit_data", "minimize", "LBFGS", "OptaxSolver", "BoundaryTrials", "FitOptions", "RESULTS",
+                 "is_converged", "model_data", "design_statistics", "objective", "solve"):
+        assert hasattr(jm.core, name), name
