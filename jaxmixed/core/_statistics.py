@@ -301,40 +301,19 @@ def design_index(
         return DesignIndex(
             codes1.astype(np.int32), *([None] * 12), n_levels=int(n_levels[0]), layout=layout
         )
-    cols = np.concatenate(
-        [
-            (off + np.asarray(codes[f + 1], np.int64) * qf)[:, None] + np.arange(qf)[None, :]
-            for f, (off, _, qf) in enumerate(layout.blocks)
-        ],
-        axis=1,
-    )
+    cols = _dense_columns(codes, layout)
     # Non-zeros of Z₁ᵀZ₂, keyed by (level of factor 1, dense column): level-major.
     key = codes1[:, None] * q2 + cols
     unique_key, entry = np.unique(key.ravel(), return_inverse=True)
     cross_level = unique_key // q2
     cross_column = unique_key % q2
     per_level = np.bincount(cross_level, minlength=n_levels[0])
-    n_pairs = int(np.sum(per_level.astype(np.int64) * (per_level + 1) // 2))
-    limit = _available_memory() // 2 if memory_limit is None else memory_limit
-    need = dense_block_bytes(q2, n_pairs, q1, itemsize)
-    if need > limit:
-        raise MemoryError(
-            f"the random effects of the factors after the first need a dense block "
-            f"of {q2} x {q2} with {n_pairs} cross pairs: about {_bytes(need)}, "
-            f"over the limit of {_bytes(limit)} (raise memory_limit to allow it)"
-        )
-    # All pairs of non-zeros that share a level of factor 1 (entries are sorted by
-    # level); the Q₂×Q₂ sum is symmetric, so keep the pairs on or above its diagonal.
-    starts = np.concatenate([[0], np.cumsum(per_level)[:-1]])
-    reps = per_level[cross_level]
-    first = np.repeat(np.arange(len(unique_key)), reps)
-    within = np.arange(len(first)) - np.repeat(np.cumsum(reps) - reps, reps)
-    second = np.repeat(starts[cross_level], reps) + within
-    upper = cross_column[first] <= cross_column[second]
-    first, second = first[upper], second[upper]
+    _check_memory(q2, per_level, q1, itemsize, memory_limit)
+    first, second = _cross_pairs(per_level, cross_level, cross_column)
     target = cross_column[first] * q2 + cross_column[second]
     by_target = np.argsort(target, kind="stable")
     index_type = np.int32 if q2 * q2 < 2**31 else np.int64
+
     def as_int(a: np.ndarray, t: type[np.signedinteger] = np.int32) -> np.ndarray:
         return a.astype(t)
 
@@ -355,6 +334,47 @@ def design_index(
         n_levels=int(n_levels[0]),
         layout=layout,
     )
+
+
+def _dense_columns(codes: Sequence[np.ndarray], layout: DenseLayout) -> np.ndarray:
+    """(n, K): the dense columns each row touches, factor by factor after the first."""
+    return np.concatenate(
+        [
+            (off + np.asarray(codes[f + 1], np.int64) * qf)[:, None] + np.arange(qf)[None, :]
+            for f, (off, _, qf) in enumerate(layout.blocks)
+        ],
+        axis=1,
+    )
+
+
+def _check_memory(q2: int, per_level: np.ndarray, q1: int, itemsize: int, memory_limit: int | None) -> None:
+    """A clear error when the dense block and its cross pairs would not fit in memory."""
+    n_pairs = int(np.sum(per_level.astype(np.int64) * (per_level + 1) // 2))
+    limit = _available_memory() // 2 if memory_limit is None else memory_limit
+    need = dense_block_bytes(q2, n_pairs, q1, itemsize)
+    if need > limit:
+        raise MemoryError(
+            f"the random effects of the factors after the first need a dense block "
+            f"of {q2} x {q2} with {n_pairs} cross pairs: about {_bytes(need)}, "
+            f"over the limit of {_bytes(limit)} (raise memory_limit to allow it)"
+        )
+
+
+def _cross_pairs(
+    per_level: np.ndarray, cross_level: np.ndarray, cross_column: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(first, second): every pair of stored non-zeros sharing a level of factor 1.
+
+    Entries are sorted by level; the Q₂×Q₂ sum is symmetric, so only the pairs
+    on or above its diagonal are kept.
+    """
+    starts = np.concatenate([[0], np.cumsum(per_level)[:-1]])
+    reps = per_level[cross_level]
+    first = np.repeat(np.arange(len(cross_level)), reps)
+    within = np.arange(len(first)) - np.repeat(np.cumsum(reps) - reps, reps)
+    second = np.repeat(starts[cross_level], reps) + within
+    upper = cross_column[first] <= cross_column[second]
+    return first[upper], second[upper]
 
 
 def model_data(
