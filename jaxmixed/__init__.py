@@ -37,7 +37,7 @@ from .networks._api import fit_mixed_em, fit_mixed_nn
 from .networks._results import FixedPart, MixedNNResults
 from .networks._train import TrainOptions
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "BootstrapResults",
