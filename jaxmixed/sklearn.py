@@ -41,7 +41,8 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 try:
     from sklearn.base import BaseEstimator, RegressorMixin, clone
@@ -62,13 +63,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jaxtyping import Float, Int
 
 from .core._mixed_loss import jit_network_output
 from .core._status import RESULTS
 from .linear._api import fit_reml
-from .networks._api import _split, fit_mixed_em, fit_mixed_nn
-from .networks._results import FixedPart
-from .networks._train import TrainOptions, plain_rows, train_plain
+from .linear._results import MixedModelResults
+from .networks._api import fit_mixed_em, fit_mixed_nn
+from .networks._data import plain_rows
+from .networks._options import TrainOptions
+from .networks._plain import train_plain
+from .networks._prepare import split_rows
+from .networks._results import FixedPart, MixedNNResults
 
 __all__ = [
     "MixedEMRegressor",
@@ -94,6 +100,45 @@ def _seed(random_state) -> int:
     if isinstance(random_state, int | np.integer) and 0 <= int(random_state) < 2**32:
         return int(random_state)
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+class _Regressor(Protocol):
+    """What the estimators need of a fixed part: scikit-learn's ``fit`` and ``predict``."""
+
+    def fit(self, X: Any, y: Any) -> Any: ...
+
+    def predict(self, X: Any) -> Any: ...
+
+
+_Estimator = TypeVar("_Estimator")
+
+
+def _clone(estimator: _Estimator) -> _Estimator:
+    """``sklearn.base.clone`` of an estimator: unfitted, with the same parameters and type."""
+    # clone also copies lists, dicts and sets of estimators: its inferred return type is their union.
+    return cast(_Estimator, clone(estimator))
+
+
+def _valid_xy(
+    est: BaseEstimator, X, y, **kwargs: Any
+) -> tuple[Float[np.ndarray, "n p"], Float[np.ndarray, " n"]]:
+    """``validate_data`` of a fit (sets ``n_features_in_``): X (n, p) and y (n,) in float64."""
+    X, y = validate_data(est, X, y, dtype=np.float64, y_numeric=True, **kwargs)
+    assert isinstance(X, np.ndarray), "validate_data gives X as a dense array (sparse not accepted)"
+    return X, np.asarray(y, dtype=np.float64)
+
+
+def _valid_x(est: BaseEstimator, X) -> Float[np.ndarray, "n p"]:
+    """``validate_data`` of a prediction: X (n, p) in float64 with the fitted number of columns."""
+    X = validate_data(est, X, dtype=np.float64, reset=False)
+    assert isinstance(X, np.ndarray), "validate_data gives X as a dense array (sparse not accepted)"
+    return X
+
+
+def _pickle_state(state: object) -> dict[str, Any]:
+    """A copy of ``BaseEstimator.__getstate__``'s dict (``object.__getstate__`` gives ``__dict__`` itself)."""
+    assert isinstance(state, dict), "BaseEstimator.__getstate__ gives a dict"
+    return dict(state)
 
 
 def _activation(activation) -> Callable:
@@ -129,7 +174,7 @@ def _to64(tree):
         return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if eqx.is_inexact_array(a) else a, tree)
 
 
-def _array_leaves(tree) -> list[np.ndarray]:
+def _array_leaves(tree: Any) -> list[np.ndarray]:
     """The arrays of a pytree as numpy (networks keep lambdas, which do not pickle)."""
     return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
 
@@ -144,7 +189,7 @@ def _with_leaves(skeleton, leaves: list[np.ndarray]):
 
 
 def _check_groups(groups, n: int) -> np.ndarray:
-    """Cluster labels (n,) as a numpy array."""
+    """Cluster labels (n,) as a numpy array (any hashable values)."""
     g = groups.to_numpy() if isinstance(groups, pd.Series | pd.Index) else np.asarray(groups)
     if g.ndim != 1 or len(g) != n:
         raise ValueError(f"groups must be 1-dimensional with one label per row ({n}); got shape {g.shape}")
@@ -169,7 +214,9 @@ def _formula(d: int, slopes: Sequence[int]) -> str:
     return f"y ~ {' + '.join(f'x{k}' for k in range(d))} + ({random} | group)"
 
 
-def _frame(X: np.ndarray, y: np.ndarray | None = None, groups: np.ndarray | None = None) -> pd.DataFrame:
+def _frame(
+    X: Float[np.ndarray, "n p"], y: Float[np.ndarray, " n"] | None = None, groups: np.ndarray | None = None
+) -> pd.DataFrame:
     """Columns ``x0 … x{d-1}``, then ``y`` and ``group`` when given."""
     frame = pd.DataFrame(X, columns=[f"x{k}" for k in range(X.shape[1])])
     if y is not None:
@@ -179,8 +226,8 @@ def _frame(X: np.ndarray, y: np.ndarray | None = None, groups: np.ndarray | None
     return frame
 
 
-def _location_scale(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation along rows (a deviation of 0 is taken as 1)."""
+def _location_scale(a: Float[np.ndarray, "n ..."]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation along rows, (…) each (a deviation of 0 is taken as 1)."""
     scale = a.std(axis=0)
     return a.mean(axis=0), np.where(scale > 0, scale, 1.0)
 
@@ -198,9 +245,9 @@ def _check_training(est) -> None:
 
 
 def _train_network(est, net, x: np.ndarray, y: np.ndarray, seed: int):
-    """``net`` trained on standardised x (n, d), y (n,) by ``_train``'s loop with early
+    """``net`` trained on standardised x (n, d), y (n,) by the networks' training loop with early
     stopping on a held-out share of the rows (drawn from ``seed`` as ``fit_mixed_nn`` draws it)."""
-    train, valid = _split(len(y), est.validation_fraction, seed)
+    train, valid = split_rows(len(y), est.validation_fraction, seed)
     options = TrainOptions(
         learning_rate=float(est.learning_rate), max_epochs=int(est.max_epochs),
         patience=int(est.patience), validation_fraction=float(est.validation_fraction),
@@ -270,6 +317,18 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         When X was a DataFrame with string column names.
     """
 
+    # Set by fit (declared for type checkers; validate_data sets n_features_in_).
+    n_features_in_: int
+    network_: eqx.nn.MLP
+    x_mean_: Float[np.ndarray, " p"]
+    x_scale_: Float[np.ndarray, " p"]
+    y_mean_: float
+    y_scale_: float
+    best_epoch_: int
+    n_epochs_: int
+    history_: pd.DataFrame
+    result_: RESULTS
+
     def __init__(
         self,
         width=32,
@@ -304,8 +363,7 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         -------
         self
         """
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
-        y = np.asarray(y, dtype=np.float64)
+        X, y = _valid_xy(self, X, y)
         _check_training(self)
         seed = _seed(self.random_state)
         net = _to64(_mlp(X.shape[1], self.width, self.depth, self.activation, seed))
@@ -324,22 +382,23 @@ class NNRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X):
         """Predictions (n_samples,) of X (n_samples, n_features_in_)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = _valid_x(self, X)
         with jax.enable_x64(True):
             out = jit_network_output(self.network_, jnp.asarray((X - self.x_mean_) / self.x_scale_))
         return self.y_mean_ + self.y_scale_ * np.asarray(out, dtype=np.float64)
 
     def __getstate__(self):
-        state = dict(super().__getstate__())  # object.__getstate__ gives __dict__ itself
+        state = _pickle_state(super().__getstate__())
         if "network_" in state:  # an equinox MLP holds lambdas: pickle its arrays
             state["network_"] = _array_leaves(state["network_"])
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        if isinstance(getattr(self, "network_", None), list):
+        leaves = getattr(self, "network_", None)
+        if isinstance(leaves, list):
             skeleton = _to64(_mlp(self.n_features_in_, self.width, self.depth, self.activation, 0))
-            self.network_ = _with_leaves(skeleton, self.network_)
+            self.network_ = _with_leaves(skeleton, leaves)
 
 
 # ------------------------------------------------------------------ the mixed models
@@ -360,6 +419,12 @@ class _MixedRegressor(RegressorMixin, BaseEstimator):
     __metadata_request__predict = {"groups": False}
     __metadata_request__score = {"groups": False}
 
+    # A parameter of every subclass; set by fit (declared for type checkers).
+    random_slopes: Sequence[int] | None
+    n_features_in_: int
+    formula_: str | None
+    fixed_only_: _Regressor | None
+
     def fit(self, X, y, groups=None):
         """Fits the mixed model with one random intercept (and slopes) per cluster.
 
@@ -377,8 +442,7 @@ class _MixedRegressor(RegressorMixin, BaseEstimator):
         -------
         self
         """
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, ensure_min_samples=2)
-        y = np.asarray(y, dtype=np.float64)
+        X, y = _valid_xy(self, X, y, ensure_min_samples=2)
         slopes = _slopes(self.random_slopes, X.shape[1])
         if groups is None:
             warnings.warn(
@@ -389,7 +453,7 @@ class _MixedRegressor(RegressorMixin, BaseEstimator):
                 stacklevel=2,
             )
             self.formula_ = None
-            self.fixed_only_ = clone(self.plain_estimator()).fit(X, y)
+            self.fixed_only_ = _clone(self.plain_estimator()).fit(X, y)
             self._fit_fixed_only()
             return self
         groups = _check_groups(groups, len(y))
@@ -414,7 +478,7 @@ class _MixedRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = _valid_x(self, X)
         if groups is not None:
             groups = _check_groups(groups, X.shape[0])
         if self.fixed_only_ is not None:
@@ -445,9 +509,26 @@ class _MixedRegressor(RegressorMixin, BaseEstimator):
         """
         return float(r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight))
 
-    def plain_estimator(self):
+    def plain_estimator(self) -> _Regressor:
         """An unfitted regressor of the same fixed part without random effects."""
         raise NotImplementedError
+
+    def _fit_mixed(self, frame: pd.DataFrame) -> None:
+        """The mixed fit of ``frame`` (:func:`_frame`) with the formula ``formula_``."""
+        raise NotImplementedError
+
+    def _fit_fixed_only(self) -> None:
+        """The attributes after a fit without groups, ``fixed_only_`` fitted."""
+        raise NotImplementedError
+
+    def _predict_mixed(self, frame: pd.DataFrame, include_random: bool) -> np.ndarray:
+        """Predictions (n,) of the mixed fit for the rows of ``frame``."""
+        raise NotImplementedError
+
+    def _fitted_formula(self) -> str:
+        """``formula_``, which a fit with groups sets before ``_fit_mixed``."""
+        assert self.formula_ is not None, "fit sets formula_ before a mixed fit"
+        return self.formula_
 
 
 class MixedLMRegressor(_MixedRegressor):
@@ -483,6 +564,10 @@ class MixedLMRegressor(_MixedRegressor):
         When X was a DataFrame with string column names.
     """
 
+    results_: MixedModelResults | None
+    coef_: Float[np.ndarray, " p"]
+    intercept_: float
+
     def __init__(self, reml=True, random_slopes=None):
         self.reml = reml
         self.random_slopes = random_slopes
@@ -492,18 +577,22 @@ class MixedLMRegressor(_MixedRegressor):
         return LinearRegression()
 
     def _fit_mixed(self, frame: pd.DataFrame) -> None:
-        self.results_ = fit_reml(self.formula_, frame, reml=self.reml)
+        self.results_ = fit_reml(self._fitted_formula(), frame, reml=self.reml)
         names = [f"x{k}" for k in range(self.n_features_in_)]
         fixed = self.results_.fixed_effects
         self.coef_ = fixed.reindex(names, fill_value=0.0).to_numpy(dtype=np.float64)
-        self.intercept_ = float(fixed["Intercept"])
+        self.intercept_ = float(fixed.at["Intercept"])
 
     def _fit_fixed_only(self) -> None:
+        assert isinstance(self.fixed_only_, LinearRegression), (
+            "fit fits plain_estimator(): a LinearRegression"
+        )
         self.results_ = None
         self.coef_ = np.asarray(self.fixed_only_.coef_, dtype=np.float64).copy()
         self.intercept_ = float(self.fixed_only_.intercept_)
 
     def _predict_mixed(self, frame: pd.DataFrame, include_random: bool) -> np.ndarray:
+        assert self.results_ is not None, "a fit with groups holds its results"
         return self.results_.predict(frame, include_random=include_random)
 
 
@@ -542,6 +631,8 @@ class MixedNNRegressor(_MixedRegressor):
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
     """
+
+    model_: MixedNNResults | None
 
     def __init__(
         self,
@@ -591,17 +682,18 @@ class MixedNNRegressor(_MixedRegressor):
             validation_fraction=float(self.validation_fraction),
         )  # fmt: skip
         self.model_ = fit_mixed_nn(
-            network, self.formula_, frame, key=seed, verbose=self.verbose, options=options
+            network, self._fitted_formula(), frame, key=seed, verbose=self.verbose, options=options
         )
 
     def _fit_fixed_only(self) -> None:
         self.model_ = None
 
     def _predict_mixed(self, frame: pd.DataFrame, include_random: bool) -> np.ndarray:
+        assert self.model_ is not None, "a fit with groups holds its results"
         return self.model_.predict(frame, include_random=include_random)
 
     def __getstate__(self):
-        state = dict(super().__getstate__())  # object.__getstate__ gives __dict__ itself
+        state = _pickle_state(super().__getstate__())
         model = state.get("model_")
         if model is not None:  # the network holds lambdas: pickle the arrays of its FixedPart
             state["model_"] = dataclasses.replace(model, model=_array_leaves(model.model))
@@ -658,6 +750,9 @@ class MixedEMRegressor(_MixedRegressor):
 
     _required_parameters = ["estimator"]
 
+    model_: MixedNNResults | None
+    estimator_: _Regressor | None
+
     def __init__(self, estimator, reml=True, max_rounds=100, tol=1e-4, random_slopes=None, verbose=False):
         self.estimator = estimator
         self.reml = reml
@@ -668,11 +763,11 @@ class MixedEMRegressor(_MixedRegressor):
 
     def plain_estimator(self):
         """``clone(estimator)``: the fixed part without random effects."""
-        return clone(self.estimator)
+        return _clone(self.estimator)
 
     def _fit_mixed(self, frame: pd.DataFrame) -> None:
         self.model_ = fit_mixed_em(
-            clone(self.estimator), self.formula_, frame,
+            _clone(self.estimator), self._fitted_formula(), frame,
             reml=self.reml, max_rounds=self.max_rounds, tol=self.tol, verbose=self.verbose,
         )  # fmt: skip
         self.estimator_ = self.model_.model
@@ -682,6 +777,7 @@ class MixedEMRegressor(_MixedRegressor):
         self.estimator_ = self.fixed_only_
 
     def _predict_mixed(self, frame: pd.DataFrame, include_random: bool) -> np.ndarray:
+        assert self.model_ is not None, "a fit with groups holds its results"
         return self.model_.predict(frame, include_random=include_random)
 
 
@@ -690,7 +786,14 @@ class MixedEMRegressor(_MixedRegressor):
 _COLUMNS = ["fold", "split", "mse_within", "mse_out", "mse_plain", "mse_plain_onehot", "seconds"]
 
 
-def _splits(cv, n_splits: int, random_state, X: np.ndarray, y: np.ndarray, groups: np.ndarray):
+def _splits(
+    cv,
+    n_splits: int,
+    random_state,
+    X: Float[np.ndarray, "n p"],
+    y: Float[np.ndarray, " n"],
+    groups: np.ndarray,
+) -> Iterable[tuple[Int[np.ndarray, " n_train"], Int[np.ndarray, " n_test"]]]:
     """The (train, test) index pairs of ``cv`` (see :func:`cross_validate_mixed`)."""
     if isinstance(cv, str):
         if cv == "groups":
@@ -703,19 +806,29 @@ def _splits(cv, n_splits: int, random_state, X: np.ndarray, y: np.ndarray, group
     return cv.split(X, y, groups)
 
 
-def _fold_rows(mixed, X, y, groups, train, test, fold: int) -> tuple[list[dict], object]:
+def _fold_rows(
+    mixed: _MixedRegressor,
+    X: Float[np.ndarray, "n p"],
+    y: Float[np.ndarray, " n"],
+    groups: np.ndarray,
+    train: Int[np.ndarray, " n_train"],
+    test: Int[np.ndarray, " n_test"],
+    fold: int,
+) -> tuple[list[dict[str, Any]], _MixedRegressor]:
     """The two rows (train, test) of one fold of :func:`cross_validate_mixed`, and the fitted model."""
-    model = clone(mixed)
+    model = _clone(mixed)
     start = time.perf_counter()
     model.fit(X[train], y[train], groups=groups[train])
     seconds = time.perf_counter() - start
-    plain = clone(mixed.plain_estimator()).fit(X[train], y[train])
+    plain = _clone(mixed.plain_estimator()).fit(X[train], y[train])
     encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False).fit(groups[train].reshape(-1, 1))
 
-    def with_onehot(idx):
-        return np.hstack([X[idx], encoder.transform(groups[idx].reshape(-1, 1))])
+    def with_onehot(idx: Int[np.ndarray, " m"]) -> Float[np.ndarray, "m p_onehot"]:
+        # sparse_output=False: transform gives a dense array (its stub allows sparse ones)
+        onehot = cast(np.ndarray, encoder.transform(groups[idx].reshape(-1, 1)))
+        return np.hstack([X[idx], onehot])
 
-    onehot = clone(mixed.plain_estimator()).fit(with_onehot(train), y[train])
+    onehot = _clone(mixed.plain_estimator()).fit(with_onehot(train), y[train])
     rows = []
     for split, idx in (("train", train), ("test", test)):
         with warnings.catch_warnings():

@@ -267,7 +267,7 @@ def test_training_stops_are_results_items(data):
 
 def _fake_run(losses, held_out=None, initial=None, patience=30):
     """run_training over checks whose training loss is ``losses[k]`` (and held-out ``held_out[k]``)."""
-    from jaxmixed.networks._train import Check, Schedule, run_training
+    from jaxmixed.networks._loop import Check, Schedule, run_training
 
     def advance(k, epoch):
         i = epoch // 10 - 1

@@ -3,140 +3,45 @@
 Host side: the formula is built as ``fit_reml`` builds it (``_design``); its
 fixed part, without the intercept column, gives the features; its bars give
 the random part. Features and response are standardised for the network
-(``FixedPart`` maps back), rows are split into training and held-out rows,
-``_train`` trains, and the variance components are then fitted by the core
-on all rows at the kept ``f`` (``y − f(x)`` with ``X = [1]``): the reported
-``varcorr``, σ and conditional modes are the exact ML or REML fit given f.
+(``FixedPart`` maps back), rows are split into training and held-out rows
+(``_prepare``), ``_joint`` or ``_em`` trains, and the variance components are
+then fitted by the core on all rows at the kept ``f`` (``y − f(x)`` with
+``X = [1]``): the reported ``varcorr``, σ and conditional modes are the exact
+ML or REML fit given f.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pandas as pd
+from jax.typing import DTypeLike
+from jaxtyping import Array, Float, Int
 
 from ..core._fit import jit_fit_data
-from ..core._mixed_loss import NeuralData, group_layout, jit_network_output
+from ..core._mixed_loss import GroupLayout, NeuralData, group_layout, jit_network_output
 from ..core._options import FitOptions
-from ..core._padding import LINEAR_BITS, bucket, drop_padded_levels, pad_to_buckets, padded_levels
-from ..core._statistics import ModelData, design_statistics, model_data
+from ..core._padding import drop_padded_levels
+from ..core._statistics import design_statistics
 from ..core._status import RESULTS
 from ..design._design import Design, ModelArrays, build_design
 from ..linear._api import ConvergenceWarning
-from ..linear._results import build_results
+from ..linear._results import MixedModelResults, build_results
+from ._em import train_em
+from ._joint import train_joint
+from ._loop import Trained
+from ._options import TrainOptions
+from ._prepare import cast_model, check_model, features, pad_rows, seed_of, split_rows, training_set
 from ._results import FixedPart, MixedNNResults
-from ._train import TrainingSet, TrainOptions, train_em, train_joint
 
 __all__ = ["fit_mixed_em", "fit_mixed_nn"]
-
-
-def _features(design: Design, arrays: ModelArrays) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The fixed part's columns without the intercept: (n, d) and their names."""
-    keep = [k for k, name in enumerate(design.fixed_names) if name != "Intercept"]
-    names = tuple(design.fixed_names[k] for k in keep)
-    if not names:
-        raise ValueError(
-            f"the formula {design.formula!r} names no features for the fixed part: "
-            "write them on the right of ~, e.g. 'y ~ x1 + x2 + (1 | g)'"
-        )
-    return arrays.X[:, keep], names
-
-
-def _pad_rows(a: np.ndarray, size: int) -> np.ndarray:
-    """``a`` (n, …) with zero rows appended up to ``size`` rows."""
-    return np.concatenate([a, np.zeros((size - len(a),) + a.shape[1:], a.dtype)])
-
-
-def _random_rows(arrays: ModelArrays, design: Design, index: np.ndarray, dtype) -> ModelData:
-    """The core's ModelData of ``X = [1]`` and the random part of rows ``index``, padded
-    as ``fit_reml`` pads (``core._padding``): levels to ``padded_levels``, rows (X = Z = 0,
-    weight 1), cross entries and pairs to their buckets. On the device."""
-    z, codes = [zf[index] for zf in arrays.Z], [c[index] for c in arrays.codes]
-    levels = padded_levels([f.n_levels for f in design.factors])
-    ones = np.ones((len(index), 1))
-    data = model_data(ones, z, codes, levels, design.structures, dtype=dtype, on_device=False)
-    return jax.device_put(pad_to_buckets(data))
-
-
-def _training_set(
-    x: np.ndarray,
-    y: np.ndarray,
-    arrays: ModelArrays,
-    design: Design,
-    index: np.ndarray,
-    dtype,
-    rows: bool = True,
-) -> TrainingSet:
-    """Rows ``index`` of x (n, d), y (n,) and the design's random part, padded with zeros.
-
-    With ``rows`` (default) the core's ModelData of ``X = [1]`` and the random
-    part is built and padded by the shared mechanism (:func:`_random_rows`),
-    and x, y, z and the codes are padded to its rows; held-out rows
-    (``rows=False``) need only x, y, z and codes, padded to the same bucket
-    of rows (``pad_to_buckets``' rule, ``bucket(n, LINEAR_BITS)``), so that
-    similar data sets share compiled steps.
-    """
-    n = len(index)
-    data = _random_rows(arrays, design, index, dtype) if rows else None
-    size = data.X.shape[0] if rows else bucket(n, LINEAR_BITS)
-    return TrainingSet(
-        x=jnp.asarray(_pad_rows(x[index], size), dtype),
-        y=jnp.asarray(_pad_rows(y[index], size), dtype),
-        mask=jnp.asarray(np.arange(size) < n),
-        z=tuple(jnp.asarray(_pad_rows(zf[index], size), dtype) for zf in arrays.Z),
-        codes=tuple(jnp.asarray(_pad_rows(c[index], size), jnp.int32) for c in arrays.codes),
-        rows=data,
-        n_obs=jnp.asarray(n, dtype),
-    )
-
-
-def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Training and held-out row indices (sorted) of ``n`` rows: a random ``fraction``
-    held out (None when it rounds to no row), drawn from ``seed``."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}")
-    n_valid = int(round(fraction * n))
-    if n_valid == 0:
-        return np.arange(n), None
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
-
-
-def _seed(key) -> int:
-    if key is None:
-        return 0
-    if isinstance(key, int | np.integer):
-        return int(key)
-    data = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
-    return int(np.uint32(data.ravel()[-1]))
-
-
-def _check_model(model, d: int, names: tuple[str, ...], dtype) -> None:
-    if not callable(model):
-        raise TypeError(f"model must be a callable equinox Module, got {type(model).__name__}")
-    try:
-        out = jax.eval_shape(model, jax.ShapeDtypeStruct((d,), dtype))
-    except Exception as err:  # noqa: BLE001 - any failure here is a shape mismatch to report
-        raise ValueError(
-            f"the model could not be applied to one row of the {d} features {list(names)} "
-            f"(a vector of shape ({d},)): {type(err).__name__}: {err}"
-        ) from None
-    shape = getattr(out, "shape", None)
-    if shape not in ((), (1,)):
-        raise ValueError(
-            f"the model must map a row of features (shape ({d},)) to a scalar (shape () or (1,)); "
-            f"it returned shape {shape}: give it one output, e.g. eqx.nn.MLP(..., out_size='scalar')"
-        )
-
-
-def _cast(model, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, model)
 
 
 def _resolve_options(options: TrainOptions | None, given: dict[str, tuple[Any, Any]]) -> TrainOptions:
@@ -152,13 +57,20 @@ def _resolve_options(options: TrainOptions | None, given: dict[str, tuple[Any, A
     return options
 
 
-def _final_fit(design, arrays, f_all, reml, dtype, start=None):
+def _final_fit(
+    design: Design,
+    arrays: ModelArrays,
+    f_all: Float[Array, " n"],
+    reml: bool,
+    dtype: DTypeLike,
+    start: Float[Array, " n_params"] | None = None,
+) -> MixedModelResults:
     """The core's fit of ``y − f(x)`` with ``X = [1]`` on all rows, as MixedModelResults."""
     n = len(arrays.y)
-    rows = _training_set(np.zeros((n, 0)), arrays.y, arrays, design, np.arange(n), dtype)
-    offset = jnp.asarray(_pad_rows(np.asarray(f_all, float), len(rows.y)), dtype)
+    rows = training_set(np.zeros((n, 0)), arrays.y, arrays, design, np.arange(n), dtype)
+    offset = jnp.asarray(pad_rows(np.asarray(f_all, float), len(rows.y)), dtype)
     options = FitOptions(reml=reml, start=start)
-    result = jit_fit_data(rows.rows, rows.y, options, offset=offset, n_obs=rows.n_obs)
+    result = jit_fit_data(rows.model_rows(), rows.y, options, offset=offset, n_obs=rows.n_obs)
     result = drop_padded_levels(jax.tree.map(np.asarray, result), [f.n_levels for f in design.factors])
     if not bool(result.converged):
         warnings.warn(
@@ -175,17 +87,29 @@ def _final_fit(design, arrays, f_all, reml, dtype, start=None):
     return build_results(resid_design, resid_arrays, result, reml)
 
 
-def _history(records: list[dict]) -> pd.DataFrame:
+def _history(records: list[dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _package(model, mode, reml, names, design, arrays, f_all, trained, dtype) -> MixedNNResults:
+def _package(
+    model: Any,
+    mode: str,
+    reml: bool,
+    names: tuple[str, ...],
+    design: Design,
+    arrays: ModelArrays,
+    f_all: Float[Array, " n"],
+    trained: Trained,
+    dtype: DTypeLike,
+) -> MixedNNResults:
+    """The results: the core's final fit of the random part at ``f_all`` (n,), started at
+    the trained θ, around the trained fixed part ``model``."""
     with jax.enable_x64(True):
         start = jnp.asarray(trained.theta, dtype)
         random_model = _final_fit(design, arrays, jnp.asarray(f_all, dtype), reml, dtype, start)
-    f_all = np.asarray(f_all, float)
-    fixed = f_all + random_model.fitted_fixed
-    fitted = f_all + random_model.fitted
+    f_host = np.asarray(f_all, float)
+    fixed = f_host + random_model.fitted_fixed
+    fitted = f_host + random_model.fitted
     return MixedNNResults(
         model=model,
         mode=mode,
@@ -205,18 +129,18 @@ def _package(model, mode, reml, names, design, arrays, f_all, trained, dtype) ->
 
 
 def fit_mixed_nn(
-    model,
+    model: Callable,
     formula: str,
     data: pd.DataFrame,
     *,
     mode: str = "joint",
     reml: bool = True,
-    optimizer=None,
+    optimizer: optax.GradientTransformation | None = None,
     max_epochs: int = 1000,
-    key=None,
+    key: jax.Array | int | None = None,
     verbose: bool = True,
     options: TrainOptions | None = None,
-    dtype=jnp.float64,
+    dtype: DTypeLike = jnp.float64,
     missing: str = "raise",
 ) -> MixedNNResults:
     """Fits ``y = f(x) + β₀ + Zb + ε`` with ``f`` an equinox network and lme4's random part.
@@ -270,28 +194,37 @@ def fit_mixed_nn(
     if options.mode == "em" and options.batch_groups is not None:
         raise ValueError("batch_groups (minibatches of groups) applies to mode='joint'")
     design, arrays = build_design(formula, data, missing=missing)
-    x, names = _features(design, arrays)
+    x, names = features(design, arrays)
     dtype = jnp.dtype(dtype)
     with jax.enable_x64(True):
-        model = _cast(model, dtype)
-        _check_model(model, x.shape[1], names, dtype)
-        fixed, trained = _train_network(model, design, arrays, x, options, dtype, _seed(key), verbose)
+        model = cast_model(model, dtype)
+        check_model(model, x.shape[1], names, dtype)
+        fixed, trained = _train_network(model, design, arrays, x, options, dtype, seed_of(key), verbose)
         f_all = jit_network_output(fixed, jnp.asarray(x, dtype))
     # θ is σ-relative, so standardising y leaves it unchanged: the trained θ starts the final fit.
     return _package(fixed, options.mode, options.reml, names, design, arrays, f_all, trained, dtype)
 
 
-def _train_network(model, design, arrays, x, options: TrainOptions, dtype, seed: int, verbose: bool):
+def _train_network(
+    model: Callable,
+    design: Design,
+    arrays: ModelArrays,
+    x: Float[np.ndarray, "n p"],
+    options: TrainOptions,
+    dtype: DTypeLike,
+    seed: int,
+    verbose: bool,
+) -> tuple[FixedPart, Trained]:
     """Standardises, splits off the held-out rows, trains; returns (FixedPart, Trained)."""
     x_mean, x_scale = x.mean(0), x.std(0)
     x_scale = np.where(x_scale > 0, x_scale, 1.0)
     y_mean, y_scale = arrays.y.mean(), arrays.y.std()
     xs, ys = (x - x_mean) / x_scale, (arrays.y - y_mean) / y_scale
-    train_idx, valid_idx = _split(len(ys), options.validation_fraction, seed)
-    train = _training_set(xs, ys, arrays, design, train_idx, dtype)
-    valid = None if valid_idx is None else _training_set(xs, ys, arrays, design, valid_idx, dtype, rows=False)
+    train_idx, valid_idx = split_rows(len(ys), options.validation_fraction, seed)
+    train = training_set(xs, ys, arrays, design, train_idx, dtype)
+    valid = None if valid_idx is None else training_set(xs, ys, arrays, design, valid_idx, dtype, rows=False)
     if options.mode == "joint":
-        data_nn = NeuralData(train.x, train.y, train.mask, design_statistics(train.rows, train.n_obs))
+        data_nn = NeuralData(train.x, train.y, train.mask, design_statistics(train.model_rows(), train.n_obs))
         layout = _group_layout(design, arrays, train_idx, options)
         trained = train_joint(
             model, data_nn, train, valid, options, layout=layout, seed=seed, verbose=verbose
@@ -303,7 +236,9 @@ def _train_network(model, design, arrays, x, options: TrainOptions, dtype, seed:
     return FixedPart(trained.model, *as_array), trained
 
 
-def _group_layout(design: Design, arrays: ModelArrays, train_idx: np.ndarray, options: TrainOptions):
+def _group_layout(
+    design: Design, arrays: ModelArrays, train_idx: Int[np.ndarray, " n_train"], options: TrainOptions
+) -> GroupLayout | None:
     if options.batch_groups is None:
         return None
     if len(design.factors) != 1:
@@ -317,7 +252,7 @@ def _group_layout(design: Design, arrays: ModelArrays, train_idx: np.ndarray, op
 
 
 def fit_mixed_em(
-    estimator,
+    estimator: Any,
     formula: str,
     data: pd.DataFrame,
     *,
@@ -365,10 +300,10 @@ def fit_mixed_em(
         variance_update=variance_update,
     )
     design, arrays = build_design(formula, data, missing=missing)
-    x, names = _features(design, arrays)
+    x, names = features(design, arrays)
     dtype = jnp.dtype(jnp.float64)
     with jax.enable_x64(True):
-        train = _training_set(x, arrays.y, arrays, design, np.arange(len(arrays.y)), dtype)
+        train = training_set(x, arrays.y, arrays, design, np.arange(len(arrays.y)), dtype)
         levels = tuple(f.n_levels for f in design.factors)
         trained = train_em(estimator, train, None, options, n_levels=levels, estimator=True, verbose=verbose)
         f_all = jnp.asarray(np.asarray(trained.model.predict(x), dtype=float).reshape(-1), dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -10,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.typing import DTypeLike
+from jaxtyping import Array, Float
 
 from ..core._mixed_loss import jit_network_output
 from ..core._status import RESULTS
@@ -20,7 +23,7 @@ __all__ = ["FixedPart", "MixedNNResults"]
 
 
 class FixedPart(eqx.Module):
-    """A trained network as a function of one raw feature row (d,) → scalar.
+    """A trained network as a function of one raw feature row (p,) → scalar.
 
     ``f(x) = y_mean + y_scale · network((x − x_mean) / x_scale)``: the network
     was trained on standardised features and response; this wraps it back to
@@ -28,13 +31,13 @@ class FixedPart(eqx.Module):
     Pure: jit, vmap and grad it like any equinox module.
     """
 
-    network: Any
-    x_mean: jax.Array
-    x_scale: jax.Array
-    y_mean: jax.Array
-    y_scale: jax.Array
+    network: Callable
+    x_mean: Float[Array, " p"]
+    x_scale: Float[Array, " p"]
+    y_mean: Float[Array, ""]
+    y_scale: Float[Array, ""]
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: Float[Array, " p"]) -> Float[Array, ""]:
         out = self.network((x - self.x_mean) / self.x_scale)
         return self.y_mean + self.y_scale * jnp.reshape(out, ())
 
@@ -78,11 +81,11 @@ class MixedNNResults:
     best_epoch: int
     stopped: str
     result: RESULTS
-    fitted: np.ndarray
-    fitted_fixed: np.ndarray
-    residuals: np.ndarray
+    fitted: Float[np.ndarray, " n"]
+    fitted_fixed: Float[np.ndarray, " n"]
+    residuals: Float[np.ndarray, " n"]
     design: Design = dataclasses.field(repr=False)
-    x_dtype: Any = dataclasses.field(default=jnp.float64, repr=False)
+    x_dtype: DTypeLike = dataclasses.field(default=jnp.float64, repr=False)
 
     @property
     def varcorr(self) -> pd.DataFrame:
@@ -119,8 +122,8 @@ class MixedNNResults:
         """Whether the final fit of the variance components converged."""
         return self.random_model.converged
 
-    def fixed_predict(self, x: np.ndarray) -> np.ndarray:
-        """``f(x) + β₀`` (n,) for a feature matrix x (n, d) in ``feature_names`` order."""
+    def fixed_predict(self, x: Float[np.ndarray, "n p"]) -> Float[np.ndarray, " n"]:
+        """``f(x) + β₀`` (n,) for a feature matrix x (n, p) in ``feature_names`` order."""
         x = np.asarray(x, dtype=float)
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
             raise ValueError(f"x must be (n, {len(self.feature_names)}); got shape {x.shape}")
@@ -131,7 +134,9 @@ class MixedNNResults:
             out = np.asarray(self.model.predict(x), dtype=float).reshape(-1)
         return out + self.intercept
 
-    def predict(self, newdata: pd.DataFrame | None = None, include_random: bool = True) -> np.ndarray:
+    def predict(
+        self, newdata: pd.DataFrame | None = None, include_random: bool = True
+    ) -> Float[np.ndarray, " n"]:
         """Predictions ``f(x) + β₀ (+ Zb̂)``.
 
         Args:
