@@ -34,8 +34,8 @@ from .linear._bootstrap import BootstrapResults
 from .linear._many_api import FitTable, fit_reml_many, fit_reml_stacked
 from .linear._results import MixedModelResults
 from .networks._api import fit_mixed_em, fit_mixed_nn
+from .networks._options import TrainOptions
 from .networks._results import FixedPart, MixedNNResults
-from .networks._train import TrainOptions
 
 __version__ = "0.6.0"
 

@@ -118,7 +118,7 @@ def test_group_loss_over_all_groups_is_the_ml_deviance():
 def test_minibatch_gradient_averages_to_the_full_gradient():
     """One epoch of minibatches of groups (scaled by the number of batches): its
     mean gradient is the full-batch gradient, with the same parameters."""
-    from jaxmixed.networks._train import group_batches
+    from jaxmixed.networks._joint import group_batches
 
     with jax.enable_x64(True):
         p = _problem()
