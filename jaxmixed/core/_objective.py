@@ -221,7 +221,7 @@ def objective(
 
     Args:
         phi: (n_params,) log-Cholesky parameters of the *standardised* Λ̃ (see
-            ``jaxmixed._statistics``), factor by factor, lme4's θ order within
+            ``jaxmixed.core._statistics``), factor by factor, lme4's θ order within
             a factor, ``log`` of the diagonal entries.
         stats: the model's statistics.
         reml: REML criterion if True, else the deviance.

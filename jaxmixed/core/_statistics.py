@@ -152,7 +152,7 @@ class DesignStatistics(eqx.Module):
     - ``dense_ZtZ`` (Q₂, Q₂), ``dense_ZtX`` (Q₂, p): the other factors.
     - ``cross_values`` (E, q₁): the non-zeros of ``Z₁ᵀZ₂``.
     - ``pairs``: the map from per-level weights (J₁, q₁²) to the upper
-      triangle of ``Σ_j C_jᵀ W_j C_j`` (see :class:`~jaxmixed._linalg.PairSum`);
+      triangle of ``Σ_j C_jᵀ W_j C_j`` (see :class:`~jaxmixed.core._linalg.PairSum`);
       None with one grouping factor.
     - ``rows``: the standardised rows (``Q``, ``Z̃``, √w) that response
       statistics are made from; ``scaling``: the map back to user units.

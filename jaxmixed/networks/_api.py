@@ -158,7 +158,7 @@ def fit_mixed_nn(
         data: a DataFrame with the columns the formula uses.
         mode: ``"joint"`` (default): network and variance parameters trained
             together with Adam on lme4's criterion of ``y − f(x)`` (β₀ and σ
-            profiled; see ``jaxmixed._mixed_loss``). ``"em"``: mixedML's EM
+            profiled; see ``jaxmixed.core._mixed_loss``). ``"em"``: mixedML's EM
             alternation (network on ``y − Zb̂``, then an exact fit of the
             variance components).
         reml: REML (default) or ML variance components.
