@@ -188,7 +188,7 @@ def test_padding_changes_nothing_in_the_statistics():
     design, arrays = jm.design.build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", df)
     with jax.enable_x64(True):
         data = jm.design.prepare(design, arrays)
-        e, p = data.index.cross_level.shape[0], data.index.pair_target.shape[0]
+        e, p = data.index.dense.n_entries, data.index.dense.n_pairs
         padded = pad_data(data, 160, n_levels=30, n_entries=e + 3, n_pairs=p + 5)
         y = jnp.asarray(arrays.y)
         y_pad = jnp.concatenate([y, jnp.zeros(160 - len(y))])

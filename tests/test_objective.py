@@ -110,13 +110,7 @@ def test_solution_matches_dense_gls(design):
 
 def _solve_at(phi, stats):
     """The pure fit's map back to user units, at a given φ (no optimisation)."""
-    from jaxmixed.core._fit import _map_back, _Optimum
-
-    zero = jnp.zeros(phi.shape, bool)
-    opt = _Optimum(
-        phi, zero, jnp.zeros(()), jnp.zeros_like(phi), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
-    )
-    return _map_back(stats, opt, core.FitOptions())
+    return core.fit_at(stats, phi, core.FitOptions())
 
 
 def test_dense_block_memory_limit_is_enforced():

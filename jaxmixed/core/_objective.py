@@ -139,20 +139,18 @@ def _factorize(phi: jax.Array, stats: ModelStatistics, zero: jax.Array | None) -
     m = xyxy - jnp.einsum("jap,jaq->pq", r1, r1)
     layout = d.dense_layout
     q2 = layout.size
-    if q2:
+    dense, pairs = d.index.dense, d.pairs
+    if dense is not None and pairs is not None:  # factors after the first (q2 > 0)
         # W_j = Λ₁ A₁₁,j⁻¹ Λ₁ᵀ = G_jᵀ G_j with G_j = L_j⁻¹ Λ₁ᵀ.
         g = batched_solve_lower(chol1, jnp.broadcast_to(lam1.T, chol1.shape))
         w = jnp.einsum("jab,jac->jbc", g, g)
-        index = d.index
-        # A dense part (q2 > 0): its pairs and cross entries exist.
-        assert d.pairs is not None and index.cross_level is not None and index.cross_column is not None
-        k_upper = jnp.reshape(pair_sum(w.reshape(w.shape[0], -1), d.pairs, q2 * q2), (q2, q2))
-        level = index.cross_level
+        k_upper = jnp.reshape(pair_sum(w.reshape(w.shape[0], -1), pairs, q2 * q2), (q2, q2))
+        level = dense.cross_level
         # h_e = c_eᵀ W_j Z₁ᵀ[X y]_j per stored non-zero, as broadcast products: an
         # einsum here becomes one tiny batched matrix product per non-zero on CPU.
         cw = jnp.sum(d.cross_values[:, :, None] * w[level], axis=1)
         h_rows = jnp.sum(cw[:, :, None] * ztxy[level], axis=1)
-        h = jax.ops.segment_sum(h_rows, index.cross_column, q2)
+        h = jax.ops.segment_sum(h_rows, dense.cross_column, q2)
         dense_lams = lams[1:]
         s = _schur_lower(d.dense_ZtZ, k_upper, dense_lams, layout)
         t = _scale_dense_rows(dense_ztxy - h, dense_lams, layout)
@@ -260,10 +258,9 @@ def _dense_modes(fac: _Factorization, stats: ModelStatistics, beta: jax.Array):
     u2 = jax.scipy.linalg.solve_triangular(chol2, rhs2, lower=True, trans="T")
     b2 = _scale_dense_rows(u2[:, None], [lam.T for lam in fac.lams[1:]], d.dense_layout)[:, 0]
     # B_j u₂ = L_j⁻¹ Λ₁ᵀ C_j b₂, with C_j b₂ summed over the stored non-zeros.
-    assert d.index.cross_column is not None and d.index.cross_level is not None  # a dense part
-    cb = jax.ops.segment_sum(
-        d.cross_values * b2[d.index.cross_column][:, None], d.index.cross_level, d.ZtZ.shape[0]
-    )
+    dense = d.index.dense
+    assert dense is not None  # called only for the factors after the first
+    cb = jax.ops.segment_sum(d.cross_values * b2[dense.cross_column][:, None], dense.cross_level, d.ZtZ.shape[0])
     return b2, chol2, cb
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._fit import FitResult
-from ._statistics import DesignIndex, ModelData
+from ._statistics import DenseIndex, DesignIndex, ModelData
 
 __all__ = [
     "DENSE_BITS",
@@ -58,51 +57,46 @@ def _pad_index(index: DesignIndex, n_rows: int, n_levels: int, n_entries: int, n
     j_real = index.n_levels
     if n_levels < j_real:
         raise ValueError(f"cannot pad {j_real} levels down to {n_levels}")
-    arrays = {"codes": _pad_axis(index.codes, n_rows)}
-    if index.dense_cols is not None:
-        assert index.cross_level is not None and index.pair_target is not None  # with dense_cols
-        q2 = index.layout.size
-        e_real = index.cross_level.shape[0]
-        if n_pairs > index.pair_target.shape[0] and n_entries <= e_real:
-            raise ValueError("padding the cross pairs needs at least one padded cross entry")
-        pad_entry = e_real  # the first padded entry: no row adds to it, its value is 0
-        arrays.update(
-            dense_cols=_pad_axis(index.dense_cols, n_rows),
-            entry=_pad_axis(index.entry, n_rows),
-            cross_level=_pad_axis(index.cross_level, n_entries, value=n_levels - 1),
-            cross_column=_pad_axis(index.cross_column, n_entries, value=q2 - 1),
-        )
-        last_target, last_level = q2 * q2 - 1, n_levels - 1
-        for name, value in (
-            ("pair_first", pad_entry),
-            ("pair_second", pad_entry),
-            ("pair_target", last_target),
-            ("pair_level", last_level),
-            ("first_by_level", pad_entry),
-            ("second_by_level", pad_entry),
-            ("target_by_level", last_target),
-            ("level_by_level", last_level),
-        ):
-            arrays[name] = _pad_axis(getattr(index, name), n_pairs, value=value)
-    padded = eqx.tree_at(
-        lambda i: [getattr(i, k) for k in arrays],
-        index,
-        [v.astype(getattr(index, k).dtype, copy=False) for k, v in arrays.items()],
-    )
-    return _with_levels(padded, n_levels)
+    codes = _pad_axis(index.codes, n_rows).astype(index.codes.dtype, copy=False)
+    dense = None
+    if index.dense is not None:
+        dense = _pad_dense(index.dense, index.layout.size, n_rows, n_levels, n_entries, n_pairs)
+    return DesignIndex(codes, dense, n_levels=n_levels, layout=index.layout)
 
 
-def _with_levels(index: DesignIndex, n_levels: int) -> DesignIndex:
-    # n_levels is a static field: rebuild the module with the new value.
-    fields = {k: getattr(index, k) for k in index.__dataclass_fields__}
-    fields["n_levels"] = n_levels
-    return DesignIndex(**fields)
+def _pad_dense(dense: DenseIndex, q2: int, n_rows: int, n_levels: int, n_entries: int, n_pairs: int) -> DenseIndex:
+    """The dense part of :func:`_pad_index`."""
+    e_real = dense.n_entries
+    if n_pairs > dense.n_pairs and n_entries <= e_real:
+        raise ValueError("padding the cross pairs needs at least one padded cross entry")
+    pad_entry = e_real  # the first padded entry: no row adds to it, its value is 0
+    last_target, last_level = q2 * q2 - 1, n_levels - 1
+    sizes_and_fill = {
+        "dense_cols": (n_rows, 0),
+        "entry": (n_rows, 0),
+        "cross_level": (n_entries, n_levels - 1),
+        "cross_column": (n_entries, q2 - 1),
+        "pair_first": (n_pairs, pad_entry),
+        "pair_second": (n_pairs, pad_entry),
+        "pair_target": (n_pairs, last_target),
+        "pair_level": (n_pairs, last_level),
+        "first_by_level": (n_pairs, pad_entry),
+        "second_by_level": (n_pairs, pad_entry),
+        "target_by_level": (n_pairs, last_target),
+        "level_by_level": (n_pairs, last_level),
+    }
+    padded = {}
+    for name, (size, fill) in sizes_and_fill.items():
+        old = getattr(dense, name)
+        padded[name] = _pad_axis(old, size, value=fill).astype(old.dtype, copy=False)
+    return DenseIndex(**padded)
 
 
 def _index_sizes(index: DesignIndex) -> tuple[int, int]:
-    if index.dense_cols is None or index.cross_level is None or index.pair_target is None:
+    """(E, P) of the index: 0, 0 with one grouping factor."""
+    if index.dense is None:
         return 0, 0
-    return index.cross_level.shape[0], index.pair_target.shape[0]
+    return index.dense.n_entries, index.dense.n_pairs
 
 
 def pad_data(
@@ -163,7 +157,7 @@ def stack_data(datas: Sequence[ModelData]) -> ModelData:
     n_rows = max(d.X.shape[0] for d in datas)
     n_levels = max(d.index.n_levels for d in datas)
     sizes = [_index_sizes(d.index) for d in datas]
-    n_entries = max(e for e, _ in sizes) + (1 if datas[0].index.dense_cols is not None else 0)
+    n_entries = max(e for e, _ in sizes) + (1 if datas[0].index.dense is not None else 0)
     n_pairs = max(p for _, p in sizes)
     padded = [pad_data(d, n_rows, n_levels=n_levels, n_entries=n_entries, n_pairs=n_pairs) for d in datas]
     return jax.tree.map(lambda *a: jnp.stack(a), *padded)
@@ -200,7 +194,7 @@ def pad_to_buckets(data: ModelData, multiple: int = 1) -> ModelData:
     n = data.X.shape[0]
     rows = -(-bucket(n, LINEAR_BITS) // multiple) * multiple
     entries, pairs = _index_sizes(data.index)
-    if data.index.dense_cols is None:
+    if data.index.dense is None:
         return pad_data(data, rows)
     # one padded entry at least: padded pairs point at it
     return pad_data(

@@ -24,6 +24,7 @@ shards its own devices hold, and results are gathered with
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +33,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._statistics import ModelData
+from ._statistics import DenseIndex, DesignIndex, ModelData
 from ._typing import HostOrDevice
 
 __all__ = ["as_mesh", "n_devices", "replicate", "shard_batch", "shard_rows", "to_host"]
@@ -90,6 +91,11 @@ def replicate(tree: Any, mesh: Mesh | None) -> Any:
     return jax.tree.map(lambda a: _place(a, whole) if isinstance(a, jax.Array | np.ndarray) else a, tree)
 
 
+def _replicated(mesh: Mesh):
+    """A function placing one array on every device of ``mesh``."""
+    return lambda a: replicate(a, mesh)
+
+
 def shard_batch(values: Any, mesh: Mesh | None) -> Any:
     """Array leaves split along their leading (batch) axis across ``mesh``.
 
@@ -108,20 +114,19 @@ def shard_rows(data: ModelData, rows: Sequence[Any], mesh: Mesh | None) -> tuple
     if mesh is None:
         return data, list(rows)
     index = data.index
-    per_row = {"codes", "dense_cols", "entry"}
-
-    def split(a):
-        return None if a is None else _place(a, _split_leading(mesh, np.ndim(a)))
 
     def split_rows(a: HostOrDevice) -> jax.Array:
         return _place(a, _split_leading(mesh, np.ndim(a)))
 
-    fields: dict[str, Any] = {  # every array field of the index, by name
-        k: (split(getattr(index, k)) if k in per_row else replicate(getattr(index, k), mesh))
-        for k in index.__dataclass_fields__
-        if k not in ("n_levels", "layout")
-    }
-    new_index = type(index)(**fields, n_levels=index.n_levels, layout=index.layout)
+    dense = index.dense
+    if dense is not None:  # the per-row arrays split, the per-entry and per-pair ones replicated
+        dense = DenseIndex(
+            **{
+                f.name: (split_rows if f.name in ("dense_cols", "entry") else _replicated(mesh))(getattr(dense, f.name))
+                for f in dataclasses.fields(dense)
+            }
+        )
+    new_index = DesignIndex(split_rows(index.codes), dense, n_levels=index.n_levels, layout=index.layout)
     placed = ModelData(
         X=split_rows(data.X),
         Z=tuple(split_rows(z) for z in data.Z),
@@ -129,7 +134,7 @@ def shard_rows(data: ModelData, rows: Sequence[Any], mesh: Mesh | None) -> tuple
         index=new_index,
         structures=data.structures,
     )
-    return placed, [split(r) for r in rows]
+    return placed, [None if r is None else split_rows(r) for r in rows]
 
 
 def to_host(tree: Any) -> Any:

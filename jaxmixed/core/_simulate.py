@@ -28,8 +28,8 @@ def factor_codes(data: ModelData) -> tuple[HostOrDevice, ...]:
     codes = [index.codes]
     start = 0
     for offset, _, q in index.layout.blocks:
-        assert index.dense_cols is not None  # later factors live in the dense columns
-        codes.append((index.dense_cols[:, start] - offset) // q)
+        assert index.dense is not None  # later factors live in the dense columns
+        codes.append((index.dense.dense_cols[:, start] - offset) // q)
         start += q
     return tuple(codes)
 

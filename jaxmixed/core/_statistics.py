@@ -49,6 +49,7 @@ from ._typing import HostOrDevice
 
 __all__ = [
     "DenseLayout",
+    "DenseIndex",
     "DesignIndex",
     "DesignStatistics",
     "ModelData",
@@ -78,36 +79,55 @@ class DenseLayout:
         return sum(j * q for _, j, q in self.blocks)
 
 
-class DesignIndex(eqx.Module):
-    """The integer structure of a design, found once on the host.
+class DenseIndex(eqx.Module):
+    """The integer structure of the dense part: the factors after the first.
 
     Shapes (n rows; K = Σ_{f≥2} q_f dense columns per row; E stored non-zeros
     of ``Z₁ᵀZ₂``; P pairs of them sharing a level of factor 1, upper triangle):
 
-    - ``codes`` (n,): level of factor 1 of each row.
     - ``dense_cols`` (n, K): the dense columns each row touches.
     - ``entry`` (n, K): which stored non-zero of ``Z₁ᵀZ₂`` each of them adds to.
     - ``cross_level``, ``cross_column`` (E,): that non-zero's level and column.
     - ``pair_first``, ``pair_second``, ``pair_target``, ``pair_level`` (P,):
       the pairs sorted by their target entry of the Q₂×Q₂ matrix; the
       ``*_by_level`` arrays hold the same pairs sorted by level.
+    """
 
-    With one grouping factor (no dense part) every array but ``codes`` is None.
+    dense_cols: Int[HostOrDevice, "n K"]
+    entry: Int[HostOrDevice, "n K"]
+    cross_level: Int[HostOrDevice, " E"]
+    cross_column: Int[HostOrDevice, " E"]
+    pair_first: Int[HostOrDevice, " P"]
+    pair_second: Int[HostOrDevice, " P"]
+    pair_target: Int[HostOrDevice, " P"]
+    pair_level: Int[HostOrDevice, " P"]
+    first_by_level: Int[HostOrDevice, " P"]
+    second_by_level: Int[HostOrDevice, " P"]
+    target_by_level: Int[HostOrDevice, " P"]
+    level_by_level: Int[HostOrDevice, " P"]
+
+    @property
+    def n_entries(self) -> int:
+        """E, the stored non-zeros of ``Z₁ᵀZ₂``."""
+        return self.cross_level.shape[0]
+
+    @property
+    def n_pairs(self) -> int:
+        """P, the pairs of non-zeros that share a level of factor 1."""
+        return self.pair_target.shape[0]
+
+
+class DesignIndex(eqx.Module):
+    """The integer structure of a design, found once on the host.
+
+    ``codes`` (n,): level of factor 1 of each row; ``dense``: the structure of
+    the factors after the first (:class:`DenseIndex`), None with one grouping
+    factor; ``n_levels``: J₁; ``layout``: where the later factors sit in the
+    dense block.
     """
 
     codes: Int[HostOrDevice, " n"]
-    dense_cols: Int[HostOrDevice, "n K"] | None
-    entry: Int[HostOrDevice, "n K"] | None
-    cross_level: Int[HostOrDevice, " E"] | None
-    cross_column: Int[HostOrDevice, " E"] | None
-    pair_first: Int[HostOrDevice, " P"] | None
-    pair_second: Int[HostOrDevice, " P"] | None
-    pair_target: Int[HostOrDevice, " P"] | None
-    pair_level: Int[HostOrDevice, " P"] | None
-    first_by_level: Int[HostOrDevice, " P"] | None
-    second_by_level: Int[HostOrDevice, " P"] | None
-    target_by_level: Int[HostOrDevice, " P"] | None
-    level_by_level: Int[HostOrDevice, " P"] | None
+    dense: DenseIndex | None
     n_levels: int = eqx.field(static=True)
     layout: DenseLayout = eqx.field(static=True)
 
@@ -297,10 +317,8 @@ def design_index(
     q2, q1 = layout.size, int(q[0])
     codes1 = np.asarray(codes[0], np.int64)
     n = len(codes1)
-    if q2 == 0:  # one grouping factor: no dense part (None leaves cost nothing to pass)
-        return DesignIndex(
-            codes1.astype(np.int32), *([None] * 12), n_levels=int(n_levels[0]), layout=layout
-        )
+    if q2 == 0:  # one grouping factor: no dense part
+        return DesignIndex(codes1.astype(np.int32), None, n_levels=int(n_levels[0]), layout=layout)
     cols = _dense_columns(codes, layout)
     # Non-zeros of Z₁ᵀZ₂, keyed by (level of factor 1, dense column): level-major.
     key = codes1[:, None] * q2 + cols
@@ -317,8 +335,7 @@ def design_index(
     def as_int(a: np.ndarray, t: type[np.signedinteger] = np.int32) -> np.ndarray:
         return a.astype(t)
 
-    return DesignIndex(
-        codes=as_int(codes1),
+    dense = DenseIndex(
         dense_cols=as_int(cols, index_type),
         entry=as_int(entry.reshape(n, -1)),
         cross_level=as_int(cross_level),
@@ -331,9 +348,8 @@ def design_index(
         second_by_level=as_int(second),
         target_by_level=as_int(target, index_type),
         level_by_level=as_int(cross_level[first]),
-        n_levels=int(n_levels[0]),
-        layout=layout,
     )
+    return DesignIndex(as_int(codes1), dense, n_levels=int(n_levels[0]), layout=layout)
 
 
 def _dense_columns(codes: Sequence[np.ndarray], layout: DenseLayout) -> np.ndarray:
@@ -455,21 +471,14 @@ def _dense_rows(rows: ModelData) -> jax.Array:
     return jnp.concatenate(rows.Z[1:], axis=1)
 
 
-def _dense_sum(index: DesignIndex, vals: jax.Array, rhs: jax.Array) -> jax.Array:
+def _dense_sum(dense: DenseIndex, q2: int, vals: jax.Array, rhs: jax.Array) -> jax.Array:
     """``Z₂ᵀ rhs``: (Q₂, k) from (n, K) dense values and rhs (n, k)."""
-    q2 = index.layout.size
-    assert index.dense_cols is not None  # called only with a dense part
     contrib = vals[:, :, None] * rhs[:, None, :]
-    return jax.ops.segment_sum(contrib.reshape(-1, rhs.shape[1]), index.dense_cols.reshape(-1), q2)
+    return jax.ops.segment_sum(contrib.reshape(-1, rhs.shape[1]), dense.dense_cols.reshape(-1), q2)
 
 
-def _pair_sum_map(index: DesignIndex, cross_values: jax.Array) -> PairSum:
+def _pair_sum_map(index: DenseIndex, cross_values: jax.Array) -> PairSum:
     q1 = cross_values.shape[1]
-    # A dense part exists (the caller checked), so every pair array is there.
-    assert index.pair_first is not None and index.pair_second is not None
-    assert index.first_by_level is not None and index.second_by_level is not None
-    assert index.pair_target is not None and index.pair_level is not None
-    assert index.level_by_level is not None and index.target_by_level is not None
 
     def products(first, second):
         return (cross_values[first][:, :, None] * cross_values[second][:, None, :]).reshape(-1, q1 * q1)
@@ -508,14 +517,14 @@ def design_statistics(data: ModelData, n_obs: jax.Array | int | None = None) -> 
     ztx = jax.ops.segment_sum(z1[:, :, None] * q_mat[:, None, :], index.codes, j1)
     vals = _dense_rows(rows)
     q2 = index.layout.size
-    if q2:
-        assert index.dense_cols is not None and index.entry is not None and index.cross_level is not None
-        flat = index.dense_cols[:, :, None] * q2 + index.dense_cols[:, None, :]
+    dense = index.dense
+    if dense is not None:
+        flat = dense.dense_cols[:, :, None] * q2 + dense.dense_cols[:, None, :]
         outer = vals[:, :, None] * vals[:, None, :]
         dense_ztz = jax.ops.segment_sum(outer.reshape(-1), flat.reshape(-1), q2 * q2).reshape(q2, q2)
-        dense_ztx = _dense_sum(index, vals, q_mat)
+        dense_ztx = _dense_sum(dense, q2, vals, q_mat)
         per_row = (z1[:, None, :] * vals[:, :, None]).reshape(-1, z1.shape[1])
-        cross_values = jax.ops.segment_sum(per_row, index.entry.reshape(-1), index.cross_level.shape[0])
+        cross_values = jax.ops.segment_sum(per_row, dense.entry.reshape(-1), dense.n_entries)
     else:
         dense_ztz = jnp.zeros((0, 0), q_mat.dtype)
         dense_ztx = jnp.zeros((0, q_mat.shape[1]), q_mat.dtype)
@@ -533,7 +542,7 @@ def design_statistics(data: ModelData, n_obs: jax.Array | int | None = None) -> 
         dense_ZtZ=dense_ztz,
         dense_ZtX=dense_ztx,
         cross_values=cross_values,
-        pairs=_pair_sum_map(index, cross_values) if q2 else None,
+        pairs=None if dense is None else _pair_sum_map(dense, cross_values),
         rows=rows,
         scaling=scaling,
         n_obs=n_obs,
@@ -566,8 +575,8 @@ def response_statistics(
     resid = resid / rms
     z1 = rows.Z[0]
     zty = jax.ops.segment_sum(z1 * resid[:, None], rows.index.codes, rows.index.n_levels)
-    if rows.index.layout.size:
-        dense_zty = _dense_sum(rows.index, _dense_rows(rows), resid[:, None])[:, 0]
+    if rows.index.dense is not None:
+        dense_zty = _dense_sum(rows.index.dense, rows.index.layout.size, _dense_rows(rows), resid[:, None])[:, 0]
     else:
         dense_zty = jnp.zeros((0,), resid.dtype)
     return ResponseStatistics(
