@@ -74,7 +74,8 @@ def _required_variables(expr: str) -> frozenset[tuple[str, bool]]:
     ``x.sq`` as ``x``); :func:`_resolve_variable` matches them to columns.
     """
     try:
-        formula = formulaic.Formula(expr)
+        # Formula.from_spec is what Formula(expr) calls (the constructor dispatches to it).
+        formula = formulaic.Formula.from_spec(expr)
     except Exception as err:  # formulaic's parser errors vary by version
         raise ValueError(f"cannot parse the formula part {expr!r}: {err}") from err
     out = set()

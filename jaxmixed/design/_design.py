@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+from jaxtyping import Bool, Float, Int, Shaped
 
 from ..core._covariance import CovarianceStructure
 from ._columns import analyse_columns
 from ._factors import FactorInfo, Grouping, TermBlock, assemble_factors, factor_info, group_codes, groupings
 from ._formula import ParsedFormula, RandomTerm, parse_formula
 from ._formulaic import FormulaicBuilder
-from ._matrices import MatrixBuilder, ModelMatrix
+from ._matrices import MatrixBuilder, ModelMatrix, ModelSpec
 from ._numeric import NumericBuilder, numeric_plan
 from ._quoting import term_label
 from ._validation import (
@@ -50,11 +52,11 @@ class ModelArrays:
     in float64.
     """
 
-    y: np.ndarray
-    X: np.ndarray
-    codes: tuple[np.ndarray, ...]
-    Z: tuple[np.ndarray, ...]
-    weights: np.ndarray | None = None
+    y: Float[np.ndarray, " n"]
+    X: Float[np.ndarray, "n p"]
+    codes: tuple[Int[np.ndarray, " n"], ...]
+    Z: tuple[Float[np.ndarray, "n q"], ...]
+    weights: Float[np.ndarray, " n"] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +65,13 @@ class Design:
 
     ``report_order`` lists lme4's terms in lme4's order as (factor, term)
     indices into ``factors``; ``all_fixed_names`` are the fixed-effects
-    columns before aliased ones were dropped.
+    columns before aliased ones were dropped; ``fixed_spec`` makes the
+    fixed-effects matrix of new data (None for array input).
     """
 
     response: str
     fixed_names: tuple[str, ...]
-    fixed_spec: Any
+    fixed_spec: ModelSpec | None
     factors: tuple[FactorInfo, ...]
     dropped_fixed: tuple[str, ...]
     n_dropped_rows: int
@@ -82,7 +85,7 @@ class Design:
         return tuple(f.structure for f in self.factors)
 
     @property
-    def theta_order(self) -> np.ndarray:
+    def theta_order(self) -> Int[np.ndarray, " n_params"]:
         """Positions, in the computation's θ (factor by factor), of lme4's θ."""
         starts, offset = {}, 0
         for f, info in enumerate(self.factors):
@@ -202,13 +205,13 @@ def _term_blocks(builder: MatrixBuilder, bars: Sequence[RandomTerm], data: pd.Da
 def _check_identifiable(
     n: int,
     factors: Sequence[FactorInfo],
-    basis: np.ndarray,
+    basis: Float[np.ndarray, "n p"],
     terms: Sequence[TermBlock],
     groups: dict[tuple[str, ...], Grouping],
 ) -> None:
     """lme4's checks of the numbers of levels and random effects against the n
     observations, per factor; then, per term, that its random effects are not
-    all in the span of the fixed effects (``basis``: (n, r) orthonormal)."""
+    all in the span of the fixed effects (``basis``: (n, p) orthonormal)."""
     for info in factors:
         sizes = [hi - lo for lo, hi in info.structure.term_slices]
         check_factor_size(info.name, info.n_levels, list(zip(info.term_names, sizes, strict=True)), n)
@@ -233,27 +236,27 @@ class _ArrayInput:
     ``weights`` (n,) or None; ``x_names`` and ``z_names`` name the columns.
     """
 
-    y: np.ndarray
-    X: np.ndarray
+    y: Float[np.ndarray, " n"]
+    X: Float[np.ndarray, "n p"]
     x_names: tuple[str, ...]
-    Z: np.ndarray
+    Z: Float[np.ndarray, "n q"]
     z_names: tuple[str, ...]
     groups: pd.Series
-    weights: np.ndarray | None
+    weights: Float[np.ndarray, " n"] | None
 
-    def missing_rows(self) -> dict[str, np.ndarray]:
+    def missing_rows(self) -> dict[str, Bool[np.ndarray, " n"]]:
         """Per input, (n,) True where its row has a missing or non-finite value."""
         n = len(self.y)
         return {
             "y": ~np.isfinite(self.y),
-            "X": ~np.isfinite(self.X).all(1),
-            "Z": ~np.isfinite(self.Z).all(1),
+            "X": ~np.all(np.isfinite(self.X), axis=1),
+            "Z": ~np.all(np.isfinite(self.Z), axis=1),
             "groups": self.groups.isna().to_numpy(),
             "weights": np.zeros(n, bool) if self.weights is None else ~np.isfinite(self.weights),
         }
 
 
-def _as_2d(name: str, values: Any, n: int | None) -> tuple[np.ndarray, list[str]]:
+def _as_2d(name: str, values: npt.ArrayLike, n: int | None) -> tuple[Float[np.ndarray, "n k"], list[str]]:
     """``values`` as a float64 matrix (n, k) and its column names: a
     DataFrame's, else ``x0, x1, …`` (from ``name``, lower case)."""
     if isinstance(values, pd.DataFrame):
@@ -271,7 +274,13 @@ def _as_2d(name: str, values: Any, n: int | None) -> tuple[np.ndarray, list[str]
     return arr, names
 
 
-def _array_input(y: Any, X: Any, Z: Any, groups: Any, weights: Any) -> _ArrayInput:
+def _array_input(
+    y: npt.ArrayLike,
+    X: npt.ArrayLike | None,
+    Z: npt.ArrayLike | None,
+    groups: npt.ArrayLike,
+    weights: npt.ArrayLike | None,
+) -> _ArrayInput:
     """The inputs as arrays, with X and Z defaulting to an intercept column;
     shapes and lengths checked."""
     y_arr = np.asarray(y, dtype=float).reshape(-1) if np.ndim(y) <= 1 else None
@@ -315,20 +324,20 @@ def _complete_array_rows(inputs: _ArrayInput, missing: str) -> tuple[_ArrayInput
         y=inputs.y[keep],
         X=inputs.X[keep],
         Z=inputs.Z[keep],
-        groups=inputs.groups[keep].reset_index(drop=True),
+        groups=cast(pd.Series, inputs.groups[keep]).reset_index(drop=True),  # a mask selects a Series
         weights=None if inputs.weights is None else inputs.weights[keep],
     )
     return kept, n_dropped
 
 
 def design_from_arrays(
-    y: Any,
-    X: Any = None,
-    Z: Any = None,
-    groups: Any = None,
+    y: Float[npt.ArrayLike, " n"],
+    X: Float[npt.ArrayLike, "n p"] | None = None,
+    Z: Float[npt.ArrayLike, "n q"] | None = None,
+    groups: Shaped[npt.ArrayLike, " n"] | None = None,
     group_name: str = "group",
     missing: str = "raise",
-    weights: Any = None,
+    weights: Float[npt.ArrayLike, " n"] | None = None,
 ) -> tuple[Design, ModelArrays]:
     """Validates array input: ``y`` (n,), ``X`` (n, p), ``Z`` (n, q), ``groups`` (n,).
 

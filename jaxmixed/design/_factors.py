@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
+from jaxtyping import Float, Int
 
 from ..core._covariance import CovarianceStructure, structure_for_terms
 from ._formula import RandomTerm
-from ._matrices import ModelMatrix
+from ._matrices import ModelMatrix, ModelSpec
 
 __all__ = [
     "FactorInfo",
@@ -42,7 +42,8 @@ class FactorInfo:
         term_names: per term, the group name of its ``varcorr`` rows (lme4
             numbers repeated names: ``Subject``, ``Subject.1``).
         term_columns: per term, the names of its model-matrix columns.
-        term_specs: per term, formulaic's model spec (None for array input).
+        term_specs: per term, formulaic's model spec or a stand-in (None for
+            array input).
         structure: which entries of the factor's Λ are free.
     """
 
@@ -51,7 +52,7 @@ class FactorInfo:
     levels: pd.Index
     term_names: tuple[str, ...]
     term_columns: tuple[tuple[str, ...], ...]
-    term_specs: tuple[Any, ...]
+    term_specs: tuple[ModelSpec | None, ...]
     structure: CovarianceStructure
 
     @property
@@ -83,7 +84,7 @@ class Grouping:
     """The levels of one grouping factor: ``codes`` (n,) int32 index ``levels``."""
 
     name: str
-    codes: np.ndarray
+    codes: Int[np.ndarray, " n"]
     levels: pd.Index
 
     @property
@@ -103,12 +104,12 @@ class Factors:
     """
 
     factors: tuple[FactorInfo, ...]
-    codes: tuple[np.ndarray, ...]
-    Z: tuple[np.ndarray, ...]
+    codes: tuple[Int[np.ndarray, " n"], ...]
+    Z: tuple[Float[np.ndarray, "n q"], ...]
     report_order: tuple[tuple[int, int], ...]
 
 
-def group_codes(data: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, pd.Index]:
+def group_codes(data: pd.DataFrame, columns: Sequence[str]) -> tuple[Int[np.ndarray, " n"], pd.Index]:
     """Integer codes (n,) int32 and level labels of the interaction of ``columns``.
 
     Categoricals keep their category order (unused categories are dropped, as

@@ -17,7 +17,7 @@ import pandas as pd
 from formulaic.parser.types import Factor
 
 from ._formula import ParsedFormula, RandomTerm
-from ._matrices import FixedPart, ModelMatrix
+from ._matrices import FixedPart, ModelMatrix, ModelSpec
 from ._quoting import unquoted_name, unquoted_names
 
 __all__ = ["FormulaicBuilder"]
@@ -56,7 +56,8 @@ def _split_uncorrelated(expr: str) -> list[str]:
     """lme4's expansion of ``(expr || g)``: ``1`` if expr has an intercept, then
     ``0 + t`` for each of its other terms (names that need it in backticks)."""
     out = []
-    for term in formulaic.Formula(expr):
+    # Formula.from_spec is what Formula(expr) calls (the constructor dispatches to it).
+    for term in formulaic.Formula.from_spec(expr):
         if str(term) == "1":
             out.append("1")
             continue
@@ -74,7 +75,7 @@ def _split_uncorrelated(expr: str) -> list[str]:
 class _RenamedSpec:
     """A formulaic model spec whose model-matrix columns get the user's names."""
 
-    spec: Any
+    spec: ModelSpec
     names: tuple[tuple[str, str], ...]
 
     def get_model_matrix(self, data: Any, **kwargs: Any) -> pd.DataFrame:
@@ -86,7 +87,8 @@ class _RenamedSpec:
 def _named_matrix(mm: Any, expr: str) -> ModelMatrix:
     """formulaic's model matrix ``mm`` of ``expr``, with the user's column names
     (and a spec that gives them; formulaic's own when no name changes)."""
-    names = unquoted_names(list(mm.columns), expr)
+    formulaic_names: list[str] = list(mm.columns)
+    names = unquoted_names(formulaic_names, expr)
     spec = _RenamedSpec(mm.model_spec, tuple(names.items())) if names else mm.model_spec
-    columns = tuple(names.get(c, c) for c in mm.columns)
+    columns = tuple(names.get(c, c) for c in formulaic_names)
     return ModelMatrix(values=np.asarray(mm, dtype=float), columns=columns, spec=spec)

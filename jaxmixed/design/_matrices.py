@@ -15,10 +15,22 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
+from jaxtyping import Float
 
 from ._formula import RandomTerm
 
-__all__ = ["FixedPart", "MatrixBuilder", "ModelMatrix"]
+__all__ = ["FixedPart", "MatrixBuilder", "ModelMatrix", "ModelSpec"]
+
+
+class ModelSpec(Protocol):
+    """What makes a model matrix again for new data: formulaic's model spec, or
+    a stand-in that gives the same columns (``_numeric.NumericSpec``, or
+    ``_formulaic``'s spec that renames formulaic's columns)."""
+
+    def get_model_matrix(self, data: Any, **kwargs: Any) -> Any:
+        """The model matrix (n, k) of the rows of ``data``, as a DataFrame or
+        formulaic's ``ModelMatrix`` (a DataFrame too), columns by name."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,12 +42,13 @@ class ModelMatrix:
         columns: the k column names, as the user spells them (``Intercept``,
             ``x.1``, ``C(g)[T.b]``).
         spec: an object whose ``get_model_matrix(newdata)`` gives the same
-            columns for new data (formulaic's model spec or a stand-in).
+            columns for new data (formulaic's model spec or a stand-in); None
+            for array input, which has no formula to read new data with.
     """
 
-    values: np.ndarray
+    values: Float[np.ndarray, "n k"]
     columns: tuple[str, ...]
-    spec: Any
+    spec: ModelSpec | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +62,7 @@ class FixedPart:
     """
 
     response: str
-    y: np.ndarray
+    y: Float[np.ndarray, " n"]
     X: ModelMatrix
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
+from jaxtyping import Float
 
 from ._design import Design
 
@@ -14,7 +17,7 @@ def _lme4_name(column: str) -> str:
     return "(Intercept)" if column == "Intercept" else column
 
 
-def varcorr_table(design: Design, lams: list[np.ndarray], sigma: float) -> pd.DataFrame:
+def varcorr_table(design: Design, lams: Sequence[Float[np.ndarray, "q q"]], sigma: float) -> pd.DataFrame:
     """lme4's ``as.data.frame(VarCorr(m))``: one row per variance and covariance.
 
     Terms in lme4's order; per term the variances in column order, then the
@@ -85,7 +88,9 @@ def parameter_names(design: Design) -> list[str]:
     return names + ["sigma"]
 
 
-def parameter_values(design: Design, lams: list[np.ndarray], sigma: np.ndarray) -> np.ndarray:
+def parameter_values(
+    design: Design, lams: Sequence[Float[np.ndarray, "*K q q"]], sigma: Float[np.ndarray, "*K"]
+) -> Float[np.ndarray, "*K n_params+1"]:
     """Standard deviations, correlations and σ of one or many fits.
 
     Args:
@@ -94,7 +99,8 @@ def parameter_values(design: Design, lams: list[np.ndarray], sigma: np.ndarray) 
         sigma: (...) residual standard deviations.
 
     Returns:
-        (..., len(parameter_names(design))): ``σ·sqrt(diag(ΛΛᵀ))`` per term,
+        (..., len(parameter_names(design))), one more than θ's n_params
+        entries: ``σ·sqrt(diag(ΛΛᵀ))`` per term,
         then the correlations ``(ΛΛᵀ)ᵢⱼ / sqrt((ΛΛᵀ)ᵢᵢ(ΛΛᵀ)ⱼⱼ)`` (NaN where a
         standard deviation is 0), then σ.
     """

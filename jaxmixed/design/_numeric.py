@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ._formula import ParsedFormula, RandomTerm
-from ._matrices import FixedPart, ModelMatrix
+from ._matrices import FixedPart, ModelMatrix, ModelSpec
 
 __all__ = ["NumericBuilder", "NumericPlan", "NumericSpec", "numeric_matrix", "numeric_plan"]
 
@@ -115,8 +115,16 @@ def numeric_matrix(sum_: _Sum, data: pd.DataFrame) -> ModelMatrix:
         out[:, 0] = 1.0
     for k, col in enumerate(columns, start=int(intercept)):
         out[:, k] = data[col].to_numpy(dtype=float)
-    dtypes = tuple((col, data[col].dtype) for col in columns)
+    dtypes = tuple((col, _numpy_dtype(data, col)) for col in columns)
     return ModelMatrix(values=out, columns=names, spec=NumericSpec(intercept, columns, dtypes))
+
+
+def _numpy_dtype(data: pd.DataFrame, col: str) -> np.dtype:
+    """The dtype of a column of a :class:`NumericPlan`: a numpy integer or
+    float dtype (:func:`numeric_plan` admits no other)."""
+    dtype = data[col].dtype
+    assert isinstance(dtype, np.dtype), f"column {col!r} of a numeric plan has dtype {dtype}"
+    return dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,13 +184,15 @@ class NumericSpec:
 
 
 @functools.lru_cache(maxsize=64)
-def _formulaic_spec(spec: NumericSpec) -> Any:
+def _formulaic_spec(spec: NumericSpec) -> ModelSpec:
     """formulaic's model spec of ``spec``'s sum, from a frame of its dtypes
     (formulaic's spec of numeric columns depends on their kind only)."""
     frame = pd.DataFrame({col: np.ones(2, dtype=dtype) for col, dtype in spec.dtypes})
     if frame.shape[1] == 0:
         frame = pd.DataFrame(index=range(2))
     # na_action="raise", as build_design makes its specs (a spec keeps it as its default).
-    return formulaic.model_matrix(
+    model_spec = formulaic.model_matrix(
         _sum_text((spec.intercept, spec.columns)), frame, na_action="raise"
     ).model_spec
+    assert model_spec is not None, "formulaic's model matrix of a formula has its spec"
+    return model_spec

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 
 from ..core._statistics import ModelData, model_data
@@ -21,7 +22,7 @@ def prepare(
     design: Design,
     arrays: ModelArrays,
     *,
-    dtype=jnp.float64,
+    dtype: jax.typing.DTypeLike = jnp.float64,
     memory_limit: int | None = None,
     n_levels: Sequence[int] | None = None,
     on_device: bool = True,

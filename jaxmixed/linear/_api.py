@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+import optax
 import pandas as pd
+from jax.sharding import Mesh
+from jaxtyping import Float, Shaped
 
 from ..core import FitOptions
 from ..core._fit import FitResult, jit_fit_data
@@ -28,18 +33,18 @@ def fit_reml(
     data: pd.DataFrame | None = None,
     *,
     reml: bool = True,
-    y: Any = None,
-    X: Any = None,
-    Z: Any = None,
-    groups: Any = None,
-    weights: Any = None,
-    optimizer=None,
+    y: Float[npt.ArrayLike, " n"] | None = None,
+    X: Float[npt.ArrayLike, "n p"] | None = None,
+    Z: Float[npt.ArrayLike, "n q"] | None = None,
+    groups: Shaped[npt.ArrayLike, " n"] | None = None,
+    weights: str | Float[npt.ArrayLike, " n"] | None = None,
+    optimizer: optax.GradientTransformation | None = None,
     max_iter: int = 500,
-    dtype=jnp.float64,
+    dtype: jax.typing.DTypeLike = jnp.float64,
     missing: str = "raise",
     memory_limit: int | None = None,
     options: FitOptions | None = None,
-    devices: Any = None,
+    devices: int | Sequence[Any] | Mesh | None = None,  # Any: jax.Device, not a static type
 ) -> MixedModelResults:
     """Fits a linear mixed model by REML (default) or maximum likelihood.
 
@@ -129,7 +134,9 @@ def _fit(inputs: Inputs, design: Design, arrays: ModelArrays, memory_limit: int 
         return drop_padded_levels(result, real_levels)
 
 
-def _fit_rows(rows: ModelData, y: np.ndarray, options: FitOptions, mesh) -> FitResult:
+def _fit_rows(
+    rows: ModelData, y: Float[np.ndarray, " n"], options: FitOptions, mesh: Mesh | None
+) -> FitResult:
     """The compiled fit of ``rows`` (levels already padded) with response ``y``
     (n,), its rows padded to their bucket size, on one device or with the rows
     split over ``mesh``."""

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Sequence
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh
+from jaxtyping import Bool, Float, Int
 
 from ..core import FitOptions
 from ..core._compile import compiled
@@ -53,9 +57,9 @@ class BootstrapResults:
 
     replicates: pd.DataFrame
     original: pd.Series
-    converged: np.ndarray
-    singular: np.ndarray
-    objective: np.ndarray
+    converged: Bool[np.ndarray, " K"]
+    singular: Bool[np.ndarray, " K"]
+    objective: Float[np.ndarray, " K"]
 
     @property
     def n_replicates(self) -> int:
@@ -70,7 +74,7 @@ class BootstrapResults:
     @property
     def std_error(self) -> pd.Series:
         """Standard deviation of the replicates (bootstrap standard errors)."""
-        return self.replicates[self.converged].std(ddof=1)
+        return cast(pd.DataFrame, self.replicates[self.converged]).std(ddof=1)  # a mask selects rows
 
     def conf_int(self, level: float = 0.95) -> pd.DataFrame:
         """Percentile intervals (``boot.ci(type = "perc")``) of every parameter.
@@ -97,7 +101,7 @@ class BootstrapResults:
         return pd.DataFrame(bounds.T, index=self.replicates.columns, columns=pct)
 
 
-def _estimates(design: Design, fits: FitResult) -> np.ndarray:
+def _estimates(design: Design, fits: FitResult) -> Float[np.ndarray, "*K n_params+1+p"]:
     """(..., parameters): sd/cor/σ then β, as in :func:`parameter_names`."""
     variance = parameter_values(design, [np.asarray(lam) for lam in fits.lambdas], np.asarray(fits.sigma))
     return np.concatenate([variance, np.asarray(fits.beta, float)], axis=-1)
@@ -141,7 +145,7 @@ def parametric_bootstrap(
     key: jax.Array,
     *,
     batch_size: int | None = None,
-    devices=None,
+    devices: int | Sequence[Any] | Mesh | None = None,  # Any: jax.Device, not a static type
     verbose: bool = True,
 ) -> BootstrapResults:
     """``n`` replicates: simulate from ``fitted`` over ``data``'s design, refit.
@@ -163,11 +167,11 @@ def parametric_bootstrap(
     stats = replicate(_jit_design_statistics(data), mesh)
     data_r, fitted_r = replicate((data, fitted), mesh)
 
-    def full(ids: np.ndarray) -> FitResult:
+    def full(ids: Int[np.ndarray, " batch"]) -> FitResult:
         draws = shard_batch(np.asarray(ids, np.int32), mesh)
         return to_host(_jit_chunk(stats, data_r, fitted_r, key, draws, options))
 
-    def screened(ids: np.ndarray) -> tuple[FitResult, np.ndarray]:
+    def screened(ids: Int[np.ndarray, " batch"]) -> tuple[FitResult, Bool[np.ndarray, " batch"]]:
         draws = shard_batch(np.asarray(ids, np.int32), mesh)
         return to_host(_jit_screened_chunk(stats, data_r, fitted_r, key, draws, options))
 
@@ -192,7 +196,7 @@ def parametric_bootstrap(
     )
 
 
-def as_key(key) -> jax.Array:
+def as_key(key: int | np.integer | jax.Array) -> jax.Array:
     """A PRNG key from a key or an integer seed."""
     if isinstance(key, int | np.integer):
         return jax.random.key(int(key))
@@ -202,7 +206,7 @@ def as_key(key) -> jax.Array:
 
 
 # The result of one fit, in JAX arrays, from its numpy copy.
-def as_jax(fitted: FitResult, dtype) -> FitResult:
+def as_jax(fitted: FitResult, dtype: jax.typing.DTypeLike) -> FitResult:
     """``fitted`` with its floating leaves as JAX arrays of ``dtype``."""
     return jax.tree.map(
         lambda a: (

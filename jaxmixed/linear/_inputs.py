@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
+import optax
 from jax.sharding import Mesh
 
 from ..core import FitOptions
@@ -47,6 +51,7 @@ class Inputs:
         formula: the lme4-style formula, or None for array input.
         data: with a formula, the DataFrame (``fit_reml``, ``fit_reml_many``)
             or the sequence of K DataFrames (``fit_reml_stacked``); else None.
+            As the caller gave it: the design layer checks it.
         y, X, Z, groups: array input (None with a formula). ``fit_reml``:
             ``y`` (n,), ``X`` (n, p), ``Z`` (n, q), ``groups`` (n,);
             ``fit_reml_many``: ``y`` (n, K) responses; ``fit_reml_stacked``:
@@ -63,11 +68,11 @@ class Inputs:
     caller: str
     formula: str | None
     data: Any
-    y: Any
-    X: Any
-    Z: Any
-    groups: Any
-    weights: Any
+    y: npt.ArrayLike | None
+    X: npt.ArrayLike | None
+    Z: npt.ArrayLike | None
+    groups: npt.ArrayLike | None
+    weights: str | npt.ArrayLike | None
     missing: str
     options: FitOptions
     dtype: np.dtype
@@ -80,18 +85,18 @@ class Inputs:
         *,
         formula: str | None = None,
         data: Any = None,
-        y: Any = None,
-        X: Any = None,
-        Z: Any = None,
-        groups: Any = None,
-        weights: Any = None,
+        y: npt.ArrayLike | None = None,
+        X: npt.ArrayLike | None = None,
+        Z: npt.ArrayLike | None = None,
+        groups: npt.ArrayLike | None = None,
+        weights: str | npt.ArrayLike | None = None,
         missing: str = "raise",
         reml: bool = True,
         max_iter: int = 500,
-        optimizer: Any = None,
+        optimizer: optax.GradientTransformation | None = None,
         options: FitOptions | None = None,
-        dtype: Any = jnp.float64,
-        devices: Any = None,
+        dtype: jax.typing.DTypeLike = jnp.float64,
+        devices: int | Sequence[Any] | Mesh | None = None,  # Any: jax.Device, not a static type
     ) -> Inputs:
         """The record of an entry point's arguments (defaults as in ``fit_reml``).
 
@@ -126,13 +131,19 @@ class Inputs:
     def model(self) -> tuple[Design, ModelArrays]:
         """The design and arrays of one model: ``fit_reml``'s input (formula or arrays)."""
         if self.formula is not None:
+            assert self.weights is None or isinstance(self.weights, str), (
+                "_check_source: with a formula, weights is a column name"
+            )
             return build_design(self.formula, self.data, missing=self.missing, weights=self.weights)
+        assert self.y is not None, "_check_source: fit_reml's array input has y"
         return design_from_arrays(
             self.y, self.X, self.Z, self.groups, missing=self.missing, weights=self.weights
         )
 
 
-def _check_source(caller: str, formula, data, arrays: tuple, weights) -> None:
+def _check_source(
+    caller: str, formula: str | None, data: Any, arrays: tuple[Any, ...], weights: Any
+) -> None:
     """A formula with its data, or arrays; not both, not neither."""
     usage = _USAGE[caller]
     if formula is None:

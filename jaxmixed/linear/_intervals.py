@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import jax
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:  # the results import this module
@@ -23,7 +25,7 @@ def conf_int(
     method: str = "wald",
     *,
     n_boot: int = 1000,
-    key: Any = 0,
+    key: int | np.integer | jax.Array = 0,
     batch_size: int | None = None,
     verbose: bool = True,
 ) -> pd.DataFrame:

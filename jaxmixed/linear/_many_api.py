@@ -17,13 +17,16 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+from jax.sharding import Mesh
+from jaxtyping import Bool, Float, Int, Shaped
 
 from ..core import FitOptions
 from ..core._compile import compiled
@@ -80,15 +83,18 @@ class FitTable(pd.DataFrame):
     """
 
     _metadata = ["_source"]
+    _source: _Source  # set by _table
 
     @property
     def _constructor(self):
         return pd.DataFrame
 
-    def result(self, k: Any) -> MixedModelResults:
+    def result(self, k: Hashable) -> MixedModelResults:
         """Fit ``k`` (a position or an index label) as a full :class:`MixedModelResults`."""
-        source: _Source = self._source
+        source = self._source
         pos = k if isinstance(k, int | np.integer) and k not in self.index else self.index.get_loc(k)
+        if not isinstance(pos, int | np.integer):  # a slice or a mask: a label of several rows
+            raise TypeError(f"the label {k!r} names several fits: pass a position")
         if not 0 <= int(pos) < len(self):
             raise IndexError(f"fit {k} is out of range for {len(self)} fits")
         pos = int(pos)
@@ -162,7 +168,9 @@ def _placeholder_formula(formula: str) -> str:
     return f"{_PLACEHOLDER} ~ {rhs}"
 
 
-def _response_matrix(data, responses, y) -> tuple[np.ndarray, pd.Index]:
+def _response_matrix(
+    data: pd.DataFrame | None, responses: Any, y: npt.ArrayLike | None
+) -> tuple[Float[np.ndarray, "K n"], pd.Index]:
     """(K, n) responses and their labels, from column names or a matrix."""
     if y is not None:
         if responses is not None:
@@ -181,6 +189,8 @@ def _response_matrix(data, responses, y) -> tuple[np.ndarray, pd.Index]:
         missing = [c for c in names if data is None or c not in data.columns]
         if missing:
             raise ValueError(f"response column(s) {missing[:5]} are not in the data")
+        if data is None:  # array input and no response names: no responses
+            raise ValueError("responses is required: a list of columns of data, or an (n, K) matrix")
         mat = data[names]
     labels = mat.columns if isinstance(mat, pd.DataFrame) else None
     values = np.asarray(mat, dtype=float)
@@ -193,7 +203,7 @@ def _response_matrix(data, responses, y) -> tuple[np.ndarray, pd.Index]:
     return values.T.copy(), pd.Index(labels, name="response")
 
 
-def _screen(ys: np.ndarray) -> dict[int, str]:
+def _screen(ys: Float[np.ndarray, "K n"]) -> dict[int, str]:
     """Responses that cannot be fitted, with the reason (they are not fitted)."""
     reasons = {}
     for k, bad in enumerate((~np.isfinite(ys)).sum(axis=1)):
@@ -207,19 +217,19 @@ def _screen(ys: np.ndarray) -> dict[int, str]:
 def fit_reml_many(
     formula: str | None = None,
     data: pd.DataFrame | None = None,
-    responses: Any = None,
+    responses: Sequence[Hashable] | pd.Index | Float[npt.ArrayLike, "n K"] | None = None,
     *,
     reml: bool = True,
-    y: Any = None,
-    X: Any = None,
-    Z: Any = None,
-    groups: Any = None,
-    weights: Any = None,
+    y: Float[npt.ArrayLike, "n K"] | None = None,
+    X: Float[npt.ArrayLike, "n p"] | None = None,
+    Z: Float[npt.ArrayLike, "n q"] | None = None,
+    groups: Shaped[npt.ArrayLike, " n"] | None = None,
+    weights: str | Float[npt.ArrayLike, " n"] | None = None,
     batch_size: int | None = None,
-    devices: Any = None,
+    devices: int | Sequence[Any] | Mesh | None = None,  # Any: jax.Device, not a static type
     verbose: bool = True,
     max_iter: int = 500,
-    dtype=jnp.float64,
+    dtype: jax.typing.DTypeLike = jnp.float64,
     options: FitOptions | None = None,
 ) -> FitTable:
     """Fits one model per response, every response over the same design, in one computation.
@@ -275,7 +285,9 @@ def fit_reml_many(
     return _table(design, fits, labels, reasons, source)
 
 
-def _shared_design(inputs: Inputs, responses: Any) -> tuple[np.ndarray, pd.Index, Design, ModelArrays]:
+def _shared_design(
+    inputs: Inputs, responses: Any
+) -> tuple[Float[np.ndarray, "K n"], pd.Index, Design, ModelArrays]:
     """The (K, n) responses, their labels (K,), and the design they all share
     (its response a placeholder: the design does not depend on it)."""
     if inputs.formula is not None:
@@ -284,7 +296,11 @@ def _shared_design(inputs: Inputs, responses: Any) -> tuple[np.ndarray, pd.Index
         covariates = data.drop(columns=[c for c in labels if c in data.columns])
         frame = covariates.assign(**{_PLACEHOLDER: np.arange(len(covariates), dtype=float)})
         formula = _placeholder_formula(inputs.formula)
-        design, arrays = build_design(formula, frame, missing=inputs.missing, weights=inputs.weights)
+        weights = inputs.weights
+        assert weights is None or isinstance(weights, str), (
+            "_check_source: with a formula, weights is a column name"
+        )
+        design, arrays = build_design(formula, frame, missing=inputs.missing, weights=weights)
     else:
         ys, labels = _response_matrix(None, responses, inputs.y)
         placeholder = np.arange(ys.shape[1], dtype=float)
@@ -297,7 +313,7 @@ def _shared_design(inputs: Inputs, responses: Any) -> tuple[np.ndarray, pd.Index
 
 
 def _response_models(
-    formula: str | None, design: Design, arrays: ModelArrays, ys: np.ndarray, labels: pd.Index
+    formula: str | None, design: Design, arrays: ModelArrays, ys: Float[np.ndarray, "K n"], labels: pd.Index
 ) -> Callable[[int], tuple[Design, ModelArrays]]:
     """``model(k)``: the design and arrays of response k's own fit (for ``FitTable.result``)."""
 
@@ -322,7 +338,7 @@ def _fit_responses(
     inputs: Inputs,
     design: Design,
     arrays: ModelArrays,
-    ys: np.ndarray,
+    ys: Float[np.ndarray, "K n"],
     reasons: dict[int, str],
     batch_size: int | None,
     verbose: bool,
@@ -341,10 +357,10 @@ def _fit_responses(
         batch_size = _batch_size(batch_size, len(ys), per_fit, devices)
         host_ys = ys.astype(inputs.dtype)
 
-        def full(ids: np.ndarray) -> FitResult:
+        def full(ids: Int[np.ndarray, " batch"]) -> FitResult:
             return to_host(jit_fit_responses(stats, shard_batch(host_ys[ids], mesh), options))
 
-        def screened(ids: np.ndarray) -> tuple[FitResult, np.ndarray]:
+        def screened(ids: Int[np.ndarray, " batch"]) -> tuple[FitResult, Bool[np.ndarray, " batch"]]:
             return to_host(jit_fit_responses_screened(stats, shard_batch(host_ys[ids], mesh), options))
 
         progress = Progress(len(ys), "fit", verbose and len(ys) > batch_size)
@@ -359,8 +375,8 @@ def _fit_responses(
 
 
 def _design_statistics(
-    inputs: Inputs, design: Design, arrays: ModelArrays, ys: np.ndarray
-) -> tuple[DesignStatistics, np.ndarray, int]:
+    inputs: Inputs, design: Design, arrays: ModelArrays, ys: Float[np.ndarray, "K n"]
+) -> tuple[DesignStatistics, Float[np.ndarray, "K n_padded"], int]:
     """The shared design's statistics (rows split over the devices), the
     responses (K, n') with the rows padded to a multiple of the devices, and
     the memory of one fit in bytes. Call inside ``jax.enable_x64(True)``."""
@@ -398,15 +414,15 @@ def fit_reml_stacked(
     datasets: Sequence[pd.DataFrame] | None = None,
     *,
     reml: bool = True,
-    y: Any = None,
-    X: Any = None,
-    Z: Any = None,
-    groups: Any = None,
+    y: Float[npt.ArrayLike, "K n"] | None = None,
+    X: Float[npt.ArrayLike, "K n p"] | None = None,
+    Z: Float[npt.ArrayLike, "K n q"] | None = None,
+    groups: Shaped[npt.ArrayLike, "K n"] | None = None,
     batch_size: int | None = None,
-    devices: Any = None,
+    devices: int | Sequence[Any] | Mesh | None = None,  # Any: jax.Device, not a static type
     verbose: bool = True,
     max_iter: int = 500,
-    dtype=jnp.float64,
+    dtype: jax.typing.DTypeLike = jnp.float64,
     options: FitOptions | None = None,
 ) -> FitTable:
     """Fits one model to each of K data sets of the same model, in one computation.
@@ -453,11 +469,12 @@ def fit_reml_stacked(
 def _stacked_designs(inputs: Inputs) -> list[tuple[Design, ModelArrays]]:
     """Each data set's design and arrays, built and checked on the host."""
     if inputs.formula is not None:
+        formula: str = inputs.formula  # declared: lambdas in a comprehension lose narrowing
         datasets = inputs.data
         if isinstance(datasets, pd.DataFrame) or len(datasets) == 0:
             raise ValueError("fit_reml_stacked(formula, datasets) needs a non-empty list of DataFrames")
         return [
-            _numbered(k, lambda df=df: build_design(inputs.formula, df, missing=inputs.missing))
+            _numbered(k, lambda df=df: build_design(formula, df, missing=inputs.missing))
             for k, df in enumerate(datasets)
         ]
     if inputs.y is None or inputs.groups is None:
@@ -466,7 +483,7 @@ def _stacked_designs(inputs: Inputs) -> list[tuple[Design, ModelArrays]]:
     if y.ndim != 2:
         raise ValueError(f"y must be (K, n) for stacked data sets, got shape {y.shape}")
 
-    def pick(a: Any, k: int) -> Any:
+    def pick(a: npt.ArrayLike | None, k: int) -> np.ndarray | None:
         return None if a is None else np.asarray(a)[k]
 
     return [
@@ -515,7 +532,7 @@ def _fit_stacked(
         batch_size = _batch_size(batch_size, len(pairs), per_fit, n_devices(mesh))
         host = jax.tree.map(np.asarray, stacked)
 
-        def run(ids: np.ndarray) -> FitResult:
+        def run(ids: Int[np.ndarray, " batch"]) -> FitResult:
             chunk = shard_batch((jax.tree.map(lambda a: a[ids], host), ys[ids], n_obs[ids]), mesh)
             return to_host(jit_fit_stacked(*chunk, inputs.options))
 

@@ -7,11 +7,13 @@ learned fixed part with the same random part).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from formulaic.errors import DataMismatchWarning
+from jaxtyping import Float, Int, Shaped
 
 from ..design._design import Design, FactorInfo
 
@@ -26,10 +28,10 @@ def predict(
     newdata: pd.DataFrame | None = None,
     include_random: bool = True,
     *,
-    X: Any = None,
-    Z: Any = None,
-    groups: Any = None,
-) -> np.ndarray:
+    X: Float[npt.ArrayLike, "n p"] | None = None,
+    Z: Float[npt.ArrayLike, "n q"] | None = None,
+    groups: Shaped[npt.ArrayLike, " n"] | None = None,
+) -> Float[np.ndarray, " n"]:
     """Predictions (n,) ``Xβ̂ (+ Zb̂)`` of ``results`` (``MixedModelResults.predict``).
 
     ``newdata`` None (and no ``X``): a copy of the fitted values. A model
@@ -43,29 +45,36 @@ def predict(
     xm = fixed_matrix(results.design, newdata, list(results.fixed_effects.index))
     pred = xm @ results.fixed_effects.to_numpy()
     if include_random:
+        assert newdata is not None, "fixed_matrix checked that newdata is a DataFrame"
         # Counted from random_part: this function, the method, then the user.
         pred = pred + random_part(results, newdata, stacklevel=4)
     return pred
 
 
-def fixed_matrix(design: Design, newdata: pd.DataFrame, names: list[str]) -> np.ndarray:
+def fixed_matrix(design: Design, newdata: object, names: list[str]) -> Float[np.ndarray, "n k"]:
     """The columns ``names`` (n, k) of the fixed-effects model matrix of ``newdata``.
 
-    A category of a fixed-effects factor not seen in fitting is an error
-    (formulaic would code it as the reference level: a silent wrong answer).
+    ``newdata`` must be a DataFrame (else a TypeError); ``design`` one built
+    from a formula. A category of a fixed-effects factor not seen in fitting is
+    an error (formulaic would code it as the reference level: a silent wrong
+    answer).
     """
     if not isinstance(newdata, pd.DataFrame):
         raise TypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    spec = design.fixed_spec
+    assert spec is not None, "a design built from a formula has the fixed part's spec"
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataMismatchWarning)
         try:
-            xm = design.fixed_spec.get_model_matrix(newdata, na_action="raise")
+            xm = spec.get_model_matrix(newdata, na_action="raise")
         except DataMismatchWarning as err:
             raise ValueError(f"newdata has a category not seen in fitting: {err}") from None
     return np.asarray(xm[names], dtype=float)
 
 
-def random_part(results: MixedModelResults, newdata: pd.DataFrame, *, stacklevel: int = 3) -> np.ndarray:
+def random_part(
+    results: MixedModelResults, newdata: pd.DataFrame, *, stacklevel: int = 3
+) -> Float[np.ndarray, " n"]:
     """``Zb̂`` (n,) of the rows of ``newdata``: each grouping factor's conditional
     mode for the row's level.
 
@@ -85,15 +94,22 @@ def random_part(results: MixedModelResults, newdata: pd.DataFrame, *, stacklevel
     return pred
 
 
-def _predict_arrays(results: MixedModelResults, X, Z, groups, include_random: bool) -> np.ndarray:
+def _predict_arrays(
+    results: MixedModelResults,
+    X: Float[npt.ArrayLike, "n p"] | None,
+    Z: Float[npt.ArrayLike, "n q"] | None,
+    groups: Shaped[npt.ArrayLike, " n"] | None,
+    include_random: bool,
+) -> Float[np.ndarray, " n"]:
     """Predictions of a model fitted from arrays (one grouping factor) at new arrays."""
     X = np.asarray(X, dtype=float)
     X = X[:, None] if X.ndim == 1 else X
     all_names = list(results.design.all_fixed_names)
     if X.shape[1] != len(all_names):
         raise ValueError(f"X has {X.shape[1]} columns; the model was fitted with {len(all_names)}")
-    # Aliased columns were dropped in fitting: keep the columns of the estimates.
-    keep = [all_names.index(name) for name in results.fixed_effects.index]
+    # Aliased columns were dropped in fitting: keep the columns of the estimates (the
+    # index of fixed_effects).
+    keep = [all_names.index(name) for name in results.design.fixed_names]
     pred = X[:, keep] @ results.fixed_effects.to_numpy()
     if not include_random:
         return pred
@@ -106,7 +122,7 @@ def _predict_arrays(results: MixedModelResults, X, Z, groups, include_random: bo
     return pred + _factor_part(results.random_effects[info.name], info, codes, z, stacklevel=5)
 
 
-def _array_z(info: FactorInfo, Z: Any, n: int) -> np.ndarray:
+def _array_z(info: FactorInfo, Z: Float[npt.ArrayLike, "n q"] | None, n: int) -> Float[np.ndarray, "n q"]:
     """The random-effects columns (n, q) of new array input; None: the intercept."""
     q = info.structure.q
     if Z is None and info.column_names != ("Intercept",):
@@ -117,16 +133,17 @@ def _array_z(info: FactorInfo, Z: Any, n: int) -> np.ndarray:
     return z
 
 
-def _factor_design(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
+def _factor_design(info: FactorInfo, data: pd.DataFrame) -> Float[np.ndarray, "n q"]:
     """The random-effects columns (n, q) of one factor's terms for the rows of ``data``."""
     mats = []
     for spec, cols in zip(info.term_specs, info.term_columns, strict=True):
+        assert spec is not None, "a design built from a formula has each term's spec"
         mm = spec.get_model_matrix(data, na_action="raise")
         mats.append(np.asarray(mm[list(cols)], dtype=float))
     return np.concatenate(mats, axis=1)
 
 
-def _factor_codes(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
+def _factor_codes(info: FactorInfo, data: pd.DataFrame) -> Int[np.ndarray, " n"]:
     """Level codes (n,) of the rows of ``data`` for the factor ``info``; -1 for a
     level not seen in fitting.
 
@@ -137,6 +154,7 @@ def _factor_codes(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
     if len(info.columns) > 1:
         labels = data[list(info.columns)].astype(str).agg(":".join, axis=1)
         return info.levels.get_indexer(pd.Index(labels))
+    assert len(info.columns) == 1, "a grouping factor is one column or an interaction of several"
     values = data[info.columns[0]]
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(object)
@@ -149,7 +167,9 @@ def _factor_codes(info: FactorInfo, data: pd.DataFrame) -> np.ndarray:
     return _codes_by_string(info, new, codes, kinds)
 
 
-def _codes_by_string(info: FactorInfo, new: pd.Index, codes: np.ndarray, kinds: list[str]) -> np.ndarray:
+def _codes_by_string(
+    info: FactorInfo, new: pd.Index, codes: Int[np.ndarray, " n"], kinds: list[str]
+) -> Int[np.ndarray, " n"]:
     """``codes`` with the unmatched labels matched by their string forms (first level wins)."""
     by_str = {str(label): k for k, label in reversed(list(enumerate(info.levels)))}
     str_codes = np.asarray([by_str.get(str(v), -1) for v in new], dtype=codes.dtype)
@@ -163,8 +183,12 @@ def _codes_by_string(info: FactorInfo, new: pd.Index, codes: np.ndarray, kinds: 
 
 
 def _factor_part(
-    b: pd.DataFrame, info: FactorInfo, codes: np.ndarray, z: np.ndarray, stacklevel: int
-) -> np.ndarray:
+    b: pd.DataFrame,
+    info: FactorInfo,
+    codes: Int[np.ndarray, " n"],
+    z: Float[np.ndarray, "n q"],
+    stacklevel: int,
+) -> Float[np.ndarray, " n"]:
     """``z·b[level]`` (n,) for one factor; 0 (and a warning) for unseen levels (code -1)."""
     unseen = codes < 0
     if unseen.any():

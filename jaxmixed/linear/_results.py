@@ -14,11 +14,15 @@ import dataclasses
 import functools
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+from jax.sharding import Mesh
+from jaxtyping import Float, Shaped
 
 from ..core import FitOptions
 from ..core._compile import compiled
@@ -54,7 +58,7 @@ def fit_status(fit: FitResult) -> tuple[bool, str]:
     return bool(is_converged(fit.result)), RESULTS[fit.result]
 
 
-def _level_table(info: FactorInfo, values: Any) -> pd.DataFrame:
+def _level_table(info: FactorInfo, values: Float[npt.ArrayLike, "J q"]) -> pd.DataFrame:
     """A (levels × terms) table of one factor's per-level values."""
     index = pd.Index(info.levels, name=info.name)
     return pd.DataFrame(np.asarray(values, dtype=float), index=index, columns=list(info.column_names))
@@ -166,7 +170,7 @@ class MixedModelResults:
         return self.design.formula
 
     @property
-    def optimizer_params(self) -> np.ndarray:
+    def optimizer_params(self) -> Float[np.ndarray, " n_params"]:
         """The optimiser's φ: log-Cholesky parameters of the standardised Λ̃ (−inf at a boundary)."""
         return np.asarray(self.fit_result.phi, dtype=float)
 
@@ -247,7 +251,7 @@ class MixedModelResults:
         }
 
     @functools.cached_property
-    def random_effects_cov(self) -> dict[str, np.ndarray]:
+    def random_effects_cov(self) -> dict[str, Float[np.ndarray, "J q q"]]:
         """Factor name → conditional covariances of the modes (J, q, q)."""
         return {
             info.name: np.asarray(cov, dtype=float)
@@ -255,12 +259,12 @@ class MixedModelResults:
         }
 
     @functools.cached_property
-    def fitted_fixed(self) -> np.ndarray:
+    def fitted_fixed(self) -> Float[np.ndarray, " n"]:
         """``Xβ̂`` (n,)."""
         return self.arrays.X @ np.asarray(self.fit_result.beta, dtype=float)
 
     @functools.cached_property
-    def fitted(self) -> np.ndarray:
+    def fitted(self) -> Float[np.ndarray, " n"]:
         """``Xβ̂ + Zb̂`` (n,)."""
         fitted = self.fitted_fixed.copy()
         for codes, z, b in zip(self.arrays.codes, self.arrays.Z, self.fit_result.b, strict=True):
@@ -268,7 +272,7 @@ class MixedModelResults:
         return fitted
 
     @functools.cached_property
-    def residuals(self) -> np.ndarray:
+    def residuals(self) -> Float[np.ndarray, " n"]:
         """``y`` minus ``fitted`` (n,)."""
         return self.arrays.y - self.fitted
 
@@ -279,10 +283,10 @@ class MixedModelResults:
         newdata: pd.DataFrame | None = None,
         include_random: bool = True,
         *,
-        X: Any = None,
-        Z: Any = None,
-        groups: Any = None,
-    ) -> np.ndarray:
+        X: Float[npt.ArrayLike, "n p"] | None = None,
+        Z: Float[npt.ArrayLike, "n q"] | None = None,
+        groups: Shaped[npt.ArrayLike, " n"] | None = None,
+    ) -> Float[np.ndarray, " n"]:
         """Predictions ``Xβ̂ (+ Zb̂)`` (n,).
 
         Args:
@@ -308,7 +312,7 @@ class MixedModelResults:
         method: str = "wald",
         *,
         n_boot: int = 1000,
-        key: Any = 0,
+        key: int | np.integer | jax.Array = 0,
         batch_size: int | None = None,
         verbose: bool = True,
     ) -> pd.DataFrame:
@@ -325,8 +329,8 @@ class MixedModelResults:
             self, level, method, n_boot=n_boot, key=key, batch_size=batch_size, verbose=verbose
         )
 
-    def simulate(self, n: int = 1, key: Any = 0) -> np.ndarray:
-        """``n`` responses (n, nobs) drawn from the fitted model (lme4's ``simulate``).
+    def simulate(self, n: int = 1, key: int | np.integer | jax.Array = 0) -> Float[np.ndarray, "draws n"]:
+        """``n`` responses (draws: n, rows: nobs) drawn from the fitted model (lme4's ``simulate``).
 
         New random effects ``b = σ̂Λ̂u`` and residuals ``ε ~ N(0, σ̂²/w)`` in
         every draw. ``key``: a JAX key or an integer seed (default 0); draw k
@@ -339,10 +343,10 @@ class MixedModelResults:
     def bootstrap(
         self,
         n: int = 1000,
-        key: Any = 0,
+        key: int | np.integer | jax.Array = 0,
         *,
         batch_size: int | None = None,
-        devices: Any = None,
+        devices: int | Sequence[Any] | Mesh | None = None,  # Any: jax.Device, not a static type
         verbose: bool = True,
     ) -> BootstrapResults:
         """Parametric bootstrap (lme4's ``bootMer``): ``n`` responses simulated

@@ -91,27 +91,26 @@ def _random_effects_table(vc: pd.DataFrame) -> list[str]:
     lines = [f" {'Groups':<{width}}  {'Name':<{name_w}}  {'Variance':>12}  {'Std.Dev.':>10}  Corr"]
     for grp, part in vc[vc.var2.isna()].groupby("grp", sort=False):
         cors = vc[(vc.grp == grp) & vc.var2.notna()]
-        for k, row in enumerate(part.itertuples()):
-            corr = cors[cors.var2 == row.var1].sdcor.to_numpy()
+        for k, (var1, vcov, sdcor) in enumerate(zip(part.var1, part.vcov, part.sdcor, strict=True)):
+            corr = cors.sdcor[cors.var2 == var1].to_numpy()
             corr_s = " ".join(f"{c:6.3f}" for c in corr)
             label = grp if k == 0 else ""
-            name = "" if pd.isna(row.var1) else row.var1
-            lines.append(
-                f" {label:<{width}}  {name:<{name_w}}  {row.vcov:12.5g}  {row.sdcor:10.5g}  {corr_s}"
-            )
+            name = "" if pd.isna(var1) else var1
+            lines.append(f" {label:<{width}}  {name:<{name_w}}  {vcov:12.5g}  {sdcor:10.5g}  {corr_s}")
     return lines
 
 
 def _fixed_effects_table(results: MixedModelResults) -> list[str]:
     """Estimates, standard errors, t values and 95% Wald intervals of the fixed effects."""
     beta, se = results.fixed_effects, results.fixed_effects_se
+    names = results.design.fixed_names  # the index of beta and se
     ci = results.conf_int()
     t = beta / se
-    fe_w = max([0] + [len(n) for n in beta.index])
+    fe_w = max([0] + [len(n) for n in names])
     lines = [
         f" {'':<{fe_w}}  {'Estimate':>12}  {'Std.Error':>10}  {'t value':>8}  {'[0.025':>12}  {'0.975]':>12}"
     ]
-    for name in beta.index:
+    for name in names:
         lines.append(
             f" {name:<{fe_w}}  {beta[name]:12.5g}  {se[name]:10.5g}  "
             f"{t[name]:8.3f}  {ci.iloc[:, 0][name]:12.5g}  {ci.iloc[:, 1][name]:12.5g}"
