@@ -647,3 +647,14 @@ def test_design_modules_import_one_way():
         tree = ast.parse((package / f"{module}.py").read_text())
         own = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
         assert own <= set(order[:k]), (module, own - set(order[:k]))
+
+
+@pytest.mark.parametrize("through", ["fit_reml", "build_design"])
+def test_rank_warning_points_at_the_users_line(through):
+    """However deep the library's own calls, the warning names the caller's file."""
+    df = jm.load_dataset("sleepstudy").assign(D2=lambda d: 2 * d.Days)
+    formula = "Reaction ~ Days + D2 + (1 | Subject)"
+    call = jm.fit_reml if through == "fit_reml" else jm.design.build_design
+    with pytest.warns(UserWarning, match="rank deficient") as record:
+        call(formula, df)
+    assert {w.filename for w in record if "rank deficient" in str(w.message)} == {__file__}

@@ -10,8 +10,10 @@ random effects confounded with the fixed effects.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -217,11 +219,25 @@ def _aliased_columns(X: Float[np.ndarray, "n k"]) -> tuple[list[int], Float[np.n
     return aliased, basis
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of ``warnings.warn``, called by the caller of this function,
+    that points at the first frame outside the jaxmixed package: however deep the
+    library's own calls, a warning names the user's line."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def drop_aliased(X: Float[np.ndarray, "n k"], names: Sequence[str], n: int) -> FullRank:
     """Drops the aliased columns of X (n, k), with a warning naming them, and
     checks that n > the number of columns kept (else σ is not identifiable).
 
-    Called by the entry points themselves: the warning points at their caller.
+    The warning points at the first caller outside jaxmixed (``build_design``
+    called directly, or ``fit_reml`` and the other entry points).
     """
     aliased, basis = _aliased_columns(X)
     names = list(names)
@@ -229,7 +245,7 @@ def drop_aliased(X: Float[np.ndarray, "n k"], names: Sequence[str], n: int) -> F
     if dropped:
         warnings.warn(
             f"fixed-effects model matrix is rank deficient: dropping aliased column(s) {dropped}",
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         keep = np.setdiff1d(np.arange(X.shape[1]), np.asarray(aliased, dtype=int))
         X, names = X[:, keep], [names[i] for i in keep]
