@@ -89,3 +89,9 @@ def test_dotted_names_are_read_whole():
 def test_unclosed_backtick_is_an_error():
     with pytest.raises(FormulaError, match="unclosed `"):
         parse_formula("y ~ x + (1 | `g)")
+
+
+@pytest.mark.parametrize("formula", ["y ~ x | g + (1 | g)", "y ~ x + x | g"])
+def test_a_bar_outside_parentheses_is_named(formula):
+    with pytest.raises(FormulaError, match="outside parentheses"):
+        parse_formula(formula)

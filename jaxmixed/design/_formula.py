@@ -195,6 +195,11 @@ def _parse(formula: str) -> ParsedFormula:
         raise FormulaError(f"formula {formula!r} needs the form 'response ~ terms'")
     response, rhs = sides[0].strip(), sides[1].strip()
     fixed, bars = _find_bar_terms(rhs)
+    if len(_split_top_level(fixed, "|")) > 1:
+        raise FormulaError(
+            f"formula {formula!r} has a bar '|' outside parentheses; write each random-effects "
+            "term in parentheses, as lme4 does: (Days | Subject)"
+        )
     if not fixed:
         fixed = "1"
     elif re.fullmatch(r"-\s*1", fixed):
