@@ -49,6 +49,13 @@ def git_state(tree: Path = REPO) -> dict:
     }
 
 
+def run_environment() -> dict:
+    """The machine, the checkout and the JAX version of a results file."""
+    import jax
+
+    return {**environment(), **git_state(), "jax": jax.__version__}
+
+
 def command_line() -> str:
     """The command that started this run, as typed (``python -m benchmarks ...`` included)."""
     return " ".join([Path(sys.executable).name, *sys.orig_argv[1:]])

@@ -28,13 +28,12 @@ import pandas as pd
 from ._common import (
     RESULTS,
     check_idle,
-    environment,
     fmt_s,
-    git_state,
     log,
     md_table,
     no_compilation_cache,
     per_call_seconds,
+    run_environment,
     timed,
     timed_repeats,
     write_json,
@@ -167,12 +166,6 @@ def vmap_numbers(n_fits: int = N_RESPONSES) -> list[Number]:
     ]
 
 
-def _environment() -> dict:
-    import jax
-
-    return {**environment(), **git_state(), "jax": jax.__version__}
-
-
 def _fmt(value: float, unit: str) -> str:
     return fmt_s(value) if unit == "s" else f"{value:,.0f}"
 
@@ -206,7 +199,7 @@ def run_quick(out_dir: Path = RESULTS) -> int:
     check_idle()
     path = out_dir / "quick.json"
     previous = json.loads(path.read_text()) if path.exists() else None
-    env = _environment()
+    env = run_environment()
     t0 = time.perf_counter()
     numbers: list[Number] = []
     for model in quick_models():

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import real_report
-from ._common import HERE, RESULTS, check_idle, environment, git_state, log
+from ._common import HERE, RESULTS, check_idle, log, run_environment
 from .lme4 import Repeats, r_packages_available, run_lme4
 from .measure import DEFAULT_TIMEOUT, brief, run_python_worker
 
@@ -217,12 +217,6 @@ def fit_model(model: RealModel, workdir: Path, data_dir: Path = DATA_DIR) -> Rea
     return RealResult(model.key, model.dataset, model.formula, len(df), factor_levels(df), jm, r4, rel, ratio)
 
 
-def _environment() -> dict:
-    import jax
-
-    return {**environment(), **git_state(), "jax": jax.__version__}
-
-
 def run_real(keys: str | None, refresh: bool, designs_only: bool, out_dir: Path = RESULTS) -> int:
     """The real-models suite (or, with designs_only, the design check); outputs in out_dir."""
     models = select_models(keys)
@@ -234,7 +228,7 @@ def run_real(keys: str | None, refresh: bool, designs_only: bool, out_dir: Path 
     if designs_only:
         return check_designs(models)
     check_idle()
-    results: dict = {"environment": _environment(), "models": []}
+    results: dict = {"environment": run_environment(), "models": []}
     with tempfile.TemporaryDirectory(prefix="jaxmixed-real-") as tmp:
         for model in models:
             log(f"model {model.key}: {model.dataset}, {model.formula}")

@@ -31,8 +31,10 @@ from .core._status import RESULTS
 from .design._formula import FormulaError
 from .linear._api import ConvergenceWarning, fit_reml
 from .linear._bootstrap import BootstrapResults
-from .linear._many_api import FitTable, fit_reml_many, fit_reml_stacked
+from .linear._many_api import fit_reml_many
 from .linear._results import MixedModelResults
+from .linear._stacked import fit_reml_stacked
+from .linear._table import FitTable
 from .networks._api import fit_mixed_em, fit_mixed_nn
 from .networks._options import TrainOptions
 from .networks._results import FixedPart, MixedNNResults

@@ -72,7 +72,7 @@ def test_every_boundary_optimum_is_exactly_zero(cases, design_name, formula, rem
     for seed in range(100):
         lme4 = ref[seed]
         obj = res.objective[seed]
-        assert res.converged[seed], (seed, res.result._value[seed])
+        assert res.converged[seed], (seed, core.RESULTS[jax.tree.map(lambda a, k=seed: a[k], res.result)])
         # Never worse than lme4's verified optimum, and never worse than the interior point.
         assert obj <= lme4["objective"] + 1e-7 * abs(lme4["objective"]), seed
         assert obj <= interior.objective[seed] + 1e-9 * abs(obj), seed

@@ -294,3 +294,24 @@ def test_the_training_loop_says_why_it_stopped():
         _fake_run([np.inf, 1.0])
     kept = _fake_run([np.inf, 1.0], initial="initial model")  # as NNRegressor: the initial network
     assert (kept.result, kept.model, kept.best_epoch) == (RESULTS.nonfinite, "initial model", 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"reml": "no"}, "reml must be True"),
+        ({"mode": "foo"}, "mode must be 'joint' or 'em'"),
+        ({"variance_update": "x"}, "variance_update must be 'profiled' or 'em'"),
+        ({"max_epochs": -5}, "max_epochs must be a positive integer"),
+        ({"patience": True}, "patience must be a positive integer"),
+        ({"validation_fraction": 2.0}, r"validation_fraction must be in \[0, 1\)"),
+        ({"learning_rate": 0.0}, "learning_rate must be a positive number"),
+        ({"batch_groups": 0}, "batch_groups must be a positive integer"),
+        ({"mode": "em", "batch_groups": 4}, "applies to mode='joint'"),
+        ({"optimizer": "adam"}, "optimizer must be an optax"),
+    ],
+)
+def test_train_options_validate_themselves(kwargs, match):
+    """Checked when the options are made, before any training (reml="no" used to train as REML)."""
+    with pytest.raises((TypeError, ValueError), match=match):
+        jm.TrainOptions(**kwargs)

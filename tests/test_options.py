@@ -49,6 +49,10 @@ def test_shorthands_build_the_solver_and_trials():
         {"boundary": "yes"},
         {"solver": "lbfgs"},
         {"unknown_setting": 1},
+        {"boundary": False, "boundary_screen": 3.0},
+        {"start": "abc"},
+        {"start": [[1.0, 0.0]]},
+        {"start": [True, False]},
     ],
 )
 def test_conflicting_or_unknown_settings_are_errors(kwargs):
@@ -93,3 +97,28 @@ def test_options_pass_through_jit_as_static_settings():
     options = core.FitOptions(reml=False, solver=core.LBFGS(max_steps=300))
     leaves = jax.tree.leaves(options)
     assert leaves == []  # every setting is static: a new setting compiles a new program
+
+
+def test_start_must_be_finite_but_may_be_traced():
+    with pytest.raises(ValueError, match="start must be finite"):
+        core.FitOptions(start=np.asarray([1.0, np.nan]))
+    assert core.FitOptions(start=[1, 0, 1]).start == [1, 0, 1]
+    with jax.enable_x64(True):  # built inside a transformation: the values are not known, the shape is
+        totals = jax.vmap(lambda s: core.FitOptions(start=s).start.sum())(jnp.ones((3, 2)))
+    np.testing.assert_array_equal(np.asarray(totals), 2.0)
+
+
+@pytest.mark.parametrize("bad", [True, 0, -1, 2.5])
+def test_step_limits_are_positive_integers(bad):
+    with pytest.raises(ValueError, match="max_steps"):
+        core.LBFGS(max_steps=bad)
+    with pytest.raises(ValueError, match="max_steps"):
+        core.FitOptions(max_iter=bad)
+
+
+def test_both_solvers_share_the_gate_default():
+    """One default, in core/_tolerances: a change there moves both solvers (and the
+    Rosenbrock test of tests/test_solvers.py catches a gate that is too wide)."""
+    from jaxmixed.core._tolerances import CHANGE_GATE
+
+    assert core.LBFGS().change_gate == CHANGE_GATE == core.OptaxSolver(optax.adam(0.1)).change_gate == 1e3

@@ -50,8 +50,8 @@ def test_loose_ftol_still_reaches_the_optimum():
     is within the gate (1e3·gtol): Rosenbrock's minimum (1, 1, 1, 1) to 1e-6."""
     with jax.enable_x64(True):
         res = core.minimize(_rosenbrock, jnp.asarray(X0), core.LBFGS(ftol=1e-3))
-    assert bool(core.is_converged(res.result))
-    assert float(res.grad_norm) <= 1e3 * 1e-9 * (1 + float(res.value))
+        assert bool(core.is_converged(res.result))
+        assert float(res.grad_norm) <= 1e3 * 1e-9 * (1 + float(res.value))
     np.testing.assert_allclose(np.asarray(res.params), 1.0, atol=1e-6)
 
 

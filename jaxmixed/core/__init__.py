@@ -57,6 +57,7 @@ from ._covariance import (
     theta_from_phi,
 )
 from ._fit import FitResult, fit, fit_at, fit_data
+from ._index import DenseIndex, DesignIndex
 from ._many import fit_responses, fit_stacked
 from ._mixed_loss import (
     GroupLayout,
@@ -73,7 +74,6 @@ from ._padding import pad_data, stack_data
 from ._simulate import factor_codes, simulate, simulate_one
 from ._solvers import LBFGS, AbstractSolver, OptaxSolver, OptimizeResult, minimize
 from ._statistics import (
-    DesignIndex,
     DesignStatistics,
     ModelData,
     ModelStatistics,
@@ -101,6 +101,7 @@ __all__ = [
     "OptaxSolver",
     "is_converged",
     "CovarianceStructure",
+    "DenseIndex",
     "DesignIndex",
     "DesignStatistics",
     "FitOptions",

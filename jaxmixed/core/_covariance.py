@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Bool, Float
 
 __all__ = [
     "CovarianceStructure",
@@ -81,8 +82,8 @@ def structure_for_terms(sizes: Sequence[int]) -> CovarianceStructure:
 
 
 def lambda_from_phi(
-    phi: jnp.ndarray, structure: CovarianceStructure, zero: jnp.ndarray | None = None
-) -> jnp.ndarray:
+    phi: Float[Array, " n_params"], structure: CovarianceStructure, zero: Bool[Array, " n_params"] | None = None
+) -> Float[Array, "q q"]:
     """Builds ``Λ`` (q×q) from the log-Cholesky parameters ``φ`` (n_params,).
 
     ``zero`` (n_params,) bool, optional: diagonal entries held at exactly 0
@@ -97,7 +98,9 @@ def lambda_from_phi(
     return lam.at[np.asarray(structure.rows), np.asarray(structure.cols)].set(values)
 
 
-def theta_from_phi(phi: np.ndarray, structures: Sequence[CovarianceStructure]) -> np.ndarray:
+def theta_from_phi(
+    phi: Float[np.ndarray, " n_params"], structures: Sequence[CovarianceStructure]
+) -> Float[np.ndarray, " n_params"]:
     """lme4's θ from the concatenated ``φ`` of all factors (numpy, host side)."""
     diag = diagonal_mask(structures)
     phi = np.asarray(phi, dtype=float)
@@ -105,7 +108,9 @@ def theta_from_phi(phi: np.ndarray, structures: Sequence[CovarianceStructure]) -
     return np.where(diag, np.exp(np.where(diag, phi, 0.0)), phi)
 
 
-def phi_from_theta(theta: np.ndarray, structures: Sequence[CovarianceStructure]) -> np.ndarray:
+def phi_from_theta(
+    theta: Float[np.ndarray, " n_params"], structures: Sequence[CovarianceStructure]
+) -> Float[np.ndarray, " n_params"]:
     """Inverse of :func:`theta_from_phi`; a zero diagonal maps to ``-inf``."""
     diag = diagonal_mask(structures)
     theta = np.asarray(theta, dtype=float)

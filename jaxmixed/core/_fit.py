@@ -41,13 +41,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Bool, Float, Int
 
 from ._compile import compiled
 from ._covariance import diagonal_mask
 from ._objective import lambdas, scale_correction, solve, standard_criterion
 from ._options import FitOptions
 from ._solvers import LBFGS
-from ._statistics import ModelData, ModelStatistics, model_statistics
+from ._statistics import ModelData, ModelStatistics, design_statistics, model_statistics
 from ._status import RESULTS, LoopStatus, is_converged, to_results
 from ._tolerances import CONSTANT_SPREAD_EPS, START_FLOOR, resolve
 
@@ -78,19 +79,20 @@ class FitResult(eqx.Module):
         grad_norm: largest |∂d/∂φ| over the free entries, standardised criterion.
     """
 
-    theta: jax.Array
-    phi: jax.Array
-    at_boundary: jax.Array
-    lambdas: tuple[jax.Array, ...]
-    beta: jax.Array
-    vcov_beta: jax.Array
-    sigma: jax.Array
-    b: tuple[jax.Array, ...]
-    b_cov: tuple[jax.Array, ...]
-    objective: jax.Array
+    # "*batch": none for one fit; (K,) for K fits made as one vmapped computation.
+    theta: Float[Array, "*batch n_params"]
+    phi: Float[Array, "*batch n_params"]
+    at_boundary: Bool[Array, "*batch n_params"]
+    lambdas: tuple[Float[Array, "*batch q q"], ...]
+    beta: Float[Array, "*batch p"]
+    vcov_beta: Float[Array, "*batch p p"]
+    sigma: Float[Array, "*batch"]
+    b: tuple[Float[Array, "*batch J q"], ...]
+    b_cov: tuple[Float[Array, "*batch J q q"], ...]
+    objective: Float[Array, "*batch"]
     result: RESULTS
-    n_iter: jax.Array
-    grad_norm: jax.Array
+    n_iter: Int[Array, "*batch"]
+    grad_norm: Float[Array, "*batch"]
 
     @property
     def converged(self) -> jax.Array:
@@ -328,7 +330,7 @@ def fit(stats: ModelStatistics, options: FitOptions | None = None) -> FitResult:
     return _map_back(stats, _optimum(stats, options), options)
 
 
-def fit_at(stats: ModelStatistics, phi: jax.Array, options: FitOptions | None = None) -> FitResult:
+def fit_at(stats: ModelStatistics, phi: Float[Array, " n_params"], options: FitOptions | None = None) -> FitResult:
     """The :class:`FitResult` at a given φ (no optimisation, nothing held at 0).
 
     β̂, σ̂, b̂ and their covariances are the profiled solution at ``phi``;
@@ -345,10 +347,10 @@ def fit_at(stats: ModelStatistics, phi: jax.Array, options: FitOptions | None = 
 
 def fit_data(
     data: ModelData,
-    y: jax.Array,
+    y: Float[Array, " n"],
     options: FitOptions | None = None,
     *,
-    offset: jax.Array | None = None,
+    offset: Float[Array, " n"] | None = None,
     n_obs: jax.Array | int | None = None,
 ) -> FitResult:
     """``fit(model_statistics(data, y, offset, n_obs), options)``: rows to result in one call.
@@ -378,3 +380,5 @@ def small_model_options(data: ModelData, *args, **kwargs) -> dict:
 # One compiled fit per structure shared by every caller in the package (fit_reml, the
 # network fits), in the bounded registry of ``_compile``.
 jit_fit_data = compiled(fit_data, compiler_options=small_model_options)
+# Likewise the design statistics alone (many responses and the bootstrap share them).
+jit_design_statistics = compiled(design_statistics)

@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Bool, Float, Int
 
 from ._compile import compiled
 from ._covariance import diagonal_mask
@@ -61,7 +62,9 @@ __all__ = [
 ]
 
 
-def fit_responses(design: DesignStatistics, ys: jax.Array, options: FitOptions | None = None) -> FitResult:
+def fit_responses(
+    design: DesignStatistics, ys: Float[Array, "K n"], options: FitOptions | None = None
+) -> FitResult:
     """One fit per row of ``ys`` over one design, as one vmapped computation.
 
     Args:
@@ -80,7 +83,7 @@ def fit_responses(design: DesignStatistics, ys: jax.Array, options: FitOptions |
     return jax.vmap(one)(ys)
 
 
-def needs_boundary_trials(stats: ModelStatistics, result: FitResult, options: FitOptions) -> jax.Array:
+def needs_boundary_trials(stats: ModelStatistics, result: FitResult, options: FitOptions) -> Bool[Array, ""]:
     """Whether the boundary trials could change a fit made without them.
 
     ``result`` is a fit of ``stats`` with ``boundary=None``. The full fit
@@ -118,7 +121,7 @@ def fit_responses_screened(
 
 
 def fit_stacked(
-    data: ModelData, ys: jax.Array, n_obs: jax.Array, options: FitOptions | None = None
+    data: ModelData, ys: Float[Array, "K n"], n_obs: Int[Array, " K"], options: FitOptions | None = None
 ) -> FitResult:
     """One fit per stacked data set (``stack_data``), as one vmapped computation.
 

@@ -29,6 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Bool, Float
 
 from ._covariance import CovarianceStructure, lambda_from_phi
 from ._linalg import batched_solve_lower
@@ -58,13 +59,13 @@ class NeuralData(eqx.Module):
             random part over these rows (``design_statistics(rows, n_obs)``).
     """
 
-    x: jax.Array
-    y: jax.Array
-    mask: jax.Array
+    x: Float[Array, "n d"]
+    y: Float[Array, " n"]
+    mask: Bool[Array, " n"]
     design: DesignStatistics
 
 
-def network_output(model: Callable, x: jax.Array) -> jax.Array:
+def network_output(model: Callable, x: Float[Array, "n d"]) -> Float[Array, " n"]:
     """``f(x)`` (n,) of a model mapping one row (d,) to a scalar (shape () or (1,))."""
     out = jax.vmap(model)(x)
     return out.reshape(x.shape[0])
@@ -80,7 +81,9 @@ def joint_statistics(model: Callable, data: NeuralData) -> ModelStatistics:
     return ModelStatistics(data.design, response_statistics(data.design, data.y, offset=f))
 
 
-def joint_loss(model: Callable, phi: jax.Array, data: NeuralData, reml: bool = True) -> jax.Array:
+def joint_loss(
+    model: Callable, phi: Float[Array, " n_params"], data: NeuralData, reml: bool = True
+) -> Float[Array, ""]:
     """lme4's criterion (REML or ML deviance) of ``y − f(x)`` at φ, β₀ and σ² profiled.
 
     Differentiable with respect to the model's arrays and φ.

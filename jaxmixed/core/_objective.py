@@ -33,8 +33,10 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
 
 from ._covariance import lambda_from_phi, split_params
+from ._index import DenseLayout
 from ._linalg import (
     batched_cholesky,
     batched_solve_lower,
@@ -45,7 +47,7 @@ from ._linalg import (
     lower_as_symmetric,
     pair_sum,
 )
-from ._statistics import DenseLayout, ModelStatistics
+from ._statistics import ModelStatistics
 
 __all__ = ["Solution", "objective", "solve", "standard_criterion"]
 
@@ -117,7 +119,7 @@ def _augmented(stats: ModelStatistics) -> tuple[jax.Array, jax.Array, jax.Array]
     return xyxy, ztxy, dense_ztxy
 
 
-def lambdas(phi: jax.Array, stats: ModelStatistics, zero: jax.Array | None = None) -> tuple:
+def lambdas(phi: Float[Array, " n_params"], stats: ModelStatistics, zero: Bool[Array, " n_params"] | None = None) -> tuple[Float[Array, "q q"], ...]:
     """Each factor's Λ̃ (q_f, q_f) in the standardised units, from φ."""
     structures = stats.structures
     zeros = [None] * len(structures) if zero is None else split_params(zero, structures)
@@ -182,8 +184,8 @@ def _criterion(fac: _Factorization, stats: ModelStatistics, reml: bool):
 
 
 def standard_criterion(
-    phi: jax.Array, stats: ModelStatistics, reml: bool = True, zero: jax.Array | None = None
-) -> jax.Array:
+    phi: Float[Array, " n_params"], stats: ModelStatistics, reml: bool = True, zero: Bool[Array, " n_params"] | None = None
+) -> Float[Array, ""]:
     """The profiled criterion of the standardised problem (what the fit minimises).
 
     It differs from :func:`objective` by a constant of the data (see
@@ -194,7 +196,7 @@ def standard_criterion(
     return value
 
 
-def scale_correction(stats: ModelStatistics, reml: bool = True) -> jax.Array:
+def scale_correction(stats: ModelStatistics, reml: bool = True) -> Float[Array, ""]:
     """``objective − standard_criterion``: what standardising changed.
 
     ``2·dof·log(y_scale)`` for the response's scale, ``2 log|det R|`` for REML
@@ -209,8 +211,8 @@ def scale_correction(stats: ModelStatistics, reml: bool = True) -> jax.Array:
 
 
 def objective(
-    phi: jax.Array, stats: ModelStatistics, reml: bool = True, zero: jax.Array | None = None
-) -> jax.Array:
+    phi: Float[Array, " n_params"], stats: ModelStatistics, reml: bool = True, zero: Bool[Array, " n_params"] | None = None
+) -> Float[Array, ""]:
     """The profiled criterion: REML criterion (``reml=True``) or ML deviance.
 
     Model (lme4's): ``y = Xβ + Zb + ε``, ``b ~ N(0, σ²ΛΛᵀ)``, ``ε ~ N(0, σ²W⁻¹)``;
@@ -240,12 +242,12 @@ class Solution(eqx.Module):
     criterion.
     """
 
-    beta: jax.Array
-    vcov_beta: jax.Array
-    sigma: jax.Array
-    b: tuple[jax.Array, ...]
-    b_cov: tuple[jax.Array, ...]
-    criterion: jax.Array
+    beta: Float[Array, " p"]
+    vcov_beta: Float[Array, "p p"]
+    sigma: Float[Array, ""]
+    b: tuple[Float[Array, "J q"], ...]
+    b_cov: tuple[Float[Array, "J q q"], ...]
+    criterion: Float[Array, ""]
 
 
 def _dense_modes(fac: _Factorization, stats: ModelStatistics, beta: jax.Array):
@@ -285,7 +287,7 @@ def _factor1_inner(fac: _Factorization, stats: ModelStatistics, g: jax.Array, s_
 
 
 def solve(
-    phi: jax.Array, stats: ModelStatistics, reml: bool = True, zero: jax.Array | None = None
+    phi: Float[Array, " n_params"], stats: ModelStatistics, reml: bool = True, zero: Bool[Array, " n_params"] | None = None
 ) -> Solution:
     """β̃, σ̂, the conditional modes and their covariances at ``phi`` (standardised).
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import equinox as eqx
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, Float
 
 from ._solvers import LBFGS, AbstractSolver, OptaxSolver
@@ -109,6 +110,8 @@ class FitOptions(eqx.Module):
             raise TypeError(f"reml must be True (REML) or False (ML), got {self.reml!r}")
         if not isinstance(self.solver, AbstractSolver):
             raise TypeError(f"solver must be a jaxmixed solver (LBFGS, OptaxSolver), got {self.solver!r}")
+        if self.start is not None:
+            _check_start(self.start)
 
     @property
     def max_iter(self) -> int:
@@ -123,6 +126,16 @@ class FitOptions(eqx.Module):
 
 _SOLVER_FIELDS = {"max_iter": "max_steps", "gtol": "gtol", "ftol": "ftol"}
 _LBFGS_FIELDS = ("memory_size", "max_linesearch", "max_step")
+
+
+def _check_start(start: Any) -> None:
+    """``start`` is a 1-D array of real numbers (finite, when its values are known here)."""
+    dtype = start.dtype if hasattr(start, "dtype") else np.asarray(start).dtype
+    real = np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+    if np.ndim(start) != 1 or not real:
+        raise TypeError(f"start must be a 1-D array of numbers (θ in the user's units), got {start!r}")
+    if not isinstance(start, Tracer) and not np.all(np.isfinite(np.asarray(start))):
+        raise ValueError(f"start must be finite, got {start!r}")
 
 
 def _solver(solver: AbstractSolver | None, shorthand: dict) -> AbstractSolver:
@@ -156,6 +169,8 @@ def _boundary(boundary: BoundaryTrials | bool | None, shorthand: dict) -> Bounda
             raise TypeError("give either boundary=BoundaryTrials(...) or boundary_screen/boundary_tol")
         return boundary
     if boundary is None or (_is_bool(boundary) and not boundary):
+        if fields:
+            raise TypeError(f"{sorted(fields)} tune the boundary trials, which boundary={boundary!r} turns off")
         return None
     if _is_bool(boundary):
         return BoundaryTrials(**fields)

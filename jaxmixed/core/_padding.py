@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._fit import FitResult
-from ._statistics import DenseIndex, DesignIndex, ModelData
+from ._index import DenseIndex, DesignIndex
+from ._statistics import ModelData
 
 __all__ = [
     "DENSE_BITS",

@@ -33,7 +33,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._statistics import DenseIndex, DesignIndex, ModelData
+from ._index import DenseIndex, DesignIndex
+from ._statistics import ModelData
 from ._typing import HostOrDevice
 
 __all__ = ["as_mesh", "n_devices", "replicate", "shard_batch", "shard_rows", "to_host"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._fit import FitResult
 from ._statistics import ModelData
@@ -34,7 +35,7 @@ def factor_codes(data: ModelData) -> tuple[HostOrDevice, ...]:
     return tuple(codes)
 
 
-def simulate_one(key: jax.Array, data: ModelData, result: FitResult) -> jax.Array:
+def simulate_one(key: PRNGKeyArray, data: ModelData, result: FitResult) -> Float[Array, " n"]:
     """One response (n,) drawn from the fitted model ``result`` over ``data``'s design.
 
     ``data`` holds the raw rows (``prepare``/``model_data``: X, Z and prior
@@ -55,7 +56,7 @@ def simulate_one(key: jax.Array, data: ModelData, result: FitResult) -> jax.Arra
     return y + sigma * noise / jnp.sqrt(data.weights)
 
 
-def simulate(key: jax.Array, data: ModelData, result: FitResult, n: int) -> jax.Array:
+def simulate(key: PRNGKeyArray, data: ModelData, result: FitResult, n: int) -> Float[Array, "draws n"]:
     """``n`` responses (n, rows) drawn from the fitted model.
 
     Draw k uses ``jax.random.fold_in(key, k)``, so it does not depend on how
@@ -64,7 +65,9 @@ def simulate(key: jax.Array, data: ModelData, result: FitResult, n: int) -> jax.
     return simulate_draws(key, jnp.arange(n), data, result)
 
 
-def simulate_draws(key: jax.Array, draws: jax.Array, data: ModelData, result: FitResult) -> jax.Array:
+def simulate_draws(
+    key: PRNGKeyArray, draws: Int[Array, " draws"], data: ModelData, result: FitResult
+) -> Float[Array, "draws n"]:
     """The draws numbered ``draws`` (m,) of :func:`simulate`: (m, rows)."""
     keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(draws)
     return jax.vmap(lambda k: simulate_one(k, data, result))(keys)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import equinox as eqx
 import jax
@@ -33,7 +33,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from ._status import RESULTS, LoopStatus, to_results
-from ._tolerances import resolve
+from ._tolerances import CHANGE_GATE, resolve
 
 # The public items as the loops carry them (typed as LoopStatus for the checker).
 _SUCCESSFUL = LoopStatus.promote(RESULTS.successful)
@@ -45,6 +45,14 @@ _NO_PROGRESS = LoopStatus.promote(RESULTS.no_progress)
 __all__ = ["AbstractSolver", "LBFGS", "OptaxSolver", "OptimizeResult", "minimize", "stop_status"]
 
 Objective = Callable[[Float[Array, " k"]], Float[Array, ""]]
+
+
+class FitOptionsLike(Protocol):
+    """What :func:`minimize` reads of a ``FitOptions`` (defined later, in ``_options``)."""
+
+    @property
+    def solver(self) -> AbstractSolver: ...
+
 
 
 class OptimizeResult(eqx.Module):
@@ -133,11 +141,11 @@ class AbstractSolver(eqx.Module):
         )
 
     def _check_common(self) -> None:
-        if not (isinstance(self.max_steps, int) and self.max_steps >= 0):
-            raise ValueError(f"max_steps must be a non-negative integer, got {self.max_steps!r}")
+        if isinstance(self.max_steps, bool) or not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
         for name in ("gtol", "ftol"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value >= 0):
+            if value is not None and (isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0)):
                 raise ValueError(f"{name} must be None or a non-negative number, got {value!r}")
         if not self.change_gate >= 1:
             raise ValueError(f"change_gate must be at least 1, got {self.change_gate!r}")
@@ -176,7 +184,7 @@ class LBFGS(AbstractSolver):
             (default): by precision (``_tolerances``: 1e-9 and 1e-13 in
             float64, 1e-5 and 1e-7 in float32).
         change_gate: the small-change stop needs ``max|∇f| <= change_gate·gtol·(1 + |f|)``
-            (default 1000).
+            (default ``_tolerances.CHANGE_GATE``, 1000).
         memory_size: L-BFGS history length (default 10).
         max_linesearch: trial steps per line search (default 40).
         max_step: the first trial step of each line search changes no
@@ -192,7 +200,7 @@ class LBFGS(AbstractSolver):
     max_steps: int = eqx.field(default=500, static=True)
     gtol: float | None = eqx.field(default=None, static=True)
     ftol: float | None = eqx.field(default=None, static=True)
-    change_gate: float = eqx.field(default=1e3, static=True)
+    change_gate: float = eqx.field(default=CHANGE_GATE, static=True)
     memory_size: int = eqx.field(default=10, static=True)
     max_linesearch: int = eqx.field(default=40, static=True)
     max_step: float = eqx.field(default=2.0, static=True)
@@ -202,9 +210,11 @@ class LBFGS(AbstractSolver):
 
     def __check_init__(self):
         self._check_common()
-        if not (isinstance(self.memory_size, int) and self.memory_size >= 1):
+        if isinstance(self.memory_size, bool) or not (isinstance(self.memory_size, int) and self.memory_size >= 1):
             raise ValueError(f"memory_size must be a positive integer, got {self.memory_size!r}")
-        if not (isinstance(self.max_linesearch, int) and self.max_linesearch >= 1):
+        if isinstance(self.max_linesearch, bool) or not (
+            isinstance(self.max_linesearch, int) and self.max_linesearch >= 1
+        ):
             raise ValueError(f"max_linesearch must be a positive integer, got {self.max_linesearch!r}")
         if not self.max_step > 0:
             raise ValueError(f"max_step must be positive, got {self.max_step!r}")
@@ -348,7 +358,7 @@ class OptaxSolver(AbstractSolver):
     max_steps: int = eqx.field(default=500, static=True)
     gtol: float | None = eqx.field(default=None, static=True)
     ftol: float | None = eqx.field(default=None, static=True)
-    change_gate: float = eqx.field(default=1e3, static=True)
+    change_gate: float = eqx.field(default=CHANGE_GATE, static=True)
 
     def __check_init__(self):
         self._check_common()
@@ -358,7 +368,8 @@ class OptaxSolver(AbstractSolver):
     def minimise(
         self, fun: Objective, x0: Float[Array, " k"], *, run: Bool[Array, ""] | bool = True
     ) -> OptimizeResult:
-        """Minimises ``fun`` from ``x0`` (k,); ``run=False`` returns at once (``skipped``)."""
+        """Minimises ``fun`` from ``x0`` (k,); ``run=False`` takes no step (status
+        ``skipped``; the objective is still evaluated once, at ``x0``)."""
         optimizer = optax.with_extra_args_support(self.optimizer)
         value_and_grad = jax.value_and_grad(fun)
         state0 = optimizer.init(x0)
@@ -394,7 +405,9 @@ def _uses_stored_value(state) -> bool:
         return False
 
 
-def minimize(fun: Objective, x0: Float[Array, " k"], solver: Any = None) -> OptimizeResult:
+def minimize(
+    fun: Objective, x0: Float[Array, " k"], solver: AbstractSolver | FitOptionsLike | None = None
+) -> OptimizeResult:
     """Minimises ``fun`` (a scalar function of a flat vector) from ``x0`` (k,).
 
     ``solver``: an :class:`AbstractSolver` (default ``LBFGS()``); a
@@ -402,7 +415,7 @@ def minimize(fun: Objective, x0: Float[Array, " k"], solver: Any = None) -> Opti
     ``while_loop``, jittable and vmappable.
     """
     if solver is None:
-        solver = LBFGS()
-    elif not isinstance(solver, AbstractSolver):
-        solver = solver.solver  # a FitOptions
-    return solver.minimise(fun, x0)
+        return LBFGS().minimise(fun, x0)
+    if isinstance(solver, AbstractSolver):
+        return solver.minimise(fun, x0)
+    return solver.solver.minimise(fun, x0)  # a FitOptions

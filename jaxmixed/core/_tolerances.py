@@ -39,6 +39,9 @@ DOUBLE = Tolerances(gtol=1e-9, ftol=1e-13, boundary_tol=1e-10, f_noise=1e-11)
 # float32: ~7 digits.
 SINGLE = Tolerances(gtol=1e-5, ftol=1e-7, boundary_tol=1e-6, f_noise=1e-5)
 
+# The small-change stop needs max|∇f| <= CHANGE_GATE·gtol·(1 + |f|): a small change of f
+# far from stationarity is a slow stretch, not an optimum (both solvers' default).
+CHANGE_GATE = 1e3
 # θ given as a start is floored at this (relative to its column's scale) before
 # its log is taken: a start of exactly 0 would put φ at −∞.
 START_FLOOR = 1e-6

@@ -13,7 +13,7 @@ identifiable. :func:`design_from_arrays` does the same from arrays.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import numpy as np
@@ -207,7 +207,7 @@ def _check_identifiable(
     factors: Sequence[FactorInfo],
     basis: Float[np.ndarray, "n p"],
     terms: Sequence[TermBlock],
-    groups: dict[tuple[str, ...], Grouping],
+    groups: Mapping[tuple[str, ...], Grouping],
 ) -> None:
     """lme4's checks of the numbers of levels and random effects against the n
     observations, per factor; then, per term, that its random effects are not

@@ -9,7 +9,8 @@ lme4 reports them in its own order (``mkReTrms``), kept as ``report_order``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -134,16 +135,17 @@ def group_codes(data: pd.DataFrame, columns: Sequence[str]) -> tuple[Int[np.ndar
     return inverse.reshape(-1).astype(np.int32), pd.Index(labels)
 
 
-def groupings(data: pd.DataFrame, terms: Sequence[TermBlock]) -> dict[tuple[str, ...], Grouping]:
+def groupings(data: pd.DataFrame, terms: Sequence[TermBlock]) -> Mapping[tuple[str, ...], Grouping]:
     """The grouping factor of each term's grouping columns, in the order the
-    terms first name them (terms on the same columns share one factor)."""
+    terms first name them (terms on the same columns share one factor): a
+    read-only mapping from the columns to their :class:`Grouping`."""
     out: dict[tuple[str, ...], Grouping] = {}
     for term in terms:
         cols = term.bar.group
         if cols not in out:
             codes, levels = group_codes(data, cols)
             out[cols] = Grouping(name=term.bar.name, codes=codes, levels=levels)
-    return out
+    return MappingProxyType(out)
 
 
 def _lme4_order(n_levels: Sequence[int]) -> list[int]:
@@ -167,7 +169,7 @@ def _numbered(names: Sequence[str]) -> list[str]:
     return out
 
 
-def assemble_factors(terms: Sequence[TermBlock], groups: dict[tuple[str, ...], Grouping]) -> Factors:
+def assemble_factors(terms: Sequence[TermBlock], groups: Mapping[tuple[str, ...], Grouping]) -> Factors:
     """The terms as the computation takes them: one block per grouping factor,
     the factor with the most levels first (ties: the one lme4 reports first),
     each factor's terms in lme4's order, and that order as ``report_order``."""

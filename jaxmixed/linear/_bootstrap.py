@@ -22,7 +22,7 @@ from jaxtyping import Bool, Float, Int
 
 from ..core import FitOptions
 from ..core._compile import compiled
-from ..core._fit import FitResult
+from ..core._fit import FitResult, jit_design_statistics
 from ..core._many import (
     default_batch_size,
     fit_responses,
@@ -34,7 +34,7 @@ from ..core._many import (
 from ..core._progress import Progress
 from ..core._sharding import as_mesh, n_devices, replicate, shard_batch, to_host
 from ..core._simulate import simulate_draws
-from ..core._statistics import DesignStatistics, ModelData, design_statistics
+from ..core._statistics import DesignStatistics, ModelData
 from ..design._design import Design
 from ..design._names import parameter_names, parameter_values
 
@@ -133,7 +133,6 @@ def _screened_chunk(
 
 _jit_chunk = compiled(_chunk)
 _jit_screened_chunk = compiled(_screened_chunk)
-_jit_design_statistics = compiled(design_statistics)
 
 
 def parametric_bootstrap(
@@ -164,7 +163,7 @@ def parametric_bootstrap(
         raise ValueError(
             f"batch_size must be a positive multiple of the {multiple} device(s), got {batch_size}"
         )
-    stats = replicate(_jit_design_statistics(data), mesh)
+    stats = replicate(jit_design_statistics(data), mesh)
     data_r, fitted_r = replicate((data, fitted), mesh)
 
     def full(ids: Int[np.ndarray, " batch"]) -> FitResult:

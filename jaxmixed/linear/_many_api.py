@@ -1,22 +1,17 @@
-"""``fit_reml_many`` and ``fit_reml_stacked``: thousands of fits as one computation.
+"""``fit_reml_many``: one model per response, every response over one design, as one computation.
 
-- ``fit_reml_many(formula, data, responses=[...])``: every response shares
-  the formula's design (genes over samples, outcomes over one study). The
-  design's statistics are built once; each chunk of responses is one
-  vmapped fit (``_many.fit_responses``).
-- ``fit_reml_stacked(formula, datasets)``: K data sets of one model (a
-  simulation study), padded to common sizes and fitted as one vmapped
-  computation (``_many.fit_stacked``).
-
-Both return a :class:`FitTable`: a tidy DataFrame with one row per fit whose
-``result(k)`` gives fit k as a full :class:`MixedModelResults`.
+Every response shares the formula's design (genes over samples, outcomes over
+one study). The design's statistics are built once; each chunk of responses
+is one vmapped fit (``core._many.fit_responses``). Like ``fit_reml_stacked``
+(``_stacked``), it returns a :class:`~jaxmixed.linear._table.FitTable`: a
+tidy DataFrame with one row per fit whose ``result(k)`` gives fit k as a full
+:class:`MixedModelResults`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import warnings
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -29,131 +24,27 @@ from jax.sharding import Mesh
 from jaxtyping import Bool, Float, Int, Shaped
 
 from ..core import FitOptions
-from ..core._compile import compiled
-from ..core._fit import FitResult
+from ..core._fit import FitResult, jit_design_statistics
 from ..core._many import (
-    default_batch_size,
     jit_fit_responses,
     jit_fit_responses_screened,
-    jit_fit_stacked,
     pad_data,
     per_fit_bytes,
     refit_batch_size,
     run_chunks,
-    stack_data,
 )
 from ..core._progress import Progress
 from ..core._sharding import n_devices, shard_batch, shard_rows, to_host
-from ..core._statistics import DesignStatistics, design_statistics
+from ..core._statistics import DesignStatistics
 from ..core._status import RESULTS
 from ..design._design import Design, ModelArrays, build_design, design_from_arrays
-from ..design._names import parameter_names, parameter_values
 from ..design._prepare import prepare
 from ._inputs import Inputs
-from ._results import ConvergenceWarning, MixedModelResults, build_results
+from ._table import FitTable, TableSource, checked_batch_size, fit_table, warn_unconverged_fits
 
-__all__ = ["FitTable", "fit_reml_many", "fit_reml_stacked"]
+__all__ = ["FitTable", "fit_reml_many"]
 
 _PLACEHOLDER = "__jaxmixed_response__"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Source:
-    """What ``FitTable.result(k)`` needs: ``model(k)`` gives fit k's design and
-    arrays (built when asked: thousands of fits need only the table)."""
-
-    model: Callable[[int], tuple[Design, ModelArrays]]
-    fits: FitResult
-    options: FitOptions
-
-
-class FitTable(pd.DataFrame):
-    """A tidy table of many fits (one row each) that also gives each fit whole.
-
-    Columns: ``objective`` (REML criterion or deviance), ``converged``,
-    ``singular``, ``message`` (why the fit stopped, or why it was not
-    fitted), ``n_iter``; the fixed effects by name and their standard errors
-    (``se_<name>``); the variance parameters in lme4's
-    ``confint(oldNames = FALSE)`` names (``sd_(Intercept)|Subject``,
-    ``cor_Days.(Intercept)|Subject``) and ``sigma``. A fit that could not be
-    made has NaN estimates and its reason in ``message``.
-
-    ``result(k)``: fit k (a position, or a label of the index) as a
-    :class:`MixedModelResults`. Slices of the table are plain DataFrames.
-    """
-
-    _metadata = ["_source"]
-    _source: _Source  # set by _table
-
-    @property
-    def _constructor(self):
-        return pd.DataFrame
-
-    def result(self, k: Hashable) -> MixedModelResults:
-        """Fit ``k`` (a position or an index label) as a full :class:`MixedModelResults`."""
-        source = self._source
-        pos = k if isinstance(k, int | np.integer) and k not in self.index else self.index.get_loc(k)
-        if not isinstance(pos, int | np.integer):  # a slice or a mask: a label of several rows
-            raise TypeError(f"the label {k!r} names several fits: pass a position")
-        if not 0 <= int(pos) < len(self):
-            raise IndexError(f"fit {k} is out of range for {len(self)} fits")
-        pos = int(pos)
-        one = jax.tree.map(lambda a: np.asarray(np.asarray(a)[pos]), source.fits)  # 0-d arrays, not scalars
-        design, arrays = source.model(pos)
-        levels = [f.n_levels for f in design.factors]
-        one = dataclasses.replace(
-            one,
-            b=tuple(b[:j] for b, j in zip(one.b, levels, strict=True)),
-            b_cov=tuple(c[:j] for c, j in zip(one.b_cov, levels, strict=True)),
-        )
-        return build_results(design, arrays, one, source.options)
-
-
-def _table(
-    design: Design, fits: FitResult, index: pd.Index, reasons: dict[int, str], source: _Source
-) -> FitTable:
-    """The tidy table of ``fits`` (numpy leaves, leading axis K)."""
-    n_fits = len(index)
-    messages = [
-        RESULTS[jax.tree.map(lambda a, k=k: np.asarray(np.asarray(a)[k]), fits.result)] for k in range(n_fits)
-    ]
-    for k, why in reasons.items():
-        messages[k] = why
-    names = list(design.fixed_names)
-    beta = np.asarray(fits.beta, float)
-    se = np.sqrt(np.diagonal(np.asarray(fits.vcov_beta, float), axis1=1, axis2=2))
-    variance = parameter_values(design, [np.asarray(lam) for lam in fits.lambdas], np.asarray(fits.sigma))
-    failed = np.zeros(len(index), bool)
-    failed[list(reasons)] = True
-    columns = {
-        "objective": np.where(failed, np.nan, np.asarray(fits.objective, float)),
-        "converged": np.asarray(fits.converged, bool) & ~failed,
-        "singular": np.asarray(fits.singular, bool) & ~failed,
-        "message": messages,
-        "n_iter": np.asarray(fits.n_iter),
-    }
-    for j, name in enumerate(names):
-        columns[name] = np.where(failed, np.nan, beta[:, j])
-    for j, name in enumerate(names):
-        columns[f"se_{name}"] = np.where(failed, np.nan, se[:, j])
-    for j, name in enumerate(parameter_names(design)):
-        columns[name] = np.where(failed, np.nan, variance[:, j])
-    table = FitTable(columns, index=index)
-    object.__setattr__(table, "_source", source)
-    return table
-
-
-def _warn_unconverged(fits: FitResult, reasons: dict[int, str]) -> None:
-    constant = np.asarray(fits.result == RESULTS.constant_response)  # elementwise over the fits
-    unconverged = ~np.asarray(fits.converged, bool) & ~constant
-    bad = [int(k) for k in np.flatnonzero(unconverged) if k not in reasons]
-    if bad:
-        warnings.warn(
-            f"{len(bad)} of {len(np.asarray(fits.objective))} fits did not converge (first: {bad[:5]}); "
-            "see the 'converged' and 'message' columns",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
 
 
 # ------------------------------------------------------------------ many responses
@@ -280,9 +171,9 @@ def fit_reml_many(
     ys, labels, design, arrays = _shared_design(inputs, responses)
     reasons = _screen(ys)
     fits = _fit_responses(inputs, design, arrays, ys, reasons, batch_size, verbose)
-    source = _Source(_response_models(inputs.formula, design, arrays, ys, labels), fits, inputs.options)
-    _warn_unconverged(fits, reasons)
-    return _table(design, fits, labels, reasons, source)
+    source = TableSource(_response_models(inputs.formula, design, arrays, ys, labels), fits, inputs.options)
+    warn_unconverged_fits(fits, reasons)
+    return fit_table(design, fits, labels, reasons, source)
 
 
 def _shared_design(
@@ -354,7 +245,7 @@ def _fit_responses(
     devices = n_devices(mesh)
     with jax.enable_x64(True):
         stats, ys, per_fit = _design_statistics(inputs, design, arrays, ys)
-        batch_size = _batch_size(batch_size, len(ys), per_fit, devices)
+        batch_size = checked_batch_size(batch_size, len(ys), per_fit, devices)
         host_ys = ys.astype(inputs.dtype)
 
         def full(ids: Int[np.ndarray, " batch"]) -> FitResult:
@@ -388,153 +279,5 @@ def _design_statistics(
         rows = pad_data(rows, size)
         ys = np.pad(ys, ((0, 0), (0, size - n)))
     placed, _ = shard_rows(rows, [], inputs.mesh)
-    stats = _jit_design_statistics(placed, jnp.asarray(n, inputs.dtype))
+    stats = jit_design_statistics(placed, jnp.asarray(n, inputs.dtype))
     return stats, ys, per_fit_bytes(rows)
-
-
-def _batch_size(batch_size: int | None, n_fits: int, per_fit: int, devices: int) -> int:
-    """The chunk size: ``batch_size`` checked, or as many fits as fit in memory."""
-    if batch_size is None:
-        return default_batch_size(n_fits, per_fit, multiple=devices)
-    if int(batch_size) < 1 or int(batch_size) % devices:
-        raise ValueError(
-            f"batch_size must be a positive multiple of the {devices} device(s), got {batch_size}"
-        )
-    return int(batch_size)
-
-
-_jit_design_statistics = compiled(design_statistics)
-
-
-# ------------------------------------------------------------------ stacked data sets
-
-
-def fit_reml_stacked(
-    formula: str | None = None,
-    datasets: Sequence[pd.DataFrame] | None = None,
-    *,
-    reml: bool = True,
-    y: Float[npt.ArrayLike, "K n"] | None = None,
-    X: Float[npt.ArrayLike, "K n p"] | None = None,
-    Z: Float[npt.ArrayLike, "K n q"] | None = None,
-    groups: Shaped[npt.ArrayLike, "K n"] | None = None,
-    batch_size: int | None = None,
-    devices: int | Sequence[Any] | Mesh | None = None,  # Any: jax.Device, not a static type
-    verbose: bool = True,
-    max_iter: int = 500,
-    dtype: jax.typing.DTypeLike = jnp.float64,
-    options: FitOptions | None = None,
-) -> FitTable:
-    """Fits one model to each of K data sets of the same model, in one computation.
-
-    A simulation study's data sets: the same formula (the same fixed-effect
-    columns and random-effects terms), with their own rows, covariates and
-    grouping. Each design is built and checked on the host, padded to common
-    sizes (padding changes no result) and stacked; chunks of ``batch_size``
-    data sets are fitted as one vmapped computation.
-
-    Args:
-        formula, datasets: a formula and a sequence of K DataFrames.
-        y, X, Z, groups: array input instead: ``y`` (K, n), ``X`` (K, n, p)
-            (default an intercept), ``Z`` (K, n, q) (default a random
-            intercept), ``groups`` (K, n).
-        reml, batch_size, devices, verbose, max_iter, dtype, options: as in
-            :func:`fit_reml_many` (``devices`` splits the data sets).
-
-    Returns:
-        A :class:`FitTable`, one row per data set (index 0 … K−1).
-    """
-    inputs = Inputs.from_arguments(
-        "fit_reml_stacked",
-        formula=formula,
-        data=datasets,
-        y=y,
-        X=X,
-        Z=Z,
-        groups=groups,
-        reml=reml,
-        max_iter=max_iter,
-        options=options,
-        dtype=dtype,
-        devices=devices,
-    )
-    pairs = _stacked_designs(inputs)
-    _check_same_model(pairs)
-    fits = _fit_stacked(inputs, pairs, batch_size, verbose)
-    source = _Source(lambda k: pairs[k], fits, inputs.options)
-    _warn_unconverged(fits, {})
-    return _table(pairs[0][0], fits, pd.RangeIndex(len(pairs), name="dataset"), {}, source)
-
-
-def _stacked_designs(inputs: Inputs) -> list[tuple[Design, ModelArrays]]:
-    """Each data set's design and arrays, built and checked on the host."""
-    if inputs.formula is not None:
-        formula: str = inputs.formula  # declared: lambdas in a comprehension lose narrowing
-        datasets = inputs.data
-        if isinstance(datasets, pd.DataFrame) or len(datasets) == 0:
-            raise ValueError("fit_reml_stacked(formula, datasets) needs a non-empty list of DataFrames")
-        return [
-            _numbered(k, lambda df=df: build_design(formula, df, missing=inputs.missing))
-            for k, df in enumerate(datasets)
-        ]
-    if inputs.y is None or inputs.groups is None:
-        raise ValueError("pass a formula and datasets, or arrays y (K, n) and groups (K, n)")
-    y = np.asarray(inputs.y, float)
-    if y.ndim != 2:
-        raise ValueError(f"y must be (K, n) for stacked data sets, got shape {y.shape}")
-
-    def pick(a: npt.ArrayLike | None, k: int) -> np.ndarray | None:
-        return None if a is None else np.asarray(a)[k]
-
-    return [
-        _numbered(
-            k,
-            lambda k=k: design_from_arrays(
-                y[k], pick(inputs.X, k), pick(inputs.Z, k), pick(inputs.groups, k), missing=inputs.missing
-            ),
-        )
-        for k in range(len(y))
-    ]
-
-
-def _numbered(k: int, build: Callable[[], tuple[Design, ModelArrays]]) -> tuple[Design, ModelArrays]:
-    """``build()``, its ValueError prefixed with the data set's number."""
-    try:
-        return build()
-    except ValueError as err:
-        raise ValueError(f"data set {k}: {err}") from err
-
-
-def _check_same_model(pairs: list[tuple[Design, ModelArrays]]) -> None:
-    """Every data set gives data set 0's fixed effects and random-effects structure."""
-    first = pairs[0][0]
-    for k, (d, _) in enumerate(pairs):
-        if d.fixed_names != first.fixed_names or d.structures != first.structures:
-            raise ValueError(
-                f"data set {k} gives fixed effects {list(d.fixed_names)} and random-effects structure "
-                f"{[s.q for s in d.structures]}, data set 0 {list(first.fixed_names)} and "
-                f"{[s.q for s in first.structures]}: stacked data sets must give the same model"
-            )
-
-
-def _fit_stacked(
-    inputs: Inputs, pairs: list[tuple[Design, ModelArrays]], batch_size: int | None, verbose: bool
-) -> FitResult:
-    """The vmapped fits (leading axis K) of the K data sets, padded to common
-    sizes and stacked, in chunks of ``batch_size`` (host loop)."""
-    mesh = inputs.mesh
-    with jax.enable_x64(True):
-        stacked = stack_data([prepare(d, a, dtype=inputs.dtype) for d, a in pairs])
-        size = stacked.X.shape[1]
-        ys = np.stack([np.pad(a.y, (0, size - len(a.y))) for _, a in pairs]).astype(inputs.dtype)
-        n_obs = np.asarray([len(a.y) for _, a in pairs], inputs.dtype)
-        per_fit = per_fit_bytes(jax.tree.map(lambda a: a[0], stacked)) + 8 * stacked.X[0].size
-        batch_size = _batch_size(batch_size, len(pairs), per_fit, n_devices(mesh))
-        host = jax.tree.map(np.asarray, stacked)
-
-        def run(ids: Int[np.ndarray, " batch"]) -> FitResult:
-            chunk = shard_batch((jax.tree.map(lambda a: a[ids], host), ys[ids], n_obs[ids]), mesh)
-            return to_host(jit_fit_stacked(*chunk, inputs.options))
-
-        progress = Progress(len(pairs), "fit", verbose and len(pairs) > batch_size)
-        return run_chunks(len(pairs), batch_size, run, progress=progress)

@@ -189,10 +189,6 @@ def fit_mixed_nn(
             "max_epochs": (max_epochs, 1000),
         },
     )
-    if options.mode not in ("joint", "em"):
-        raise ValueError(f"mode must be 'joint' or 'em', got {options.mode!r}")
-    if options.mode == "em" and options.batch_groups is not None:
-        raise ValueError("batch_groups (minibatches of groups) applies to mode='joint'")
     design, arrays = build_design(formula, data, missing=missing)
     x, names = features(design, arrays)
     dtype = jnp.dtype(dtype)
@@ -246,8 +242,6 @@ def _group_layout(
             f"batch_groups needs one grouping factor (the likelihood is then a sum over its groups); "
             f"the formula has {len(design.factors)}: {[f.name for f in design.factors]}"
         )
-    if options.batch_groups < 1:
-        raise ValueError(f"batch_groups must be a positive number of groups, got {options.batch_groups}")
     return group_layout(arrays.codes[0][train_idx], design.factors[0].n_levels)
 
 

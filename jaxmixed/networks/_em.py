@@ -106,8 +106,6 @@ class _EMRounds:
 
 
 def _check_em(options: TrainOptions, train: TrainingSet) -> None:
-    if options.variance_update not in ("profiled", "em"):
-        raise ValueError(f"variance_update must be 'profiled' or 'em', got {options.variance_update!r}")
     n_factors = len(train.model_rows().structures)
     if options.variance_update == "em" and n_factors != 1:
         raise ValueError(

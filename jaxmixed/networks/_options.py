@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import numpy as np
 import optax
 from jaxtyping import Array, PyTree
 
@@ -56,9 +57,39 @@ class TrainOptions(eqx.Module):
     tol: float = eqx.field(default=1e-4, static=True)
     variance_update: str = eqx.field(default="profiled", static=True)
 
+    def __check_init__(self):
+        _one_of("mode", self.mode, ("joint", "em"))
+        _one_of("variance_update", self.variance_update, ("profiled", "em"))
+        if not isinstance(self.reml, (bool, np.bool_)):
+            raise TypeError(f"reml must be True (REML) or False (ML), got {self.reml!r}")
+        for name in ("max_epochs", "patience", "eval_every", "epochs_per_round", "max_rounds"):
+            _positive_int(name, getattr(self, name))
+        if self.batch_groups is not None:
+            _positive_int("batch_groups", self.batch_groups)
+        for name in ("learning_rate", "phi_learning_rate", "tol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not (isinstance(self.validation_fraction, (int, float)) and 0.0 <= self.validation_fraction < 1.0):
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if self.mode == "em" and self.batch_groups is not None:
+            raise ValueError("batch_groups (minibatches of groups) applies to mode='joint'")
+        if self.optimizer is not None and not (hasattr(self.optimizer, "init") and hasattr(self.optimizer, "update")):
+            raise TypeError(f"optimizer must be an optax GradientTransformation, got {self.optimizer!r}")
+
     def network_optimizer(self) -> optax.GradientTransformation:
         """``optimizer``, or Adam(``learning_rate``) when it is None."""
         return self.optimizer if self.optimizer is not None else optax.adam(self.learning_rate)
+
+
+def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be {' or '.join(repr(a) for a in allowed)}, got {value!r}")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, np.integer)) and value >= 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def optimizer_step(
