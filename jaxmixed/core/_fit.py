@@ -49,11 +49,12 @@ from ._objective import lambdas, scale_correction, solve, standard_criterion
 from ._options import FitOptions
 from ._solvers import LBFGS
 from ._statistics import ModelData, ModelStatistics, design_statistics, model_statistics
-from ._status import RESULTS, LoopStatus, is_converged, to_results
+from ._status import RESULTS, LoopStatus, is_converged, loop_status, to_results
 from ._tolerances import CONSTANT_SPREAD_EPS, START_FLOOR, resolve
+from ._typing import HostOrDevice
 
-_SUCCESSFUL = LoopStatus.promote(RESULTS.successful)
-_CONSTANT = LoopStatus.promote(RESULTS.constant_response)
+_SUCCESSFUL = loop_status("successful")
+_CONSTANT = loop_status("constant_response")
 
 __all__ = ["FitResult", "fit", "fit_at", "fit_data"]
 
@@ -95,7 +96,7 @@ class FitResult(eqx.Module):
     grad_norm: Float[Array, "*batch"]
 
     @property
-    def converged(self) -> jax.Array:
+    def converged(self) -> Bool[HostOrDevice, "*batch"]:
         """Whether the optimiser met its convergence criteria."""
         return is_converged(self.result)
 

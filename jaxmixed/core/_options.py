@@ -8,6 +8,7 @@ where to start. Every options Module validates itself when it is made.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -57,6 +58,16 @@ class BoundaryTrials(eqx.Module):
         return LBFGS(max_steps=main.max_steps, gtol=main.gtol, ftol=main.ftol, change_gate=main.change_gate)
 
 
+# The records are immutable and hashable, so equal settings share one record: building
+# a Module (with its checks) on every fit_reml call costs more than the rest of the options.
+_DEFAULT_TRIALS = BoundaryTrials()
+
+
+@functools.lru_cache(maxsize=64)
+def _lbfgs(**fields: Any) -> LBFGS:
+    return LBFGS(**fields)
+
+
 def _is_bool(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_))
 
@@ -98,7 +109,9 @@ class FitOptions(eqx.Module):
         start: Float[Array, " n_params"] | None = None,
         **shorthand: Any,
     ):
-        self.reml = reml
+        if not _is_bool(reml):  # before it is stored: a static field must be a plain value
+            raise TypeError(f"reml must be True (REML) or False (ML), got {reml!r}")
+        self.reml = bool(reml)
         self.solver = _solver(solver, shorthand)
         self.boundary = _boundary(boundary, shorthand)
         self.start = start
@@ -153,7 +166,7 @@ def _solver(solver: AbstractSolver | None, shorthand: dict) -> AbstractSolver:
         if lbfgs:
             raise TypeError(f"{sorted(lbfgs)} are L-BFGS settings; they do not apply with optimizer=")
         return OptaxSolver(optimizer, **common)
-    return LBFGS(**common, **lbfgs)
+    return _lbfgs(**common, **lbfgs)
 
 
 def _boundary(boundary: BoundaryTrials | bool | None, shorthand: dict) -> BoundaryTrials | None:
@@ -173,5 +186,5 @@ def _boundary(boundary: BoundaryTrials | bool | None, shorthand: dict) -> Bounda
             raise TypeError(f"{sorted(fields)} tune the boundary trials, which boundary={boundary!r} turns off")
         return None
     if _is_bool(boundary):
-        return BoundaryTrials(**fields)
+        return BoundaryTrials(**fields) if fields else _DEFAULT_TRIALS
     raise TypeError(f"boundary must be True, False, None or a BoundaryTrials, got {boundary!r}")

@@ -32,15 +32,15 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int
 
-from ._status import RESULTS, LoopStatus, to_results
+from ._status import RESULTS, LoopStatus, loop_status, to_results
 from ._tolerances import CHANGE_GATE, resolve
 
 # The public items as the loops carry them (typed as LoopStatus for the checker).
-_SUCCESSFUL = LoopStatus.promote(RESULTS.successful)
-_SMALL_CHANGE = LoopStatus.promote(RESULTS.small_change)
-_MAX_STEPS_REACHED = LoopStatus.promote(RESULTS.max_steps_reached)
-_NONFINITE = LoopStatus.promote(RESULTS.nonfinite)
-_NO_PROGRESS = LoopStatus.promote(RESULTS.no_progress)
+_SUCCESSFUL = loop_status("successful")
+_SMALL_CHANGE = loop_status("small_change")
+_MAX_STEPS_REACHED = loop_status("max_steps_reached")
+_NONFINITE = loop_status("nonfinite")
+_NO_PROGRESS = loop_status("no_progress")
 
 __all__ = ["AbstractSolver", "LBFGS", "OptaxSolver", "OptimizeResult", "minimize", "stop_status"]
 

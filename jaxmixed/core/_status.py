@@ -15,8 +15,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["RESULTS", "LoopStatus", "is_converged", "to_results"]
+__all__ = ["RESULTS", "LoopStatus", "is_converged", "loop_status", "to_results"]
 
 
 class RESULTS(eqx.Enumeration):
@@ -43,15 +44,25 @@ class LoopStatus(RESULTS):  # pyright: ignore[reportGeneralTypeIssues]  (equinox
 
 
 # RESULTS' items in their order; LoopStatus holds the same items first.
-_PUBLIC = (
-    RESULTS.successful,
-    RESULTS.small_change,
-    RESULTS.max_steps_reached,
-    RESULTS.nonfinite,
-    RESULTS.no_progress,
-    RESULTS.constant_response,
-    RESULTS.early_stopped,
+_NAMES = (
+    "successful",
+    "small_change",
+    "max_steps_reached",
+    "nonfinite",
+    "no_progress",
+    "constant_response",
+    "early_stopped",
 )
+
+
+def loop_status(name: str) -> LoopStatus:
+    """The ``LoopStatus`` item of that name: a public item as the loops carry it.
+
+    The same object as ``LoopStatus.promote(RESULTS.<name>)`` but without its
+    computation (promote indexes a JAX array, which at import time compiles
+    a kernel); typed as ``LoopStatus`` for the checker.
+    """
+    return getattr(LoopStatus, name)
 
 
 def to_results(status: LoopStatus) -> RESULTS:
@@ -69,17 +80,22 @@ def to_results(status: LoopStatus) -> RESULTS:
 
 def _to_results_one(status: LoopStatus) -> RESULTS:
     out = RESULTS.successful
-    for item in _PUBLIC[1:]:
-        out = RESULTS.where(status == LoopStatus.promote(item), item, out)
+    for name in _NAMES[1:]:
+        out = RESULTS.where(status == loop_status(name), getattr(RESULTS, name), out)
     return out
 
 
-def is_converged(result: RESULTS) -> jax.Array:
+def is_converged(result: RESULTS) -> jax.Array | np.ndarray:
     """True where ``result`` is ``successful`` or ``small_change`` (the one definition).
 
     Works on a single item, inside ``jit``/``vmap``, and on the batched items
-    of many fits brought to the host (an array of flags then).
+    of many fits brought to the host (an array of flags then). On the host the
+    flags are numpy, compared through the item's pytree leaf (its position in
+    the enumeration): no JAX operation is dispatched for a finished fit.
     """
-    if isinstance(result, LoopStatus):
-        return (result == LoopStatus.successful) | (result == LoopStatus.small_change)
-    return (result == RESULTS.successful) | (result == RESULTS.small_change)
+    enumeration = LoopStatus if isinstance(result, LoopStatus) else RESULTS
+    items = [getattr(enumeration, name) for name in ("successful", "small_change")]
+    if result.is_traced():
+        return (result == items[0]) | (result == items[1])
+    (code,) = jax.tree.leaves(result)
+    return np.isin(np.asarray(code), [jax.tree.leaves(item)[0] for item in items])
