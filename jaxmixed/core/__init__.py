@@ -28,6 +28,9 @@ The pipeline, in the order a reader meets it:
    one on any scalar function. ``FitOptions(reml, solver, boundary=
    BoundaryTrials(screen, tol), start)`` holds a fit's settings; ``RESULTS``
    says why a loop stopped and ``is_converged`` is the one test of success.
+   Inference (``_inference``): ``satterthwaite(stats, phi, free, reml, L)``,
+   the variances and Satterthwaite df of contrasts of β̂ from the exact
+   Hessian of the deviance in (θ, σ).
 6. Network fixed parts (``_mixed_loss``): ``joint_loss(model, phi, data)``,
    lme4's criterion of ``y − f(x)`` for a network ``f`` (:class:`NeuralData`:
    features, response, design statistics of ``X = [1]``); ``group_loss``,
@@ -58,6 +61,7 @@ from ._covariance import (
 )
 from ._fit import FitResult, fit, fit_at, fit_data
 from ._index import DenseIndex, DesignIndex
+from ._inference import SatterthwaiteResult, satterthwaite
 from ._many import fit_responses, fit_stacked
 from ._mixed_loss import (
     GroupLayout,
@@ -95,6 +99,8 @@ __all__ = [
     "fit_responses",
     "factor_codes",
     "RESULTS",
+    "SatterthwaiteResult",
+    "satterthwaite",
     "AbstractSolver",
     "BoundaryTrials",
     "LBFGS",

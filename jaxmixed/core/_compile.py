@@ -159,7 +159,9 @@ def _decide_cache() -> None:
         if _SETTINGS.cache_decided:
             return
         switch = os.environ.get(_ENV_SWITCH, "").strip()
-        if jax.config.jax_compilation_cache_dir:  # pyright: ignore[reportAttributeAccessIssue]  (set by the user) (config or environment)
+        # A directory the user chose (config or environment) wins. jax's Config stub lists
+        # no flags, hence the ignore.
+        if jax.config.jax_compilation_cache_dir:  # pyright: ignore[reportAttributeAccessIssue]
             _SETTINGS.cache_decided = True
         elif switch.lower() in ("0", "off", "false", "no", "none"):
             set_compilation_cache(None)

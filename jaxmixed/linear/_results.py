@@ -33,7 +33,7 @@ from ..core._status import RESULTS, is_converged
 from ..design._design import Design, FactorInfo, ModelArrays
 from ..design._names import theta_names, varcorr_table
 from ..design._prepare import prepare
-from . import _intervals, _predict, _summary
+from . import _inference, _intervals, _predict, _summary
 from ._bootstrap import BootstrapResults, as_jax, as_key, parametric_bootstrap
 from ._predict import fixed_matrix, random_part
 
@@ -376,9 +376,22 @@ class MixedModelResults:
         dtype = np.asarray(self.fit_result.beta).dtype
         return prepare(self.design, self.arrays, dtype=dtype), as_jax(self.fit_result, dtype)
 
-    def summary(self) -> str:
-        """A printable table of the fit, in the manner of lme4 and statsmodels."""
-        return _summary.summary_text(self)
+    def summary(self, ddf: str = "satterthwaite") -> str:
+        """A printable table of the fit, in the manner of lme4 and lmerTest: the fixed
+        effects with Satterthwaite's df and p-values by default (``ddf``: see
+        :meth:`coef_table`)."""
+        return _summary.summary_text(self, ddf)
+
+    def coef_table(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """The fixed effects as lmerTest's ``summary`` tests them, one row each.
+
+        ``ddf="satterthwaite"`` (default): ``Estimate``, ``Std. Error``, ``df``
+        (Satterthwaite's, from the exact Hessian of the deviance in θ and σ and
+        the exact gradient of each variance), ``t value``, ``Pr(>|t|)``.
+        ``ddf="none"``: ``z value`` and ``Pr(>|z|)`` from the normal distribution.
+        A variance at the boundary (θ = 0) is not a parameter of the df.
+        """
+        return _inference.coef_table(self, ddf)
 
     def __str__(self) -> str:
         return self.summary()

@@ -46,12 +46,13 @@ def repr_text(results: MixedModelResults) -> str:
     return f"{type(results).__name__}({body})"
 
 
-def summary_text(results: MixedModelResults) -> str:
+def summary_text(results: MixedModelResults, ddf: str = "satterthwaite") -> str:
     """The printable table of ``MixedModelResults.summary()``: the fit, its
-    diagnostics, the variance components and the fixed effects."""
+    diagnostics, the variance components and the fixed effects (tested as
+    ``coef_table(ddf)`` tests them)."""
     lines = _header(results)
     lines += ["", "Random effects:", *_random_effects_table(results.varcorr)]
-    lines += ["", "Fixed effects:", *_fixed_effects_table(results)]
+    lines += ["", "Fixed effects:", *_fixed_effects_table(results, ddf)]
     return "\n".join(lines)
 
 
@@ -100,19 +101,24 @@ def _random_effects_table(vc: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _fixed_effects_table(results: MixedModelResults) -> list[str]:
-    """Estimates, standard errors, t values and 95% Wald intervals of the fixed effects."""
-    beta, se = results.fixed_effects, results.fixed_effects_se
-    names = results.design.fixed_names  # the index of beta and se
+def _fixed_effects_table(results: MixedModelResults, ddf: str) -> list[str]:
+    """Estimates, standard errors, df (Satterthwaite's, or none: z tests), test
+    statistics, p-values and 95% Wald intervals of the fixed effects."""
+    table = results.coef_table(ddf)
+    names = results.design.fixed_names  # the index of the table
     ci = results.conf_int()
-    t = beta / se
+    stat, p_col = ("t value", "Pr(>|t|)") if ddf == "satterthwaite" else ("z value", "Pr(>|z|)")
     fe_w = max([0] + [len(n) for n in names])
+    df_head = f"  {'df':>8}" if ddf == "satterthwaite" else ""
     lines = [
-        f" {'':<{fe_w}}  {'Estimate':>12}  {'Std.Error':>10}  {'t value':>8}  {'[0.025':>12}  {'0.975]':>12}"
+        f" {'':<{fe_w}}  {'Estimate':>12}  {'Std.Error':>10}{df_head}  {stat:>8}  {p_col:>9}  "
+        f"{'[0.025':>12}  {'0.975]':>12}"
     ]
     for name in names:
+        row = table.loc[name]
+        df_cell = f"  {row['df']:8.2f}" if ddf == "satterthwaite" else ""
         lines.append(
-            f" {name:<{fe_w}}  {beta[name]:12.5g}  {se[name]:10.5g}  "
-            f"{t[name]:8.3f}  {ci.iloc[:, 0][name]:12.5g}  {ci.iloc[:, 1][name]:12.5g}"
+            f" {name:<{fe_w}}  {row['Estimate']:12.5g}  {row['Std. Error']:10.5g}{df_cell}  "
+            f"{row[stat]:8.3f}  {row[p_col]:9.3g}  {ci.iloc[:, 0][name]:12.5g}  {ci.iloc[:, 1][name]:12.5g}"
         )
     return lines
