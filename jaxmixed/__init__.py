@@ -29,6 +29,7 @@ from .core._options import BoundaryTrials, FitOptions
 from .core._solvers import LBFGS, OptaxSolver
 from .core._status import RESULTS
 from .design._formula import FormulaError
+from .linear._anova import anova
 from .linear._api import ConvergenceWarning, fit_reml
 from .linear._bootstrap import BootstrapResults
 from .linear._many_api import fit_reml_many
@@ -42,6 +43,7 @@ from .networks._results import FixedPart, MixedNNResults
 __version__ = "0.6.0"
 
 __all__ = [
+    "anova",
     "BootstrapResults",
     "FitTable",
     "fit_reml_many",

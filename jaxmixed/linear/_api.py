@@ -25,7 +25,7 @@ from ._inputs import Inputs
 from ._results import ConvergenceWarning, MixedModelResults, build_results, warn_unconverged
 
 # ConvergenceWarning is defined with the results; it is imported from here too.
-__all__ = ["ConvergenceWarning", "fit_reml"]
+__all__ = ["ConvergenceWarning", "fit_design", "fit_reml", "refit"]
 
 
 def fit_reml(
@@ -118,20 +118,42 @@ def fit_reml(
 
 
 def _fit(inputs: Inputs, design: Design, arrays: ModelArrays, memory_limit: int | None) -> FitResult:
-    """The fit of one model (numpy leaves), its levels padded to bucket sizes for
-    the compile cache and the padding dropped from the result."""
+    """The fit of one model (numpy leaves): :func:`fit_design` with the inputs' settings."""
+    return fit_design(design, arrays, inputs.options, dtype=inputs.dtype, mesh=inputs.mesh, memory_limit=memory_limit)
+
+
+def fit_design(
+    design: Design,
+    arrays: ModelArrays,
+    options: FitOptions,
+    *,
+    dtype: Any = np.float64,
+    mesh: Mesh | None = None,
+    memory_limit: int | None = None,
+) -> FitResult:
+    """The fit of one built design (numpy leaves), its levels padded to bucket sizes
+    for the compile cache and the padding dropped from the result."""
     with jax.enable_x64(True):
         real_levels = [f.n_levels for f in design.factors]
         rows = prepare(
             design,
             arrays,
-            dtype=inputs.dtype,
+            dtype=dtype,
             memory_limit=memory_limit,
             n_levels=padded_levels(real_levels),
             on_device=False,
         )
-        result = _fit_rows(rows, arrays.y, inputs.options, inputs.mesh)
+        result = _fit_rows(rows, arrays.y, options, mesh)
         return drop_padded_levels(result, real_levels)
+
+
+def refit(results: MixedModelResults, options: FitOptions) -> MixedModelResults:
+    """The same model and rows fitted again with ``options`` (lme4's ``refitML`` for
+    ``FitOptions(reml=False)``); a fit that does not converge warns."""
+    dtype = np.asarray(results.fit_result.beta).dtype
+    result = fit_design(results.design, results.arrays, options, dtype=dtype)
+    warn_unconverged(result, stacklevel=2)
+    return build_results(results.design, results.arrays, result, options)
 
 
 def _fit_rows(

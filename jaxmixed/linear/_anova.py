@@ -1,0 +1,126 @@
+"""Likelihood-ratio tests of nested models: ``jaxmixed.anova(fit0, fit1, ...)``, as lme4's ``anova``.
+
+The fits must be of the same rows of the same response, and each model's
+fixed-effect columns and random-effects terms must lie within the next's
+(ordered by their number of parameters, as lme4 orders them). REML fits are
+refitted by maximum likelihood first (REML criteria of models with different
+fixed effects are not comparable), as lme4 does by default; the table's index
+says so. For consecutive rows, ``Chisq`` is twice the log-likelihood gain,
+``Df`` the number of parameters added, and ``Pr(>Chisq)`` its upper tail in
+the χ² distribution with ``Df`` degrees of freedom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ..core._options import FitOptions
+from ._api import refit
+
+if TYPE_CHECKING:
+    from ._results import MixedModelResults
+
+__all__ = ["anova", "chi2_upper_tail"]
+
+
+def chi2_upper_tail(statistic: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """``P(χ²_df > statistic)``: the regularised upper incomplete gamma ``Q(df/2, x/2)``."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.maximum(np.asarray(statistic, float), 0.0))
+        k = jnp.asarray(np.asarray(df, float))
+        return np.asarray(jax.scipy.special.gammaincc(k / 2.0, x / 2.0))
+
+
+def anova(*fits: MixedModelResults, refit_ml: bool = True, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Likelihood-ratio tests of two or more nested fits of the same data.
+
+    Args:
+        fits: ``MixedModelResults`` of the same response and rows.
+        refit_ml: refit REML fits by maximum likelihood first (default, as lme4).
+        names: a label per fit (default: its formula, else ``model k``).
+
+    Returns:
+        One row per model, ordered by ``npar``: ``npar``, ``AIC``, ``BIC``,
+        ``logLik``, ``deviance``, ``Chisq``, ``Df``, ``Pr(>Chisq)`` (NaN in
+        the first row).
+    """
+    if len(fits) < 2:
+        raise ValueError("anova needs at least two fits to compare")
+    labels = _labels(fits, names)
+    _check_same_data(fits)
+    refitted = refit_ml and any(f.reml for f in fits)
+    if refitted:
+        fits = tuple(refit(f, FitOptions(reml=False)) if f.reml else f for f in fits)
+    elif len({f.reml for f in fits}) > 1:
+        raise ValueError("the fits mix REML and ML: compare them with refit_ml=True")
+    order = sorted(range(len(fits)), key=lambda k: fits[k].n_params)
+    ordered = [fits[k] for k in order]
+    _check_nested(ordered, [labels[k] for k in order])
+    return _table(ordered, [labels[k] for k in order], refitted)
+
+
+def _labels(fits: Sequence[MixedModelResults], names: Sequence[str] | None) -> list[str]:
+    """The given names (one distinct label per fit), else the formulas, else ``model k``."""
+    if names is not None:
+        labels = [str(n) for n in names]
+        if len(labels) != len(fits) or len(set(labels)) != len(labels):
+            raise ValueError(f"names must give one distinct label per fit, got {labels}")
+        return labels
+    formulas = [f.formula for f in fits]
+    if all(formulas) and len(set(formulas)) == len(formulas):
+        return [str(f) for f in formulas]
+    return [f"model {k + 1}" for k in range(len(fits))]
+
+
+def _table(fits: list[MixedModelResults], labels: list[str], refitted: bool) -> pd.DataFrame:
+    npar = np.asarray([f.n_params for f in fits], float)
+    loglik = np.asarray([f.loglik for f in fits])
+    chisq = np.concatenate([[np.nan], 2.0 * np.diff(loglik)])
+    df = np.concatenate([[np.nan], np.diff(npar)])
+    p = np.concatenate([[np.nan], chi2_upper_tail(chisq[1:], df[1:])])
+    table = pd.DataFrame(
+        {
+            "npar": npar.astype(int),
+            "AIC": [f.aic for f in fits],
+            "BIC": [f.bic for f in fits],
+            "logLik": loglik,
+            "deviance": -2.0 * loglik,
+            "Chisq": chisq,
+            "Df": df,
+            "Pr(>Chisq)": p,
+        },
+        index=pd.Index(labels, name="model (refitted by ML)" if refitted else "model"),
+    )
+    return table
+
+
+def _check_same_data(fits: Sequence[MixedModelResults]) -> None:
+    first = fits[0]
+    for k, fit in enumerate(fits[1:], start=2):
+        same = fit.nobs == first.nobs and np.array_equal(np.asarray(fit.arrays.y), np.asarray(first.arrays.y))
+        if not same:
+            raise ValueError(
+                f"fit {k} is not of the same data as fit 1 ({fit.nobs} against {first.nobs} rows, or another "
+                "response): likelihood-ratio tests compare models of the same rows"
+            )
+
+
+def _check_nested(fits: list[MixedModelResults], labels: list[str]) -> None:
+    """Each model's fixed columns and random terms within the next's (a clear error otherwise)."""
+    for small, big, a, b in zip(fits, fits[1:], labels, labels[1:], strict=False):
+        fixed = set(small.design.fixed_names) - set(big.design.fixed_names)
+        random = _random_terms(small) - _random_terms(big)
+        if fixed or random:
+            missing = sorted(fixed) + sorted(f"({t[1]} | {t[0]})" for t in random)
+            raise ValueError(f"{a!r} is not nested in {b!r}: {missing} are not in the larger model")
+
+
+def _random_terms(fit: MixedModelResults) -> set[tuple[tuple[str, ...], str]]:
+    """(grouping columns, column) of every random effect of the model."""
+    return {(info.columns, col) for info in fit.design.factors for col in info.column_names}
