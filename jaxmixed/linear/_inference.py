@@ -36,6 +36,7 @@ def _compiler_options(stats, *args, **kwargs) -> dict:
 
 
 _jit_satterthwaite = compiled(satterthwaite, compiler_options=_compiler_options)
+_jit_model_statistics = compiled(model_statistics)
 
 
 def satterthwaite_df(results: MixedModelResults, contrasts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +46,7 @@ def satterthwaite_df(results: MixedModelResults, contrasts: np.ndarray) -> tuple
     dtype = np.asarray(fit.beta).dtype
     with jax.enable_x64(dtype == np.float64):
         data = prepare(results.design, results.arrays, dtype=dtype, on_device=False)
-        stats = model_statistics(data, jnp.asarray(results.arrays.y, dtype))
+        stats = _jit_model_statistics(data, np.asarray(results.arrays.y, dtype))
         out = _jit_satterthwaite(stats, jnp.asarray(fit.phi, dtype), free, results.reml, jnp.asarray(contrasts, dtype))
         return np.asarray(out.variance), np.asarray(out.df)
 
