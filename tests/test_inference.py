@@ -107,3 +107,46 @@ def test_two_sided_p_matches_known_quantiles():
     # t quantiles: t_{0.975, 10} = 2.228139, t_{0.995, 3} = 5.840909; normal: 1.959964
     np.testing.assert_allclose(two_sided_p(np.asarray([2.228139, 5.840909]), np.asarray([10.0, 3.0])), [0.05, 0.01], rtol=1e-5)
     np.testing.assert_allclose(two_sided_p(np.asarray([1.959964]), np.inf), [0.05], rtol=1e-5)
+
+
+def test_contest_one_df_is_the_t_test(fits):
+    """lmerTest's anova of the sleepstudy model: Days, Sum Sq 30031, NumDF 1, DenDF 17, F 45.853."""
+    fit = fits["sleepstudy_slopes_reml"]
+    table = fit.contest([0.0, 1.0])
+    row = table.iloc[0]
+    t = fit.coef_table().loc["Days"]
+    assert row["F value"] == pytest.approx(t["t value"] ** 2, rel=1e-10)
+    assert row["DenDF"] == pytest.approx(t["df"], rel=1e-10)
+    assert row["Pr(>F)"] == pytest.approx(t["Pr(>|t|)"], rel=1e-8)
+    assert row["F value"] == pytest.approx(45.853, abs=1e-3)
+    assert row["Sum Sq"] == pytest.approx(30031.0, abs=1.0)
+    assert row["NumDF"] == 1
+
+
+def test_contest_several_df(fits):
+    fit = fits["sleepstudy_slopes_reml"]
+    beta, vcov = fit.fixed_effects.to_numpy(), fit.vcov.to_numpy()
+    both = fit.contest(np.eye(2)).iloc[0]
+    assert both["NumDF"] == 2
+    assert both["F value"] == pytest.approx(beta @ np.linalg.solve(vcov, beta) / 2, rel=1e-10)
+    assert both["DenDF"] == pytest.approx(17.0, rel=1e-6)  # both directions have 17 df
+    scaled = fit.contest(np.asarray([[3.0, 1.0], [0.0, 2.0]])).iloc[0]  # same hypothesis, other basis
+    assert scaled["F value"] == pytest.approx(both["F value"], rel=1e-9)
+    # A rank-deficient L tests its row space: one direction here.
+    assert fit.contest([[0.0, 1.0], [0.0, 2.0]]).iloc[0]["NumDF"] == 1
+    shifted = fit.contest([0.0, 1.0], rhs=float(beta[1])).iloc[0]
+    assert shifted["F value"] == pytest.approx(0.0, abs=1e-12) and shifted["Pr(>F)"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="columns"):
+        fit.contest(np.eye(3))
+
+
+def test_denominator_df_rule():
+    from jaxmixed.linear._inference import _combined_df, f_upper_tail
+
+    assert _combined_df(np.asarray([7.0])) == 7.0
+    assert _combined_df(np.asarray([9.0, 9.0])) == 9.0
+    assert _combined_df(np.asarray([1.5, 30.0])) == 2.0
+    e = 10 / 8 + 20 / 18
+    assert _combined_df(np.asarray([10.0, 20.0])) == pytest.approx(2 * e / (e - 2))
+    # F(2, 10) upper 5% point 4.102821; F(1, d) is t²
+    assert f_upper_tail(4.102821, 2, 10) == pytest.approx(0.05, rel=1e-5)

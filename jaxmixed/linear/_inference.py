@@ -24,7 +24,7 @@ from ..design._prepare import prepare
 if TYPE_CHECKING:
     from ._results import MixedModelResults
 
-__all__ = ["DDF_METHODS", "coef_table", "satterthwaite_df", "two_sided_p"]
+__all__ = ["DDF_METHODS", "coef_table", "contest", "f_upper_tail", "satterthwaite_df", "two_sided_p"]
 
 DDF_METHODS = ("satterthwaite", "none")
 
@@ -80,3 +80,61 @@ def coef_table(results: MixedModelResults, ddf: str = "satterthwaite") -> pd.Dat
     t = beta / se
     p = two_sided_p(t.to_numpy(), df)
     return table.assign(**{"df": df, "t value": t, "Pr(>|t|)": p})
+
+
+def f_upper_tail(statistic: float, num_df: float, den_df: float) -> float:
+    """``P(F > statistic)`` for the F distribution with (``num_df``, ``den_df``) degrees of
+    freedom: ``I_{d₂/(d₂ + d₁F)}(d₂/2, d₁/2)``."""
+    with jax.enable_x64(True):
+        d1, d2, f = (jnp.asarray(float(v)) for v in (num_df, den_df, statistic))
+        return float(jax.scipy.special.betainc(d2 / 2.0, d1 / 2.0, d2 / (d2 + d1 * jnp.maximum(f, 0.0))))
+
+
+def _combined_df(nu: np.ndarray) -> float:
+    """The denominator df of an F test from its directions' Satterthwaite df (lmerTest's
+    rule): one direction or equal df: that df; any df ≤ 2: 2; else ``2E/(E − q)`` with
+    ``E = Σ ν/(ν − 2)``, which matches the F's expectation."""
+    if len(nu) == 1 or np.allclose(nu, nu[0], rtol=0.0, atol=1e-8):
+        return float(nu[0])
+    if np.any(nu <= 2):
+        return 2.0
+    e = float(np.sum(nu / (nu - 2.0)))
+    return 2.0 * e / (e - len(nu))
+
+
+def contest(results: MixedModelResults, L: np.ndarray, rhs: float | np.ndarray = 0.0) -> pd.DataFrame:
+    """F test of ``L β = rhs`` with Satterthwaite's denominator df (lmerTest's ``contest``).
+
+    ``L`` (q, p) or (p,). Its covariance ``L Φ Lᵀ = P D Pᵀ`` is diagonalised;
+    directions with eigenvalues below ``1e-8·max`` are dropped (the rank is the
+    numerator df), ``F = Σ (Pᵢᵀ(Lβ − rhs))²/Dᵢ / q``, and each direction's
+    Satterthwaite df combine into the denominator df (:func:`_combined_df`).
+    Returns one row: ``Sum Sq``, ``Mean Sq`` (F·σ̂²), ``NumDF``, ``DenDF``,
+    ``F value``, ``Pr(>F)``.
+    """
+    beta = results.fixed_effects.to_numpy()
+    L = np.atleast_2d(np.asarray(L, float))
+    if L.ndim != 2 or L.shape[1] != len(beta):
+        raise ValueError(f"L must have {len(beta)} columns (one per fixed effect), got shape {L.shape}")
+    values, vectors = np.linalg.eigh(L @ results.vcov.to_numpy() @ L.T)
+    keep = values > 1e-8 * max(values.max(initial=0.0), 0.0)
+    if not np.any(keep):
+        raise ValueError("L β has no variance: L is zero or outside the estimable space")
+    rotated = vectors[:, keep].T @ L  # (q, p): the contrast's directions
+    d = values[keep]
+    estimate = rotated @ beta - vectors[:, keep].T @ np.broadcast_to(np.asarray(rhs, float), (L.shape[0],))
+    q = int(keep.sum())
+    f = float(np.sum(estimate**2 / d) / q)
+    _, nu = satterthwaite_df(results, rotated)
+    den = _combined_df(np.asarray(nu))
+    mean_sq = f * results.sigma**2
+    return pd.DataFrame(
+        {
+            "Sum Sq": [mean_sq * q],
+            "Mean Sq": [mean_sq],
+            "NumDF": [q],
+            "DenDF": [den],
+            "F value": [f],
+            "Pr(>F)": [f_upper_tail(f, q, den)],
+        }
+    )

@@ -393,6 +393,12 @@ class MixedModelResults:
         """
         return _inference.coef_table(self, ddf)
 
+    def contest(self, L: Any, rhs: Any = 0.0) -> pd.DataFrame:
+        """F test of ``L β = rhs`` (``L`` (q, p) over ``fixed_effects``' order) with
+        Satterthwaite's denominator df, as lmerTest's ``contest``: ``Sum Sq``, ``Mean Sq``,
+        ``NumDF``, ``DenDF``, ``F value``, ``Pr(>F)``."""
+        return _inference.contest(self, L, rhs)
+
     def __str__(self) -> str:
         return self.summary()
 
