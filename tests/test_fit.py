@@ -43,8 +43,9 @@ def _fake(result):
 
 def test_iteration_cap_is_reported_not_hidden():
     df = jm.load_dataset("sleepstudy")
-    with pytest.warns(jm.ConvergenceWarning, match="iteration limit"):
+    with pytest.warns(jm.ConvergenceWarning, match="iteration limit") as record:
         res = jm.fit_reml("Reaction ~ Days + (Days | Subject)", data=df, max_iter=2)
+    assert {w.filename for w in record} == {__file__}
     assert not res.converged
     assert res.convergence_message == "iteration limit reached"
     assert res.fit_result.result == jm.RESULTS.max_steps_reached

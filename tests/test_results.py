@@ -45,8 +45,9 @@ def test_fitted_residuals_and_predict(sleep_fit):
 
 def test_unseen_levels_get_the_fixed_effects_prediction_with_a_warning(sleep_fit):
     new = pd.DataFrame({"Days": [0.0, 5.0], "Subject": ["999", "308"]})
-    with pytest.warns(UserWarning, match="1 row.*not seen in fitting"):
+    with pytest.warns(UserWarning, match="1 row.*not seen in fitting") as record:
         pred = sleep_fit.predict(new)
+    assert {w.filename for w in record} == {__file__}  # the user's line, not the library's
     fixed = sleep_fit.predict(new, include_random=False)
     assert pred[0] == pytest.approx(fixed[0])
     assert pred[1] != pytest.approx(fixed[1])

@@ -10,15 +10,15 @@ random effects confounded with the fixed effects.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import warnings
 from collections.abc import Collection, Sequence
-from pathlib import Path
 from typing import cast
 
 import numpy as np
 import pandas as pd
 from jaxtyping import Bool, Float, Int
+
+from ..core._callers import user_stacklevel
 
 __all__ = [
     "FullRank",
@@ -217,19 +217,6 @@ def _aliased_columns(X: Float[np.ndarray, "n k"]) -> tuple[list[int], Float[np.n
         else:
             basis = np.column_stack([basis, resid / r])
     return aliased, basis
-
-
-_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` of ``warnings.warn``, called by the caller of this function,
-    that points at the first frame outside the jaxmixed package: however deep the
-    library's own calls, a warning names the user's line."""
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def drop_aliased(X: Float[np.ndarray, "n k"], names: Sequence[str], n: int) -> FullRank:

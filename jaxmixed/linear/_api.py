@@ -113,7 +113,7 @@ def fit_reml(
     )
     design, arrays = inputs.model()
     result = _fit(inputs, design, arrays, memory_limit)
-    warn_unconverged(result, stacklevel=2)
+    warn_unconverged(result)
     return build_results(design, arrays, result, inputs.options)
 
 
@@ -152,7 +152,7 @@ def refit(results: MixedModelResults, options: FitOptions) -> MixedModelResults:
     ``FitOptions(reml=False)``); a fit that does not converge warns."""
     dtype = np.asarray(results.fit_result.beta).dtype
     result = fit_design(results.design, results.arrays, options, dtype=dtype)
-    warn_unconverged(result, stacklevel=2)
+    warn_unconverged(result)
     return build_results(results.design, results.arrays, result, options)
 
 

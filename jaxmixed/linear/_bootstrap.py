@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 from jaxtyping import Bool, Float, Int
 
 from ..core import FitOptions
+from ..core._callers import user_stacklevel
 from ..core._compile import compiled
 from ..core._fit import FitResult, jit_design_statistics
 from ..core._many import (
@@ -91,7 +92,7 @@ class BootstrapResults:
                 f"{len(self.replicates) - len(kept)} of {len(self.replicates)} bootstrap refits did "
                 "not converge and are left out of the intervals",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         tails = np.asarray([(1 - level) / 2, (1 + level) / 2])
         with warnings.catch_warnings():

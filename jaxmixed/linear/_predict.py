@@ -15,6 +15,7 @@ import pandas as pd
 from formulaic.errors import DataMismatchWarning
 from jaxtyping import Float, Int, Shaped
 
+from ..core._callers import user_stacklevel
 from ..design._design import Design, FactorInfo
 
 if TYPE_CHECKING:  # the results import this module
@@ -46,8 +47,7 @@ def predict(
     pred = xm @ results.fixed_effects.to_numpy()
     if include_random:
         assert newdata is not None, "fixed_matrix checked that newdata is a DataFrame"
-        # Counted from random_part: this function, the method, then the user.
-        pred = pred + random_part(results, newdata, stacklevel=4)
+        pred = pred + random_part(results, newdata)
     return pred
 
 
@@ -72,16 +72,12 @@ def fixed_matrix(design: Design, newdata: object, names: list[str]) -> Float[np.
     return np.asarray(xm[names], dtype=float)
 
 
-def random_part(
-    results: MixedModelResults, newdata: pd.DataFrame, *, stacklevel: int = 3
-) -> Float[np.ndarray, " n"]:
+def random_part(results: MixedModelResults, newdata: pd.DataFrame) -> Float[np.ndarray, " n"]:
     """``Zb̂`` (n,) of the rows of ``newdata``: each grouping factor's conditional
     mode for the row's level.
 
     A level not seen in fitting contributes 0, and a warning says how many
-    rows that was; ``stacklevel`` places it as ``warnings.warn`` would, counted
-    from this function (default 3: its caller's caller, the user of a
-    results' ``predict``).
+    rows that was, at the user's line.
     """
     pred = np.zeros(len(newdata))
     for info in results.design.factors:
@@ -90,7 +86,7 @@ def random_part(
             raise ValueError(f"newdata lacks the grouping column(s) {missing_cols}")
         codes = _factor_codes(info, newdata)
         b = results.random_effects[info.name]
-        pred = pred + _factor_part(b, info, codes, _factor_design(info, newdata), stacklevel + 1)
+        pred = pred + _factor_part(b, info, codes, _factor_design(info, newdata))
     return pred
 
 
@@ -118,8 +114,7 @@ def _predict_arrays(
         raise ValueError("groups is required to include the random effects")
     z = _array_z(info, Z, len(X))
     codes = info.levels.get_indexer(pd.Index(np.asarray(groups)))
-    # Counted from _factor_part: _predict_arrays, predict, the method, the user.
-    return pred + _factor_part(results.random_effects[info.name], info, codes, z, stacklevel=5)
+    return pred + _factor_part(results.random_effects[info.name], info, codes, z)
 
 
 def _array_z(info: FactorInfo, Z: Float[npt.ArrayLike, "n q"] | None, n: int) -> Float[np.ndarray, "n q"]:
@@ -187,7 +182,6 @@ def _factor_part(
     info: FactorInfo,
     codes: Int[np.ndarray, " n"],
     z: Float[np.ndarray, "n q"],
-    stacklevel: int,
 ) -> Float[np.ndarray, " n"]:
     """``z·b[level]`` (n,) for one factor; 0 (and a warning) for unseen levels (code -1)."""
     unseen = codes < 0
@@ -195,7 +189,7 @@ def _factor_part(
         warnings.warn(
             f"{int(unseen.sum())} row(s) have levels of {info.name!r} not seen in "
             "fitting: they get no random effect for that factor",
-            stacklevel=stacklevel,
+            stacklevel=user_stacklevel(),
         )
     contrib = np.einsum("nq,nq->n", z, b.to_numpy()[np.where(unseen, 0, codes)])
     return np.where(unseen, 0.0, contrib)

@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 from jaxtyping import Float, Shaped
 
 from ..core import FitOptions
+from ..core._callers import user_stacklevel
 from ..core._compile import compiled
 from ..core._fit import FitResult
 from ..core._simulate import simulate
@@ -431,20 +432,17 @@ def _warn_extreme_sigma(sigma: float) -> None:
             "are reported as inf or 0; standard deviations, θ and β are exact. Rescale the response "
             "to see the variances",
             RuntimeWarning,
-            stacklevel=4,  # _warn_extreme_sigma, build_results, the entry point, the user
+            stacklevel=user_stacklevel(),
         )
 
 
-def warn_unconverged(fit: FitResult, stacklevel: int) -> None:
-    """A ``ConvergenceWarning`` when one fit (host leaves) did not converge.
-
-    ``stacklevel`` as ``warnings.warn``'s, counted from this function.
-    """
+def warn_unconverged(fit: FitResult) -> None:
+    """A ``ConvergenceWarning``, at the user's line, when one fit (host leaves) did not converge."""
     converged, message = fit_status(fit)
     if not converged:
         warnings.warn(
             f"the fit did not converge: {message} after {int(fit.n_iter)} "
             "iterations; the estimates may be unreliable",
             ConvergenceWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=user_stacklevel(),
         )

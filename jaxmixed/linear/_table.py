@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import FitOptions
+from ..core._callers import user_stacklevel
 from ..core._fit import FitResult
 from ..core._many import (
     default_batch_size,
@@ -123,7 +124,7 @@ def warn_unconverged_fits(fits: FitResult, reasons: dict[int, str]) -> None:
             f"{len(bad)} of {len(np.asarray(fits.objective))} fits did not converge (first: {bad[:5]}); "
             "see the 'converged' and 'message' columns",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 

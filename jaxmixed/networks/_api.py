@@ -25,6 +25,7 @@ import pandas as pd
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
+from ..core._callers import user_stacklevel
 from ..core._fit import jit_fit_data
 from ..core._mixed_loss import GroupLayout, NeuralData, group_layout, jit_network_output
 from ..core._options import FitOptions
@@ -76,7 +77,7 @@ def _final_fit(
         warnings.warn(
             f"the final fit of the variance components did not converge: {RESULTS[result.result]}",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     resid_design = dataclasses.replace(
         design, fixed_names=("Intercept",), all_fixed_names=("Intercept",), dropped_fixed=(), fixed_spec=None

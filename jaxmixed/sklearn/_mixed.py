@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..core._callers import user_stacklevel
 from ._checks import _check_groups, _clone, _formula, _frame, _Regressor, _slopes, _valid_x, _valid_xy
 from ._scikit import BaseEstimator, RegressorMixin, check_is_fitted, r2_score
 
@@ -70,7 +71,7 @@ class _MixedRegressor(RegressorMixin, BaseEstimator):
                 "single cluster (random-effects variance 0). Pass fit(X, y, groups=...); inside "
                 "scikit-learn tools enable metadata routing and pass params={'groups': ...}",
                 NoGroupsWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             self.formula_ = None
             self.fixed_only_ = _clone(self.plain_estimator()).fit(X, y)
@@ -106,7 +107,7 @@ class _MixedRegressor(RegressorMixin, BaseEstimator):
                 warnings.warn(
                     f"{len(groups)} row(s) have levels of 'group' {_UNSEEN} (the model was fitted "
                     "without groups): they get the population prediction",
-                    stacklevel=2,
+                    stacklevel=user_stacklevel(),
                 )
             return np.asarray(self.fixed_only_.predict(X), dtype=np.float64).reshape(-1)
         frame = _frame(X, groups=groups)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
+from ..core._callers import user_stacklevel
 from ..core._mixed_loss import jit_network_output
 from ..core._status import RESULTS
 from ..networks._data import plain_rows
@@ -171,7 +172,7 @@ class NNRegressor(RegressorMixin, BaseEstimator):
         xs, ys = (X - self.x_mean_) / self.x_scale_, (y - self.y_mean_) / self.y_scale_
         trained = _train_network(self, net, xs, ys, seed)
         if bool(trained.result == RESULTS.nonfinite):
-            warnings.warn(trained.message, RuntimeWarning, stacklevel=2)
+            warnings.warn(trained.message, RuntimeWarning, stacklevel=user_stacklevel())
         self.network_, self.best_epoch_, self.n_epochs_ = trained.model, trained.best_epoch, trained.epochs
         self.history_ = pd.DataFrame.from_records(trained.history)
         self.result_ = trained.result
