@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import jaxmixed as jm
-from jaxmixed.linear._anova import chi2_upper_tail
 from jaxmixed.linear._api import refit
+from jaxmixed.linear._tails import chi2_upper_tail
 
 INTERCEPT = "Reaction ~ Days + (1 | Subject)"
 SLOPES = "Reaction ~ Days + (Days | Subject)"

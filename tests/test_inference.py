@@ -102,7 +102,7 @@ def test_z_tests_and_bad_ddf(fits):
 
 
 def test_two_sided_p_matches_known_quantiles():
-    from jaxmixed.linear._inference import two_sided_p
+    from jaxmixed.linear._tails import two_sided_p
 
     # t quantiles: t_{0.975, 10} = 2.228139, t_{0.995, 3} = 5.840909; normal: 1.959964
     np.testing.assert_allclose(two_sided_p(np.asarray([2.228139, 5.840909]), np.asarray([10.0, 3.0])), [0.05, 0.01], rtol=1e-5)
@@ -141,7 +141,8 @@ def test_contest_several_df(fits):
 
 
 def test_denominator_df_rule():
-    from jaxmixed.linear._inference import _combined_df, f_upper_tail
+    from jaxmixed.linear._inference import _combined_df
+    from jaxmixed.linear._tails import f_upper_tail
 
     assert _combined_df(np.asarray([7.0])) == 7.0
     assert _combined_df(np.asarray([9.0, 9.0])) == 9.0

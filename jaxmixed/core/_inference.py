@@ -90,9 +90,9 @@ def satterthwaite(
 
     def variances(params):
         cov = _covariance(params, *args)
-        return jnp.einsum("kp,pq,kq->k", contrasts, cov, contrasts)
+        v = jnp.einsum("kp,pq,kq->k", contrasts, cov, contrasts)
+        return v, v
 
-    v = variances(psi)
-    grad = jax.jacrev(variances)(psi)  # (k, m)
+    grad, v = jax.jacrev(variances, has_aux=True)(psi)  # (k, m) and (k,): one forward pass
     a = 2.0 * jnp.linalg.inv(0.5 * (hessian + hessian.T))
     return SatterthwaiteResult(variance=v, df=2.0 * v**2 / jnp.einsum("km,mn,kn->k", grad, a, grad))

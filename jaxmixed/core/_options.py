@@ -18,7 +18,7 @@ from jaxtyping import Array, Float
 
 from ._solvers import LBFGS, AbstractSolver, OptaxSolver
 
-__all__ = ["BoundaryTrials", "FitOptions"]
+__all__ = ["BoundaryTrials", "FitOptions", "checked_reml"]
 
 
 class BoundaryTrials(eqx.Module):
@@ -72,6 +72,15 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
+def checked_reml(reml: Any) -> bool:
+    """``reml`` as a plain bool; anything but a bool (``"no"``, ``"ML"``, 1) is a
+    ``TypeError`` (a truthy string would otherwise fit REML). Every options
+    record and entry point checks its ``reml`` here."""
+    if not _is_bool(reml):
+        raise TypeError(f"reml must be True (REML) or False (ML), got {reml!r}")
+    return bool(reml)
+
+
 class FitOptions(eqx.Module):
     """Every setting of a fit, with its default.
 
@@ -109,9 +118,7 @@ class FitOptions(eqx.Module):
         start: Float[Array, " n_params"] | None = None,
         **shorthand: Any,
     ):
-        if not _is_bool(reml):  # before it is stored: a static field must be a plain value
-            raise TypeError(f"reml must be True (REML) or False (ML), got {reml!r}")
-        self.reml = bool(reml)
+        self.reml = checked_reml(reml)  # before it is stored: a static field must be a plain value
         self.solver = _solver(solver, shorthand)
         self.boundary = _boundary(boundary, shorthand)
         self.start = start
@@ -119,8 +126,6 @@ class FitOptions(eqx.Module):
             raise TypeError(f"FitOptions got unexpected keyword arguments {sorted(shorthand)}")
 
     def __check_init__(self):
-        if not _is_bool(self.reml):
-            raise TypeError(f"reml must be True (REML) or False (ML), got {self.reml!r}")
         if not isinstance(self.solver, AbstractSolver):
             raise TypeError(f"solver must be a jaxmixed solver (LBFGS, OptaxSolver), got {self.solver!r}")
         if self.start is not None:

@@ -273,8 +273,8 @@ class LBFGS(AbstractSolver):
         line = c.line
         trial = jnp.where(c.started, c.x + line.step * line.direction, c.x)
         f_t, g_t = value_and_grad(trial)
-        sufficient, wolfe = self._wolfe(c, f_t, g_t)
         slope_t = jnp.vdot(g_t, line.direction)
+        sufficient, wolfe = self._wolfe(c, f_t, g_t, slope_t)
         out_of_steps = line.n_steps + 1 >= self.max_linesearch
         # Accept the trial, or (line search exhausted) the best step with decrease.
         take_lo = ~wolfe & out_of_steps & (line.lo > 0)
@@ -299,8 +299,8 @@ class LBFGS(AbstractSolver):
             started=jnp.ones((), bool),
         )
 
-    def _wolfe(self, c: _Carry, f_t, g_t):
-        """(sufficient decrease, weak Wolfe) at the trial point."""
+    def _wolfe(self, c: _Carry, f_t, g_t, slope_t):
+        """(sufficient decrease, weak Wolfe) at the trial point; ``slope_t`` is ∇f(trial)ᵀ direction."""
         line = c.line
         f_noise = resolve(self.f_noise, "f_noise", f_t.dtype)
         gtol = resolve(self.gtol, "gtol", f_t.dtype)
@@ -310,7 +310,6 @@ class LBFGS(AbstractSolver):
         no_increase = f_t <= c.value + f_noise * (1.0 + jnp.abs(c.value))
         armijo = f_t <= c.value + self.armijo * line.step * line.slope
         sufficient = jnp.isfinite(f_t) & (armijo | no_increase)
-        slope_t = jnp.vdot(g_t, line.direction)
         converged_here = jnp.max(jnp.abs(g_t), initial=0.0) <= gtol * (1.0 + jnp.abs(f_t))
         return sufficient, sufficient & ((slope_t >= self.curvature * line.slope) | converged_here)
 

@@ -15,26 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from ..core._options import FitOptions
 from ._api import refit
+from ._tails import chi2_upper_tail
 
 if TYPE_CHECKING:
     from ._results import MixedModelResults
 
-__all__ = ["anova", "chi2_upper_tail"]
-
-
-def chi2_upper_tail(statistic: np.ndarray, df: np.ndarray) -> np.ndarray:
-    """``P(χ²_df > statistic)``: the regularised upper incomplete gamma ``Q(df/2, x/2)``."""
-    with jax.enable_x64(True):
-        x = jnp.asarray(np.maximum(np.asarray(statistic, float), 0.0))
-        k = jnp.asarray(np.asarray(df, float))
-        return np.asarray(jax.scipy.special.gammaincc(k / 2.0, x / 2.0))
+__all__ = ["anova"]
 
 
 def anova(*fits: MixedModelResults, refit_ml: bool = True, names: Sequence[str] | None = None) -> pd.DataFrame:

@@ -12,31 +12,37 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from ..core._compile import compiled
-from ..core._inference import satterthwaite
+from ..core._inference import SatterthwaiteResult, satterthwaite
 from ..core._statistics import model_statistics
 from ..design._prepare import prepare
+from ._tails import f_upper_tail, two_sided_p
 
 if TYPE_CHECKING:
     from ._results import MixedModelResults
 
-__all__ = ["DDF_METHODS", "coef_table", "contest", "f_upper_tail", "satterthwaite_df", "two_sided_p"]
+__all__ = ["DDF_METHODS", "coef_table", "contest", "satterthwaite_df"]
 
 DDF_METHODS = ("satterthwaite", "none")
 
-def _compiler_options(stats, *args, **kwargs) -> dict:
+
+def _compiler_options(*args, **kwargs) -> dict:
     """XLA's backend optimisation off on a CPU: the derivative program is large and
     its arithmetic small (ψ has a few entries), so LLVM's passes cost more than they save."""
-    del stats, args, kwargs
+    del args, kwargs
     return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
 
 
-_jit_satterthwaite = compiled(satterthwaite, compiler_options=_compiler_options)
-_jit_model_statistics = compiled(model_statistics)
+def _satterthwaite_of_rows(data, y, phi, free, reml, contrasts) -> SatterthwaiteResult:
+    """:func:`~jaxmixed.core.satterthwaite` from the rows: the statistics and the
+    derivatives in one compiled program."""
+    return satterthwaite(model_statistics(data, y), phi, free, reml, contrasts)
+
+
+_jit_satterthwaite = compiled(_satterthwaite_of_rows, compiler_options=_compiler_options)
 
 
 def satterthwaite_df(results: MixedModelResults, contrasts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,23 +52,9 @@ def satterthwaite_df(results: MixedModelResults, contrasts: np.ndarray) -> tuple
     dtype = np.asarray(fit.beta).dtype
     with jax.enable_x64(dtype == np.float64):
         data = prepare(results.design, results.arrays, dtype=dtype, on_device=False)
-        stats = _jit_model_statistics(data, np.asarray(results.arrays.y, dtype))
-        out = _jit_satterthwaite(stats, jnp.asarray(fit.phi, dtype), free, results.reml, jnp.asarray(contrasts, dtype))
+        y, phi, contrasts = (np.asarray(a, dtype) for a in (results.arrays.y, fit.phi, contrasts))
+        out = _jit_satterthwaite(data, y, phi, free, results.reml, contrasts)
         return np.asarray(out.variance), np.asarray(out.df)
-
-
-def two_sided_p(statistic: np.ndarray, df: np.ndarray | float) -> np.ndarray:
-    """``P(|T| > |t|)`` for Student's t with ``df`` degrees of freedom (``df = inf``: the
-    normal distribution), by the regularised incomplete beta function
-    ``I_{df/(df+t²)}(df/2, 1/2)``."""
-    t = np.abs(np.asarray(statistic, float))
-    df = np.broadcast_to(np.asarray(df, float), t.shape)
-    with jax.enable_x64(True):
-        normal = 2.0 * jax.scipy.special.ndtr(-jnp.asarray(t))
-        finite = jnp.isfinite(jnp.asarray(df))
-        safe_df = jnp.where(finite, jnp.asarray(df), 1.0)
-        student = jax.scipy.special.betainc(safe_df / 2.0, 0.5, safe_df / (safe_df + jnp.asarray(t) ** 2))
-        return np.asarray(jnp.where(finite, student, normal))
 
 
 def coef_table(results: MixedModelResults, ddf: str = "satterthwaite") -> pd.DataFrame:
@@ -80,14 +72,6 @@ def coef_table(results: MixedModelResults, ddf: str = "satterthwaite") -> pd.Dat
     t = beta / se
     p = two_sided_p(t.to_numpy(), df)
     return table.assign(**{"df": df, "t value": t, "Pr(>|t|)": p})
-
-
-def f_upper_tail(statistic: float, num_df: float, den_df: float) -> float:
-    """``P(F > statistic)`` for the F distribution with (``num_df``, ``den_df``) degrees of
-    freedom: ``I_{d₂/(d₂ + d₁F)}(d₂/2, d₁/2)``."""
-    with jax.enable_x64(True):
-        d1, d2, f = (jnp.asarray(float(v)) for v in (num_df, den_df, statistic))
-        return float(jax.scipy.special.betainc(d2 / 2.0, d1 / 2.0, d2 / (d2 + d1 * jnp.maximum(f, 0.0))))
 
 
 def _combined_df(nu: np.ndarray) -> float:

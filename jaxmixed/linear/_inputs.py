@@ -24,6 +24,7 @@ import optax
 from jax.sharding import Mesh
 
 from ..core import FitOptions
+from ..core._options import checked_reml
 from ..core._sharding import as_mesh
 from ..design._design import Design, ModelArrays, build_design, design_from_arrays
 
@@ -167,15 +168,14 @@ def _check_source(
 
 def _fit_options(options: FitOptions | None, reml: Any, max_iter: Any, optimizer: Any) -> FitOptions:
     """One ``FitOptions`` from the three loose settings, or ``options`` checked against them."""
-    # Checked first: with a non-bool, FitOptions(reml="no") would fit REML.
-    if not isinstance(reml, bool | np.bool_):
-        raise TypeError(f"reml must be True (REML) or False (maximum likelihood), got {reml!r}")
+    # Checked before any comparison with options: the arguments are the user's.
+    reml = checked_reml(reml)
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral):
         raise TypeError(f"max_iter must be a positive integer, got {max_iter!r}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     if options is None:
-        return FitOptions(reml=bool(reml), max_iter=max_iter, optimizer=optimizer)
+        return FitOptions(reml=reml, max_iter=max_iter, optimizer=optimizer)
     if not isinstance(options, FitOptions):
         raise TypeError(f"options must be a FitOptions, got {type(options).__name__}")
     given = {"reml": reml, "max_iter": max_iter, "optimizer": optimizer}

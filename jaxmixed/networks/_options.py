@@ -8,6 +8,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, PyTree
 
+from ..core._options import checked_reml
+
 __all__ = ["TrainOptions", "optimizer_step"]
 
 
@@ -60,8 +62,7 @@ class TrainOptions(eqx.Module):
     def __check_init__(self):
         _one_of("mode", self.mode, ("joint", "em"))
         _one_of("variance_update", self.variance_update, ("profiled", "em"))
-        if not isinstance(self.reml, (bool, np.bool_)):
-            raise TypeError(f"reml must be True (REML) or False (ML), got {self.reml!r}")
+        checked_reml(self.reml)
         for name in ("max_epochs", "patience", "eval_every", "epochs_per_round", "max_rounds"):
             _positive_int(name, getattr(self, name))
         if self.batch_groups is not None:
