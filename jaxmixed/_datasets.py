@@ -23,6 +23,9 @@ _FACTORS = {
     "cbpp": ["herd", "period"],
     "InstEval": ["s", "d", "studage", "lectage", "service", "dept"],
     "nlschools": ["class", "COMB"],
+    # R orders temperature (an ordered factor, polynomial contrasts); here it is a
+    # plain factor, so it gets treatment contrasts, as factor(temperature, ordered = FALSE).
+    "cake": ["replicate", "recipe", "temperature"],
 }
 
 
