@@ -253,6 +253,14 @@ def _leaf_key(x: Any) -> tuple:
     return (x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), sharding)
 
 
+def unoptimised_on_cpu(*args: Any, **kwargs: Any) -> dict:
+    """``compiler_options`` for derivative programs: XLA's backend optimisation off on a
+    CPU. Their programs are large and their arithmetic a few small matrices, so LLVM's
+    passes cost more than they save (Satterthwaite's df, Kenward–Roger)."""
+    del args, kwargs
+    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+
+
 class CompiledFunction:
     """``fun`` compiled ahead of time once per structure of its arguments.
 

@@ -3,7 +3,9 @@
 ``ddf="satterthwaite"`` (lmerTest's default): t tests with Satterthwaite's
 degrees of freedom, from the exact Hessian of the deviance in the variance
 parameters and the exact gradient of each coefficient's variance
-(:func:`jaxmixed.core._inference.satterthwaite`). ``ddf="none"``: Wald z
+(:func:`jaxmixed.core._inference.satterthwaite`). ``ddf="kenward-roger"``:
+Kenward and Roger's adjusted covariance and df, as pbkrtest computes them
+(:mod:`jaxmixed.linear._kenward_roger`; REML fits). ``ddf="none"``: Wald z
 tests (the normal distribution), as lme4's ``summary`` leaves them.
 """
 
@@ -15,10 +17,11 @@ import jax
 import numpy as np
 import pandas as pd
 
-from ..core._compile import compiled
+from ..core._compile import compiled, unoptimised_on_cpu
 from ..core._inference import SatterthwaiteResult, satterthwaite
 from ..core._statistics import model_statistics
 from ..design._prepare import prepare
+from ._kenward_roger import kr_coef_table, kr_contest
 from ._tails import f_upper_tail, two_sided_p
 
 if TYPE_CHECKING:
@@ -26,14 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DDF_METHODS", "coef_table", "contest", "satterthwaite_df"]
 
-DDF_METHODS = ("satterthwaite", "none")
-
-
-def _compiler_options(*args, **kwargs) -> dict:
-    """XLA's backend optimisation off on a CPU: the derivative program is large and
-    its arithmetic small (ψ has a few entries), so LLVM's passes cost more than they save."""
-    del args, kwargs
-    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+DDF_METHODS = ("satterthwaite", "kenward-roger", "none")
 
 
 def _satterthwaite_of_rows(data, y, phi, free, reml, contrasts) -> SatterthwaiteResult:
@@ -42,7 +38,7 @@ def _satterthwaite_of_rows(data, y, phi, free, reml, contrasts) -> Satterthwaite
     return satterthwaite(model_statistics(data, y), phi, free, reml, contrasts)
 
 
-_jit_satterthwaite = compiled(_satterthwaite_of_rows, compiler_options=_compiler_options)
+_jit_satterthwaite = compiled(_satterthwaite_of_rows, compiler_options=unoptimised_on_cpu)
 
 
 def satterthwaite_df(results: MixedModelResults, contrasts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +53,22 @@ def satterthwaite_df(results: MixedModelResults, contrasts: np.ndarray) -> tuple
         return np.asarray(out.variance), np.asarray(out.df)
 
 
+def checked_ddf(ddf: str) -> str:
+    """``ddf`` in lower case (lmerTest spells them ``"Satterthwaite"``, ``"Kenward-Roger"``),
+    or a ValueError naming the choices."""
+    key = ddf.lower() if isinstance(ddf, str) else ddf
+    if key not in DDF_METHODS:
+        raise ValueError(f"ddf must be one of {DDF_METHODS}, got {ddf!r}")
+    return key
+
+
 def coef_table(results: MixedModelResults, ddf: str = "satterthwaite") -> pd.DataFrame:
     """One row per fixed effect: ``Estimate``, ``Std. Error``, then ``df``, ``t value``,
-    ``Pr(>|t|)`` (``ddf="satterthwaite"``) or ``z value``, ``Pr(>|z|)`` (``ddf="none"``)."""
-    if ddf not in DDF_METHODS:
-        raise ValueError(f"ddf must be one of {DDF_METHODS}, got {ddf!r}")
+    ``Pr(>|t|)`` (``ddf="satterthwaite"`` or ``"kenward-roger"``, whose standard errors
+    are the adjusted ones) or ``z value``, ``Pr(>|z|)`` (``ddf="none"``)."""
+    ddf = checked_ddf(ddf)
+    if ddf == "kenward-roger":
+        return kr_coef_table(results)
     beta = results.fixed_effects
     se = results.fixed_effects_se
     table = pd.DataFrame({"Estimate": beta, "Std. Error": se})
@@ -86,16 +93,23 @@ def _combined_df(nu: np.ndarray) -> float:
     return 2.0 * e / (e - len(nu))
 
 
-def contest(results: MixedModelResults, L: np.ndarray, rhs: float | np.ndarray = 0.0) -> pd.DataFrame:
-    """F test of ``L β = rhs`` with Satterthwaite's denominator df (lmerTest's ``contest``).
+def contest(
+    results: MixedModelResults, L: np.ndarray, rhs: float | np.ndarray = 0.0, ddf: str = "satterthwaite"
+) -> pd.DataFrame:
+    """F test of ``L β = rhs`` with Satterthwaite's (or Kenward–Roger's) denominator df
+    (lmerTest's ``contest``).
 
     ``L`` (q, p) or (p,). Its covariance ``L Φ Lᵀ = P D Pᵀ`` is diagonalised;
     directions with eigenvalues below ``1e-8·max`` are dropped (the rank is the
     numerator df), ``F = Σ (Pᵢᵀ(Lβ − rhs))²/Dᵢ / q``, and each direction's
     Satterthwaite df combine into the denominator df (:func:`_combined_df`).
     Returns one row: ``Sum Sq``, ``Mean Sq`` (F·σ̂²), ``NumDF``, ``DenDF``,
-    ``F value``, ``Pr(>F)``.
+    ``F value``, ``Pr(>F)``. ``ddf="kenward-roger"``: the same directions tested
+    with Φ_A, KR's df and scaled F (:func:`~jaxmixed.linear._kenward_roger.kr_contest`).
     """
+    ddf = checked_ddf(ddf)
+    if ddf == "none":
+        raise ValueError("contest needs a denominator df: ddf='satterthwaite' or 'kenward-roger'")
     beta = results.fixed_effects.to_numpy()
     L = np.atleast_2d(np.asarray(L, float))
     if L.ndim != 2 or L.shape[1] != len(beta):
@@ -106,8 +120,11 @@ def contest(results: MixedModelResults, L: np.ndarray, rhs: float | np.ndarray =
         raise ValueError("L β has no variance: L is zero or outside the estimable space")
     rotated = vectors[:, keep].T @ L  # (q, p): the contrast's directions
     d = values[keep]
-    estimate = rotated @ beta - vectors[:, keep].T @ np.broadcast_to(np.asarray(rhs, float), (L.shape[0],))
+    rotated_rhs = vectors[:, keep].T @ np.broadcast_to(np.asarray(rhs, float), (L.shape[0],))
+    estimate = rotated @ beta - rotated_rhs
     q = int(keep.sum())
+    if ddf == "kenward-roger":
+        return kr_contest(results, rotated, rotated_rhs)
     f = float(np.sum(estimate**2 / d) / q)
     _, nu = satterthwaite_df(results, rotated)
     den = _combined_df(np.asarray(nu))

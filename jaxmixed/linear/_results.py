@@ -28,6 +28,7 @@ from ..core import FitOptions
 from ..core._callers import user_stacklevel
 from ..core._compile import compiled
 from ..core._fit import FitResult
+from ..core._kenward_roger import KRCovariance
 from ..core._simulate import simulate
 from ..core._statistics import ModelData
 from ..core._status import RESULTS, is_converged
@@ -36,6 +37,7 @@ from ..design._names import theta_names, varcorr_table
 from ..design._prepare import prepare
 from . import _inference, _intervals, _predict, _summary
 from ._bootstrap import BootstrapResults, as_jax, as_key, parametric_bootstrap
+from ._kenward_roger import kr_covariance
 from ._predict import fixed_matrix, random_part
 
 __all__ = [
@@ -389,16 +391,26 @@ class MixedModelResults:
         ``ddf="satterthwaite"`` (default): ``Estimate``, ``Std. Error``, ``df``
         (Satterthwaite's, from the exact Hessian of the deviance in θ and σ and
         the exact gradient of each variance), ``t value``, ``Pr(>|t|)``.
+        ``ddf="kenward-roger"`` (REML fits): Kenward and Roger's adjusted
+        covariance gives ``Std. Error``, with their df, as lmerTest computes them
+        through pbkrtest (derivatives exact; no n × n matrix formed).
         ``ddf="none"``: ``z value`` and ``Pr(>|z|)`` from the normal distribution.
-        A variance at the boundary (θ = 0) is not a parameter of the df.
+        A variance at the boundary (θ = 0) is not a parameter of the Satterthwaite df.
         """
         return _inference.coef_table(self, ddf)
 
-    def contest(self, L: Any, rhs: Any = 0.0) -> pd.DataFrame:
+    def contest(self, L: Any, rhs: Any = 0.0, ddf: str = "satterthwaite") -> pd.DataFrame:
         """F test of ``L β = rhs`` (``L`` (q, p) over ``fixed_effects``' order) with
-        Satterthwaite's denominator df, as lmerTest's ``contest``: ``Sum Sq``, ``Mean Sq``,
-        ``NumDF``, ``DenDF``, ``F value``, ``Pr(>F)``."""
-        return _inference.contest(self, L, rhs)
+        Satterthwaite's (``ddf="satterthwaite"``) or Kenward and Roger's
+        (``"kenward-roger"``: adjusted covariance, KR df, scaled F) denominator df,
+        as lmerTest's ``contest``: ``Sum Sq``, ``Mean Sq``, ``NumDF``, ``DenDF``,
+        ``F value``, ``Pr(>F)``."""
+        return _inference.contest(self, L, rhs, ddf)
+
+    @functools.cached_property
+    def _kenward_roger(self) -> KRCovariance:
+        """Kenward and Roger's Φ, Φ_A, Pᵢ and W (computed once per fit)."""
+        return kr_covariance(self)
 
     def __str__(self) -> str:
         return self.summary()

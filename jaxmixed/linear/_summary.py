@@ -102,21 +102,22 @@ def _random_effects_table(vc: pd.DataFrame) -> list[str]:
 
 
 def _fixed_effects_table(results: MixedModelResults, ddf: str) -> list[str]:
-    """Estimates, standard errors, df (Satterthwaite's, or none: z tests), test
-    statistics, p-values and 95% Wald intervals of the fixed effects."""
+    """Estimates, standard errors, df (Satterthwaite's or Kenward–Roger's; none: z
+    tests), test statistics, p-values and 95% Wald intervals of the fixed effects."""
     table = results.coef_table(ddf)
     names = results.design.fixed_names  # the index of the table
     ci = results.conf_int()
-    stat, p_col = ("t value", "Pr(>|t|)") if ddf == "satterthwaite" else ("z value", "Pr(>|z|)")
+    t_test = "df" in table.columns
+    stat, p_col = ("t value", "Pr(>|t|)") if t_test else ("z value", "Pr(>|z|)")
     fe_w = max([0] + [len(n) for n in names])
-    df_head = f"  {'df':>8}" if ddf == "satterthwaite" else ""
+    df_head = f"  {'df':>8}" if t_test else ""
     lines = [
         f" {'':<{fe_w}}  {'Estimate':>12}  {'Std.Error':>10}{df_head}  {stat:>8}  {p_col:>9}  "
         f"{'[0.025':>12}  {'0.975]':>12}"
     ]
     for name in names:
         row = table.loc[name]
-        df_cell = f"  {row['df']:8.2f}" if ddf == "satterthwaite" else ""
+        df_cell = f"  {row['df']:8.2f}" if t_test else ""
         lines.append(
             f" {name:<{fe_w}}  {row['Estimate']:12.5g}  {row['Std. Error']:10.5g}{df_cell}  "
             f"{row[stat]:8.3f}  {row[p_col]:9.3g}  {ci.iloc[:, 0][name]:12.5g}  {ci.iloc[:, 1][name]:12.5g}"
