@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -166,7 +167,7 @@ def _deviance_and_beta(x, stats: ModelStatistics, layout: ProfileLayout, con: _C
     return value, beta
 
 
-def _user_params(x, beta_tilde, stats: ModelStatistics, layout: ProfileLayout) -> jax.Array:
+def _user_params(x: jax.Array, beta_tilde: jax.Array, stats: ModelStatistics, layout: ProfileLayout) -> jax.Array:
     """ψ (n_x + p,) in user units from x and β̃."""
     kinds = jnp.asarray(layout.kinds[: layout.n_x])
     var = jnp.where(kinds == COR, jnp.tanh(x), jnp.exp(jnp.where(kinds == COR, 0.0, x)))
@@ -211,7 +212,7 @@ def profile_point(
     n_x = layout.n_x
     kinds = jnp.asarray(layout.kinds)
     is_var = which < n_x
-    held = jnp.arange(n_x) == jnp.where(is_var, which, -1)
+    held = jnp.arange(n_x, dtype=which.dtype) == jnp.where(is_var, which, -1)
     fixed_x = internal(value, kinds[which])
     j = jnp.clip(which - n_x, 0, max(layout.n_fixed - 1, 0))
     con = _constraint(stats, j, value, ~is_var)
@@ -225,7 +226,7 @@ def profile_point(
     return ProfilePoints(
         deviance=value_d + scale_correction(stats, reml=False),
         params=_user_params(x, beta, stats, layout),
-        converged=is_converged(to_results(res.status)),
+        converged=jnp.asarray(is_converged(to_results(res.status))),
         n_iter=res.n_iter,
     )
 
@@ -278,7 +279,7 @@ def start_point(psi_hat: Float[np.ndarray, " m"], layout: ProfileLayout) -> Floa
     sigma = v[-1]
     v = np.where(kinds == SD, np.maximum(v, START_SD * sigma), v)
     v = np.where(kinds == COR, np.clip(v, -1 + START_COR, 1 - START_COR), v)
-    return internal(v, kinds)
+    return np.asarray(internal(v, kinds), float)
 
 
 # --------------------------------------------------------------------------------------
@@ -338,6 +339,69 @@ def _next_values(u_hat, u, zeta, side, targets, lo, hi):
     return np.clip(out, lo, hi)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Found:
+    """The points so far: ``which`` (K,), ``params`` (K, m), ``u`` (K, m) their
+    x-coordinates, ``zeta`` (K,), ``converged`` (K,)."""
+
+    which: np.ndarray
+    params: np.ndarray
+    u: np.ndarray
+    zeta: np.ndarray
+    converged: np.ndarray
+
+
+def _found(rows: list[ProfilePoints], which: np.ndarray, psi_hat: np.ndarray, base: float, kinds) -> _Found:
+    which_all = np.tile(which, len(rows))
+    params = np.concatenate([np.asarray(p.params) for p in rows])
+    dev = np.concatenate([np.asarray(p.deviance) for p in rows])
+    held = params[np.arange(len(which_all)), which_all]
+    zeta = np.sign(held - psi_hat[which_all]) * np.sqrt(np.maximum(dev - base, 0.0))
+    u = np.asarray(internal(params, kinds[None, :]), float)
+    converged = np.concatenate([np.asarray(p.converged) for p in rows])
+    return _Found(which_all, params, u, zeta, converged)
+
+
+class _Grid(NamedTuple):
+    """One parameter's grid settings: ``u_hat`` its optimum, ``se`` its step per
+    unit of ζ, ``lo``/``hi`` its range (x-coordinates), ``at_lo``: ψ̂ on its lower bound."""
+
+    u_hat: float
+    se: float
+    lo: float
+    hi: float
+    at_lo: bool
+
+
+def _side_values(g: _Grid, side: float, targets, found: _Found | None, w: int, sigma: float) -> np.ndarray:
+    """The x-coordinates of one side's next points, aimed at ζ = side·targets."""
+    if side < 0 and g.at_lo:  # nothing below 0 (lme4 skips the side): points at the floor
+        return np.full_like(targets, g.lo)
+    if found is None and g.at_lo:  # from 0: σ̂/1000 to 3σ̂ on a log scale
+        return np.log(sigma) + np.linspace(np.log(1e-3), np.log(3.0), len(targets))
+    if found is None:
+        return np.clip(g.u_hat + side * g.se * targets, g.lo, g.hi)
+    mine = (found.which == w) & np.isfinite(found.zeta)
+    return _next_values(g.u_hat, found.u[mine, w], found.zeta[mine], side, targets, g.lo, g.hi)
+
+
+def _side_done(g: _Grid, side: float, found: _Found, w: int, cutoff: float) -> bool:
+    """Whether a side's ζ passed the cutoff or its points reached the bound."""
+    if side < 0 and g.at_lo:
+        return True
+    mine = found.which == w
+    if np.nanmax(side * found.zeta[mine], initial=0.0) >= cutoff:
+        return True
+    return bool(np.any(found.u[mine, w] <= g.lo) if side < 0 else np.any(found.u[mine, w] >= g.hi))
+
+
+def _to_user(u: np.ndarray, kinds: np.ndarray) -> np.ndarray:
+    """User-unit values of x-coordinates (the inverse of :func:`internal`)."""
+    pos = (kinds == SD) | (kinds == SIGMA)
+    out = np.where(kinds == COR, np.tanh(u), u)
+    return np.where(pos, np.exp(np.where(pos, u, 0.0)), out)  # exp only where taken: β may be large
+
+
 def profile_grid(
     evaluate: Evaluate,
     psi_hat: Float[np.ndarray, " m"],
@@ -353,10 +417,10 @@ def profile_grid(
 
     ``evaluate(which, values)``: the vmapped re-optimisation (K pairs, always
     the same K, so that it compiles once). ``se`` (m,): the quadratic
-    approximation's standard errors in x-coordinates (NaN where unknown: a
-    parameter at its bound). Round 1 aims at ζ = ±cutoff·k/n_points in that
-    approximation, each later round at the half-way targets, by interpolation
-    of the points found so far.
+    approximation's step in x per unit of ζ (NaN where unknown: a parameter at
+    its bound). Round 1 aims at ζ = ±cutoff·k/n_points in that approximation,
+    each later round at the half-way targets (then the whole ones), by
+    interpolating the points found so far; at least two rounds.
     """
     kinds = layout.kinds
     m = len(kinds)
@@ -364,53 +428,26 @@ def profile_grid(
     lo, hi = _bounds(kinds, sigma)
     u_hat = np.asarray(internal(np.asarray(psi_hat, float), kinds), float)
     se = np.where(np.isfinite(se) & (se > 0), se, 1.0)
-    at_lo = ~(u_hat > lo)  # an sd at 0: nothing below it to profile (lme4's pw > lowcut)
+    grids = [_Grid(u_hat[w], se[w], lo[w], hi[w], not u_hat[w] > lo[w]) for w in range(m)]
     streams = [(w, s) for w in range(m) for s in (-1.0, 1.0)]
     fractions = np.arange(1, n_points + 2) / n_points
     which = np.repeat([w for w, _ in streams], len(fractions))
     rows: list[ProfilePoints] = []
+    found = None
     for r in range(max_rounds):
         targets = cutoff * (fractions - (0.5 if r % 2 else 0.0))
-        values, done = [], True
-        for w, s in streams:
-            if r == 0 and at_lo[w]:  # from 0: σ̂/1000 to 3σ̂ on a log scale
-                u = np.log(sigma) + np.linspace(np.log(1e-3), np.log(3.0), len(targets))
-            elif r == 0:
-                u = np.clip(u_hat[w] + s * se[w] * targets, lo[w], hi[w])
-            else:
-                mine = (which_all == w) & np.isfinite(zeta_all)
-                u = _next_values(u_hat[w], u_all[mine, w], zeta_all[mine], s, targets, lo[w], hi[w])
-            if s < 0 and at_lo[w]:  # nothing below 0: points at the floor, ζ ≈ 0
-                u = np.full_like(targets, lo[w])
-            values.append(u)
-        x_vals = np.concatenate(values)
-        user = np.where(kinds[which] == COR, np.tanh(x_vals), x_vals)
-        user = np.where((kinds[which] == SD) | (kinds[which] == SIGMA), np.exp(x_vals), user)
-        if r == 0:
-            user = np.where(np.isfinite(user), user, psi_hat[which])
-        rows.append(jax.tree.map(np.asarray, evaluate(which, user)))
-        which_all = np.tile(which, len(rows))
-        params_all = np.concatenate([p.params for p in rows])
-        u_all = np.asarray(internal(params_all, kinds[None, :]), float)
-        dev = np.concatenate([p.deviance for p in rows])
-        zeta_all = np.sign(params_all[np.arange(len(which_all)), which_all] - psi_hat[which_all]) * np.sqrt(
-            np.maximum(dev - base, 0.0)
-        )
-        for w, s in streams:
-            if s < 0 and at_lo[w]:
-                continue
-            mine = which_all == w
-            reached = np.nanmax(s * zeta_all[mine], initial=0.0) >= cutoff
-            bounded = np.any(u_all[mine, w] <= lo[w]) if s < 0 else np.any(u_all[mine, w] >= hi[w])
-            done = done and (reached or bounded)
-        if r >= 1 and done:
+        u = np.concatenate([_side_values(grids[w], s, targets, found, w, sigma) for w, s in streams])
+        rows.append(jax.tree.map(np.asarray, evaluate(which, _to_user(u, kinds[which]))))
+        found = _found(rows, which, psi_hat, base, kinds)
+        if r >= 1 and all(_side_done(grids[w], s, found, w, cutoff) for w, s in streams):
             break
+    assert found is not None
     # The optimum itself, ζ = 0, once per parameter.
     return ProfileTrace(
-        which=np.concatenate([np.arange(m), which_all]),
-        zeta=np.concatenate([np.zeros(m), zeta_all]),
-        params=np.concatenate([np.tile(psi_hat, (m, 1)), params_all]),
-        converged=np.concatenate([np.ones(m, bool)] + [p.converged for p in rows]),
+        which=np.concatenate([np.arange(m), found.which]),
+        zeta=np.concatenate([np.zeros(m), found.zeta]),
+        params=np.concatenate([np.tile(psi_hat, (m, 1)), found.params]),
+        converged=np.concatenate([np.ones(m, bool), found.converged]),
         estimate=np.asarray(psi_hat, float),
         deviance=float(base),
         cutoff=float(cutoff),

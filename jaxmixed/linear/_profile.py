@@ -15,10 +15,12 @@ import warnings
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jaxtyping import Float, Int
 
 from ..core import FitOptions
 from ..core._callers import user_stacklevel
@@ -26,6 +28,7 @@ from ..core._compile import compiled
 from ..core._fit import fit
 from ..core._profile import (
     ProfileLayout,
+    ProfilePoints,
     ProfileTrace,
     optimum,
     parameter_limits,
@@ -34,7 +37,7 @@ from ..core._profile import (
     quadratic_se,
     start_point,
 )
-from ..core._statistics import model_statistics
+from ..core._statistics import ModelStatistics, model_statistics
 from ..design._design import Design
 from ..design._names import parameter_names
 from ._tails import chi2_upper_tail
@@ -42,7 +45,7 @@ from ._tails import chi2_upper_tail
 if TYPE_CHECKING:  # the results import this module
     from ._results import MixedModelResults
 
-__all__ = ["ProfileResults", "profile_model"]
+__all__ = ["ProfileProblem", "ProfileResults", "profile_model", "profile_problem"]
 
 _jit_statistics = compiled(model_statistics)
 _jit_fit = compiled(fit)
@@ -132,41 +135,63 @@ def _cutoff(alphamax: float, n_params: int) -> float:
     return float(np.sqrt(np.interp(-alphamax, -tail, grid)))
 
 
+class ProfileProblem(eqx.Module):
+    """What every profile point of one model shares: the statistics, the
+    parameters' layout, the ML optimum ψ̂ (m,) and deviance, the start x₀ and the
+    quadratic approximation's steps ``se`` (m,) in x-coordinates."""
+
+    stats: ModelStatistics
+    layout: ProfileLayout
+    psi_hat: np.ndarray
+    deviance: float
+    x0: jax.Array
+    se: np.ndarray
+
+    def evaluate(self, which: Int[np.ndarray, " K"], values: Float[np.ndarray, " K"]) -> ProfilePoints:
+        """The re-optimised points (parameter ``which`` held at ``values``), one vmapped program."""
+        dtype = self.x0.dtype
+        return _jit_points(self.stats, self.layout, self.x0, jnp.asarray(which, jnp.int32), jnp.asarray(values, dtype))
+
+
+def profile_problem(results: MixedModelResults) -> ProfileProblem:
+    """The ML refit and everything the points share (call inside ``enable_x64``)."""
+    layout = _layout(results.design)
+    data, _ = results._model()
+    dtype = np.asarray(results.fit_result.beta).dtype
+    stats = _jit_statistics(data, jnp.asarray(results.arrays.y, dtype))
+    options = FitOptions(reml=False, solver=results.options.solver, boundary=results.options.boundary)
+    fit_ml = jax.tree.map(np.asarray, _jit_fit(stats, options))
+    psi_hat = np.asarray(optimum(fit_ml, layout), float)
+    x0 = jnp.asarray(start_point(psi_hat, layout), dtype)
+    se_x = np.asarray(_jit_se(stats, layout, x0), float)
+    se = np.concatenate([se_x, np.sqrt(np.diag(np.asarray(fit_ml.vcov_beta, float)))])
+    return ProfileProblem(stats, layout, psi_hat, float(fit_ml.objective), x0, se)
+
+
 def profile_model(results: MixedModelResults, *, alphamax: float = 0.01, n_points: int = 12) -> ProfileResults:
     """``MixedModelResults.profile``: see there."""
     if not 0.0 < alphamax < 1.0:
         raise ValueError(f"alphamax must be in (0, 1), got {alphamax}")
-    design = results.design
-    layout = _layout(design)
     with jax.enable_x64(True):
-        data, _ = results._model()
-        dtype = np.asarray(results.fit_result.beta).dtype
-        stats = _jit_statistics(data, jnp.asarray(results.arrays.y, dtype))
-        options = results.options
-        fit_ml = jax.tree.map(np.asarray, _jit_fit(stats, FitOptions(False, options.solver, options.boundary)))
-        psi_hat = np.asarray(optimum(fit_ml, layout), float)
-        x0 = jnp.asarray(start_point(psi_hat, layout), dtype)
-        se_x = np.asarray(_jit_se(stats, layout, x0), float)
-        se = np.concatenate([se_x, np.sqrt(np.diag(np.asarray(fit_ml.vcov_beta, float)))])
-
-        def evaluate(which: np.ndarray, values: np.ndarray):
-            return _jit_points(stats, layout, x0, jnp.asarray(which, jnp.int32), jnp.asarray(values, dtype))
-
+        problem = profile_problem(results)
         trace = profile_grid(
-            evaluate,
-            psi_hat,
-            se,
-            float(fit_ml.objective),
-            layout,
-            cutoff=_cutoff(alphamax, len(psi_hat)),
+            problem.evaluate,
+            problem.psi_hat,
+            problem.se,
+            problem.deviance,
+            problem.layout,
+            cutoff=_cutoff(alphamax, len(problem.psi_hat)),
             n_points=n_points,
         )
-    names = tuple(parameter_names(design)) + tuple(results.fixed_effects.index)
-    return ProfileResults(trace=trace, names=names, kinds=layout.kinds)
+    names = tuple(parameter_names(results.design)) + tuple(results.fixed_effects.index)
+    return ProfileResults(trace=trace, names=names, kinds=problem.layout.kinds)
 
 
 def profile_intervals(results: MixedModelResults, level: float) -> pd.DataFrame:
-    """``conf_int(method="profile")``: the profile's intervals at ``level``."""
+    """``conf_int(method="profile")``: the profile's intervals at ``level`` (the
+    grid reaches at least the level's z)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
     alphamax = min(0.01, (1.0 - level) / 2)
     return profile_model(results, alphamax=alphamax).conf_int(level)
 
