@@ -86,7 +86,7 @@ def test_conf_int_methods(sleep_fit):
     boot_ci = sleep_fit.conf_int(method="boot", n_boot=200, key=3, verbose=False)
     assert "sigma" in boot_ci.index and "Days" in boot_ci.index
     with pytest.raises(ValueError, match="method"):
-        sleep_fit.conf_int(method="profile")
+        sleep_fit.conf_int(method="likelihood")  # "profile" is a method now: tests/test_profile.py
     with pytest.raises(ValueError, match="positive"):
         sleep_fit.bootstrap(0)
     with pytest.raises(TypeError, match="key"):

@@ -1,4 +1,4 @@
-"""Confidence intervals of a fitted model: Wald (fixed effects) or parametric bootstrap."""
+"""Confidence intervals of a fitted model: Wald (fixed effects), profile likelihood or parametric bootstrap."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 import pandas as pd
+
+from ._profile import profile_intervals
 
 if TYPE_CHECKING:  # the results import this module
     from ._results import MixedModelResults
@@ -32,14 +34,17 @@ def conf_int(
     """``MixedModelResults.conf_int``: a (parameters × 2) table of lower and
     upper bounds, columns named by their percentages (``2.5%``, ``97.5%``).
 
-    ``"wald"``: the fixed effects; ``"boot"``: every parameter, from
-    ``results.bootstrap(n_boot, key, ...)``.
+    ``"wald"``: the fixed effects; ``"profile"``: every parameter, where the
+    profile's ζ crosses ∓z (``results.profile()``); ``"boot"``: every
+    parameter, from ``results.bootstrap(n_boot, key, ...)``.
     """
+    if method == "profile":
+        return profile_intervals(results, level)
     if method == "boot":
         boot = results.bootstrap(n_boot, key, batch_size=batch_size, verbose=verbose)
         return boot.conf_int(level)
     if method != "wald":
-        raise ValueError(f"method must be 'wald' or 'boot', got {method!r}")
+        raise ValueError(f"method must be 'wald', 'profile' or 'boot', got {method!r}")
     return wald_intervals(results.fixed_effects, results.fixed_effects_se, level)
 
 

@@ -39,6 +39,7 @@ from . import _inference, _intervals, _predict, _summary
 from ._bootstrap import BootstrapResults, as_jax, as_key, parametric_bootstrap
 from ._kenward_roger import kr_covariance
 from ._predict import fixed_matrix, random_part
+from ._profile import ProfileResults, profile_model
 
 __all__ = [
     "ConvergenceWarning",
@@ -323,6 +324,10 @@ class MixedModelResults:
 
         ``method="wald"`` (default): the fixed effects, ``β̂ ± z·SE`` (normal
         quantiles; lme4's ``confint(method = "Wald")`` without its NA rows).
+        ``method="profile"``: profile likelihood intervals of every variance
+        parameter, σ and the fixed effects, as lme4's ``confint(m, method =
+        "profile", oldNames = FALSE)`` (see :meth:`profile`; an sd whose profile
+        does not reach the limit before 0 gets 0, a correlation ±1).
         ``method="boot"``: percentile intervals of a parametric bootstrap of
         ``n_boot`` replicates (``key``: a JAX key or an integer seed) for every
         variance parameter (lme4's names), σ and the fixed effects, as lme4's
@@ -331,6 +336,23 @@ class MixedModelResults:
         return _intervals.conf_int(
             self, level, method, n_boot=n_boot, key=key, batch_size=batch_size, verbose=verbose
         )
+
+    def profile(self, *, alphamax: float = 0.01, n_points: int = 12) -> ProfileResults:
+        """Profile likelihood of every parameter (lme4's ``profile``): a
+        :class:`~jaxmixed.linear._profile.ProfileResults` with the ζ traces
+        (``to_frame()``, lme4's long layout) and ``conf_int(level)``.
+
+        For each parameter ψ_w (the sds, correlations, σ and the fixed effects),
+        ``ζ = sign(v − ψ̂_w)·sqrt(D(v) − D̂)`` with D(v) the ML deviance minimised
+        over every other parameter with ψ_w = v. As lme4 does, a REML fit is
+        refitted by ML and profiled on the ML deviance (lme4's ``devfun2``
+        calls ``refitML``), so ζ = 0 at the ML estimates. The points of every
+        parameter are re-optimised as one vmapped computation per round; the
+        grid reaches ``|ζ| = sqrt(qchisq(1 − alphamax, n))`` (n: the number of
+        parameters, lme4's cutoff) on each side or the parameter's bound, with
+        about ``2·n_points`` points a side.
+        """
+        return profile_model(self, alphamax=alphamax, n_points=n_points)
 
     def simulate(self, n: int = 1, key: int | np.integer | jax.Array = 0) -> Float[np.ndarray, "draws n"]:
         """``n`` responses (draws: n, rows: nobs) drawn from the fitted model (lme4's ``simulate``).
