@@ -24,8 +24,7 @@ from jaxtyping import Float, Int
 
 from ..core import FitOptions
 from ..core._callers import user_stacklevel
-from ..core._compile import compiled
-from ..core._fit import fit
+from ..core._compile import compiled, unoptimised_on_cpu
 from ..core._profile import (
     ProfileLayout,
     ProfilePoints,
@@ -48,9 +47,11 @@ if TYPE_CHECKING:  # the results import this module
 __all__ = ["ProfileProblem", "ProfileResults", "profile_model", "profile_problem"]
 
 _jit_statistics = compiled(model_statistics)
-_jit_fit = compiled(fit)
-_jit_points = compiled(profile_points)
-_jit_se = compiled(quadratic_se)
+# The points' program is a vmapped L-BFGS loop and the standard errors' a Hessian:
+# large programs of small arithmetic, compiled without XLA's backend optimisation on
+# a CPU (sleepstudy: the first profile 23 s -> see the CHANGELOG's measurements).
+_jit_points = compiled(profile_points, compiler_options=unoptimised_on_cpu)
+_jit_se = compiled(quadratic_se, compiler_options=unoptimised_on_cpu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +161,11 @@ def profile_problem(results: MixedModelResults) -> ProfileProblem:
     dtype = np.asarray(results.fit_result.beta).dtype
     stats = _jit_statistics(data, jnp.asarray(results.arrays.y, dtype))
     options = FitOptions(reml=False, solver=results.options.solver, boundary=results.options.boundary)
-    fit_ml = jax.tree.map(np.asarray, _jit_fit(stats, options))
+    from ._api import fit_design  # the user-level fit imports the results, which import this
+
+    # The ML refit through fit_reml's own path: its padded program is shared with
+    # fit_reml(reml=False) and jm.anova's refits.
+    fit_ml = jax.tree.map(np.asarray, fit_design(results.design, results.arrays, options, dtype=dtype))
     psi_hat = np.asarray(optimum(fit_ml, layout), float)
     x0 = jnp.asarray(start_point(psi_hat, layout), dtype)
     se_x = np.asarray(_jit_se(stats, layout, x0), float)
