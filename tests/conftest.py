@@ -45,17 +45,6 @@ def lme4_refs() -> dict:
     return json.loads((DATA / "lme4_reference.json").read_text())
 
 
-def lme4_name(name: str) -> str:
-    """lme4's coefficient names in formulaic's spelling."""
-    if name == "(Intercept)":
-        return "Intercept"
-    if name == "service1":
-        return "service[T.1]"
-    if name in ("pha", "phb"):
-        return f"ph[{name[-1]}]"
-    return name
-
-
 def dense_v0(n, codes, Z, lams, weights=None):
     """V₀ = ZΛΛᵀZᵀ + W⁻¹ built explicitly (n×n)."""
     blocks = []

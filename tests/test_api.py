@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA, lme4_name
+from conftest import DATA
 
 import jaxmixed as jm
 from jaxmixed._datasets import REFERENCE_MODELS
@@ -47,9 +47,9 @@ def test_objective_matches_lme4(key, lme4_refs):
 def test_parameters_match_lme4(key, lme4_refs):
     ref, res = lme4_refs[key], fitted(key)
     for name, value in ref["fixef"].items():
-        assert rel(res.fixed_effects[lme4_name(name)], value) < 1e-4, name
+        assert rel(res.fixed_effects[name], value) < 1e-4, name
     for name, value in ref["se"].items():
-        assert rel(res.fixed_effects_se[lme4_name(name)], value) < 1e-4, name
+        assert rel(res.fixed_effects_se[name], value) < 1e-4, name
     assert rel(res.sigma, ref["sigma"]) < 1e-4
     vc = res.varcorr
     assert len(vc) == len(ref["varcorr"])
@@ -59,7 +59,7 @@ def test_parameters_match_lme4(key, lme4_refs):
             if theirs is None:
                 assert mine is None or mine != mine  # None or NaN
             else:
-                assert mine == lme4_name(theirs)
+                assert mine == theirs
         for field in ("vcov", "sdcor"):
             theirs = ref_row[field]
             if theirs == 0:
@@ -83,7 +83,7 @@ def test_conditional_modes_match_lme4(key, lme4_refs):
                 continue
             theirs = np.array([r[col] for r in rows])
             levels = [r[".level"] for r in rows]
-            values = mine.loc[[_level(mine.index, lv) for lv in levels], lme4_name(col)].to_numpy()
+            values = mine.loc[[_level(mine.index, lv) for lv in levels], col].to_numpy()
             scale = max(np.std(theirs), 1e-12)
             np.testing.assert_allclose(values, theirs, rtol=1e-3, atol=1e-3 * scale)
 
@@ -152,9 +152,9 @@ def test_extra_models_match_tightly_converged_lme4(key):
     assert rel(res.objective, ref["objective"]) < 1e-6
     for name, value in ref["fixef"].items():
         # Relative to the estimate, or for an estimate near 0 to its standard error.
-        diff = abs(res.fixed_effects[lme4_name(name)] - value)
+        diff = abs(res.fixed_effects[name] - value)
         assert diff <= 1e-4 * max(abs(value), ref["se"][name]), name
-        assert rel(res.fixed_effects_se[lme4_name(name)], ref["se"][name]) < 1e-4, name
+        assert rel(res.fixed_effects_se[name], ref["se"][name]) < 1e-4, name
     assert len(res.theta) == len(ref["theta"])
     # (ph || Subject) = (1 | Subject) + (0 + ph | Subject) is over-parameterised
     # (the intercept is the sum of the two dummies): θ lies on a ridge of equal
@@ -166,8 +166,8 @@ def test_extra_models_match_tightly_converged_lme4(key):
     assert len(res.varcorr) == len(ref["varcorr"])
     for row, ref_row in zip(res.varcorr.itertuples(), ref["varcorr"], strict=True):
         assert row.grp == ref_row["grp"]
-        assert row.var1 == (None if ref_row["var1"] is None else lme4_name(ref_row["var1"]))
-        assert row.var2 == (None if ref_row["var2"] is None else lme4_name(ref_row["var2"]))
+        assert row.var1 == ref_row["var1"]
+        assert row.var2 == ref_row["var2"]
         if (
             identifiable and ref_row["var2"] is None
         ):  # variances (covariances at a boundary are ill-determined)

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import lme4_name
 
 import jaxmixed as jm
 from jaxmixed._datasets import REFERENCE_MODELS
@@ -34,7 +33,7 @@ def test_satterthwaite_matches_lmertest(model, fits, lme4_refs):
     ref = lme4_refs[model.key]
     table = fits[model.key].coef_table()
     for name, df in ref["satterthwaite_df"].items():
-        row = table.loc[lme4_name(name)]
+        row = table.loc[name]
         assert row["df"] == pytest.approx(df, rel=3e-4), name
         assert row["Pr(>|t|)"] == pytest.approx(ref["p_values"][name], rel=2e-2, abs=1e-300), name
         assert row["Std. Error"] == pytest.approx(ref["se"][name], rel=1e-4), name

@@ -48,9 +48,9 @@ def test_each_response_equals_its_own_fit(sleep_responses, many_table):
         row = many_table.loc[name]
         assert row.objective == pytest.approx(one.objective, rel=1e-8)
         assert bool(row.converged) and bool(row.singular) == one.singular
-        np.testing.assert_allclose(row[["Intercept", "Days"]].astype(float), one.fixed_effects, rtol=1e-6)
+        np.testing.assert_allclose(row[["(Intercept)", "Days"]].astype(float), one.fixed_effects, rtol=1e-6)
         np.testing.assert_allclose(
-            row[["se_Intercept", "se_Days"]].astype(float), one.fixed_effects_se, rtol=1e-5
+            row[["se_(Intercept)", "se_Days"]].astype(float), one.fixed_effects_se, rtol=1e-5
         )
         sd = one.varcorr.sdcor.to_numpy()  # (Intercept) sd, Days sd, correlation, residual
         got = row[["sd_(Intercept)|Subject", "sd_Days|Subject", "cor_Days.(Intercept)|Subject", "sigma"]]
@@ -66,7 +66,7 @@ def test_each_response_equals_its_own_fit(sleep_responses, many_table):
 def test_unfittable_responses_are_flagged_not_fitted(many_table):
     assert not many_table.loc["const", "converged"]
     assert "nothing to fit" in many_table.loc["const", "message"]
-    assert np.isnan(many_table.loc["const", "Intercept"])
+    assert np.isnan(many_table.loc["const", "(Intercept)"])
     assert not many_table.loc["gap", "converged"]
     assert "1 missing or non-finite" in many_table.loc["gap", "message"]
     assert np.isnan(many_table.loc["gap", "objective"])

@@ -30,14 +30,14 @@ def test_fitted_residuals_and_predict(sleep_fit):
     np.testing.assert_allclose(sleep_fit.predict(df), sleep_fit.fitted, rtol=1e-12)
     fixed_only = sleep_fit.predict(df, include_random=False)
     np.testing.assert_allclose(
-        fixed_only, sleep_fit.fixed_effects["Intercept"] + sleep_fit.fixed_effects["Days"] * df.Days
+        fixed_only, sleep_fit.fixed_effects["(Intercept)"] + sleep_fit.fixed_effects["Days"] * df.Days
     )
     # By hand for one row: (β₀ + b₀) + (β₁ + b₁) Days.
     row = df.iloc[[25]]
     b = sleep_fit.random_effects["Subject"].loc[row.Subject.iloc[0]]
     by_hand = (
-        sleep_fit.fixed_effects["Intercept"]
-        + b["Intercept"]
+        sleep_fit.fixed_effects["(Intercept)"]
+        + b["(Intercept)"]
         + (sleep_fit.fixed_effects["Days"] + b["Days"]) * row.Days.iloc[0]
     )
     assert sleep_fit.predict(row)[0] == pytest.approx(by_hand)
@@ -59,7 +59,7 @@ def test_unseen_levels_get_the_fixed_effects_prediction_with_a_warning(sleep_fit
 def test_random_effects_tables(sleep_fit):
     re = sleep_fit.random_effects["Subject"]
     assert re.shape == (18, 2)
-    assert list(re.columns) == ["Intercept", "Days"]
+    assert list(re.columns) == ["(Intercept)", "Days"]
     var = sleep_fit.random_effects_var["Subject"]
     assert var.shape == (18, 2)
     assert (var.to_numpy() > 0).all()
@@ -117,9 +117,9 @@ def test_several_factors_predict_adds_each_known_factor():
     new = pd.DataFrame({"plate": ["a", "zz"], "sample": ["A", "A"]})
     with pytest.warns(UserWarning, match="'plate' not seen"):
         pred = res.predict(new)
-    b_plate = res.random_effects["plate"].loc["a", "Intercept"]
-    b_sample = res.random_effects["sample"].loc["A", "Intercept"]
-    mu = res.fixed_effects["Intercept"]
+    b_plate = res.random_effects["plate"].loc["a", "(Intercept)"]
+    b_sample = res.random_effects["sample"].loc["A", "(Intercept)"]
+    mu = res.fixed_effects["(Intercept)"]
     np.testing.assert_allclose(pred, [mu + b_plate + b_sample, mu + b_sample])
 
 
@@ -127,7 +127,7 @@ def test_predict_without_newdata_and_without_random_effects(sleep_fit):
     np.testing.assert_allclose(sleep_fit.predict(include_random=False), sleep_fit.fitted_fixed)
     np.testing.assert_allclose(
         sleep_fit.fitted_fixed,
-        sleep_fit.fixed_effects["Intercept"]
+        sleep_fit.fixed_effects["(Intercept)"]
         + sleep_fit.fixed_effects["Days"] * jm.load_dataset("sleepstudy").Days,
     )
 

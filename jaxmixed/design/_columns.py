@@ -20,6 +20,7 @@ from formulaic.utils.variables import get_required_variables
 
 from ._formula import ParsedFormula
 from ._quoting import quote_formula
+from ._rnames import python_powers
 
 __all__ = ["AnalysedFormula", "analyse_columns"]
 
@@ -30,7 +31,8 @@ class AnalysedFormula:
 
     Attributes:
         formula: the parsed formula, column names that are not Python names
-            in backticks (what formulaic is given).
+            in backticks and R's ``^`` inside calls written ``**`` (what
+            formulaic is given).
         used: every column the formula reads, grouping columns included.
         plain: the columns read as they are (not inside Python code such as
             ``np.log(x)``): these must be numbers or categories themselves.
@@ -50,7 +52,7 @@ def analyse_columns(parsed: ParsedFormula, columns: tuple[Any, ...]) -> Analysed
 
 
 def _analyse(parsed: ParsedFormula, columns: tuple[Any, ...]) -> AnalysedFormula:
-    quoted = quote_formula(parsed, columns)
+    quoted = _with_python_powers(quote_formula(parsed, columns))
     used, plain = set(), set()
     for expr in [quoted.response, quoted.fixed] + [t.expr for t in quoted.random]:
         for name, as_is in _required_variables(expr):
@@ -64,6 +66,17 @@ def _analyse(parsed: ParsedFormula, columns: tuple[Any, ...]) -> AnalysedFormula
 
 
 _analyse_cached = functools.lru_cache(maxsize=64)(_analyse)
+
+
+def _with_python_powers(parsed: ParsedFormula) -> ParsedFormula:
+    """``parsed`` with R's ``^`` inside calls (``I(x^2)``) written as Python's
+    ``**``: formulaic would compute XOR (see ``_rnames.python_powers``)."""
+    return dataclasses.replace(
+        parsed,
+        response=python_powers(parsed.response),
+        fixed=python_powers(parsed.fixed),
+        random=tuple(dataclasses.replace(t, expr=python_powers(t.expr)) for t in parsed.random),
+    )
 
 
 @functools.lru_cache(maxsize=256)

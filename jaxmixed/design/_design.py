@@ -26,7 +26,7 @@ from ._columns import analyse_columns
 from ._factors import FactorInfo, Grouping, TermBlock, assemble_factors, factor_info, group_codes, groupings
 from ._formula import ParsedFormula, RandomTerm, parse_formula
 from ._formulaic import FormulaicBuilder
-from ._matrices import MatrixBuilder, ModelMatrix, ModelSpec
+from ._matrices import FixedTerm, MatrixBuilder, ModelMatrix, ModelSpec
 from ._numeric import NumericBuilder, numeric_plan
 from ._quoting import term_label
 from ._validation import (
@@ -40,7 +40,7 @@ from ._validation import (
     drop_aliased,
 )
 
-__all__ = ["Design", "FactorInfo", "ModelArrays", "build_design", "design_from_arrays"]
+__all__ = ["Design", "FactorInfo", "FixedTerm", "ModelArrays", "build_design", "design_from_arrays"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,14 @@ class Design:
     ``report_order`` lists lme4's terms in lme4's order as (factor, term)
     indices into ``factors``; ``all_fixed_names`` are the fixed-effects
     columns before aliased ones were dropped; ``fixed_spec`` makes the
-    fixed-effects matrix of new data (None for array input).
+    fixed-effects matrix of new data (None for array input). Names are R's
+    (``(Intercept)``, ``recipeB:temperature185``; see ``_rnames``).
+
+    ``fixed_terms``: the fixed part's terms as R labels them, each with its
+    columns (positions in ``fixed_names``; aliased columns left out) and its
+    factors; array input has one term per column. ``fixed_frame``: the rows
+    the formulaic builder read, kept to make the full dummy coding of terms
+    with categorical factors (lmerTest's type III hypotheses); None otherwise.
     """
 
     response: str
@@ -78,6 +85,8 @@ class Design:
     formula: str | None
     report_order: tuple[tuple[int, int], ...]
     all_fixed_names: tuple[str, ...]
+    fixed_terms: tuple[FixedTerm, ...] = ()
+    fixed_frame: pd.DataFrame | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def structures(self) -> tuple[CovarianceStructure, ...]:
@@ -150,8 +159,24 @@ def build_design(
         formula=formula,
         report_order=random.report_order,
         all_fixed_names=fixed.X.columns,
+        fixed_terms=kept_terms(fixed.terms, fixed.X.columns, kept.names),
+        fixed_frame=fixed.frame if any(t.expr is not None for t in fixed.terms) else None,
     )
     return design, arrays
+
+
+def kept_terms(
+    terms: Sequence[FixedTerm], all_names: Sequence[str], kept: Sequence[str]
+) -> tuple[FixedTerm, ...]:
+    """``terms`` (columns: positions in ``all_names``) with their columns as
+    positions in ``kept`` (aliased columns dropped; a term may be left empty)."""
+    position = {name: k for k, name in enumerate(kept)}
+    return tuple(
+        dataclasses.replace(
+            t, columns=tuple(position[all_names[c]] for c in t.columns if all_names[c] in position)
+        )
+        for t in terms
+    )
 
 
 def _parsed_formula(formula: str, data: pd.DataFrame, missing: str) -> ParsedFormula:
@@ -374,5 +399,11 @@ def design_from_arrays(
         formula=None,
         report_order=((0, 0),),
         all_fixed_names=inputs.x_names,
+        fixed_terms=kept_terms(_column_terms(inputs.x_names), inputs.x_names, kept.names),
     )
     return design, arrays
+
+
+def _column_terms(names: Sequence[str]) -> tuple[FixedTerm, ...]:
+    """Array input's terms: one per column (numeric), named as the column."""
+    return tuple(FixedTerm(name, (k,), (name,), (True,)) for k, name in enumerate(names))

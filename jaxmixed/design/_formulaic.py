@@ -2,8 +2,10 @@
 
 The formula's parts (already quoted, see ``_quoting``) go to
 ``formulaic.model_matrix``; the column names come back in the user's
-spelling, and the model specs, which ``predict`` calls on new data, give
-those names too.
+spelling as R writes them (``_rnames``: ``(Intercept)``, ``recipeB``), and the
+model specs, which ``predict`` calls on new data, give those names too. The
+fixed part's terms (R's labels, their columns and factors) are read from
+formulaic's model spec.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import pandas as pd
 from formulaic.parser.types import Factor
 
 from ._formula import ParsedFormula, RandomTerm
-from ._matrices import FixedPart, ModelMatrix, ModelSpec
+from ._matrices import FixedPart, FixedTerm, ModelMatrix, ModelSpec
 from ._quoting import unquoted_name, unquoted_names
+from ._rnames import r_names
 
-__all__ = ["FormulaicBuilder"]
+__all__ = ["FormulaicBuilder", "full_dummies"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +47,9 @@ class FormulaicBuilder:
                 f"{mm.lhs.shape[1]} columns {list(mm.lhs.columns)} (it is not numeric): convert it to numbers"
             )
         y = np.asarray(mm.lhs, dtype=float).reshape(-1)
-        return FixedPart(response=response, y=y, X=_named_matrix(mm.rhs, parsed.fixed))
+        X = _named_matrix(mm.rhs, parsed.fixed)
+        terms = _fixed_terms(mm.rhs.model_spec, parsed.fixed)
+        return FixedPart(response=response, y=y, X=X, terms=terms, frame=data)
 
     def terms(self, bar: RandomTerm, data: pd.DataFrame) -> tuple[ModelMatrix, ...]:
         """The Z block (n, k) of each lme4 term of ``bar``."""
@@ -61,13 +66,7 @@ def _split_uncorrelated(expr: str) -> list[str]:
         if str(term) == "1":
             out.append("1")
             continue
-        factors = [
-            f"`{f.expr}`"
-            if f.eval_method == Factor.EvalMethod.LOOKUP and not f.expr.isidentifier()
-            else f.expr
-            for f in term.factors
-        ]
-        out.append("0 + " + ":".join(factors))
+        out.append("0 + " + ":".join(_formula_factor(f) for f in term.factors))
     return out
 
 
@@ -84,11 +83,55 @@ class _RenamedSpec:
         return pd.DataFrame(mm).rename(columns=dict(self.names))
 
 
+def _user_spelling(names: list[str], expr: str) -> tuple[str, ...]:
+    """formulaic's names of columns or terms of ``expr`` in the user's spelling
+    (quoting undone) as R writes them (:func:`~._rnames.r_names`)."""
+    unquoted = unquoted_names(names, expr)
+    return r_names([unquoted.get(c, c) for c in names])
+
+
 def _named_matrix(mm: Any, expr: str) -> ModelMatrix:
-    """formulaic's model matrix ``mm`` of ``expr``, with the user's column names
+    """formulaic's model matrix ``mm`` of ``expr``, with R's column names
     (and a spec that gives them; formulaic's own when no name changes)."""
     formulaic_names: list[str] = list(mm.columns)
-    names = unquoted_names(formulaic_names, expr)
-    spec = _RenamedSpec(mm.model_spec, tuple(names.items())) if names else mm.model_spec
-    columns = tuple(names.get(c, c) for c in formulaic_names)
+    columns = _user_spelling(formulaic_names, expr)
+    renamed = tuple((a, b) for a, b in zip(formulaic_names, columns, strict=True) if a != b)
+    spec = _RenamedSpec(mm.model_spec, renamed) if renamed else mm.model_spec
     return ModelMatrix(values=np.asarray(mm, dtype=float), columns=columns, spec=spec)
+
+
+def _fixed_terms(spec: Any, expr: str) -> tuple[FixedTerm, ...]:
+    """The terms of formulaic's model ``spec`` of the fixed part ``expr``: R's
+    label, column positions, factors and their kinds (numeric or categorical)."""
+    kinds = {str(f): state[0] for f, state in spec.encoder_state.items()}
+    out, start = [], 0
+    for structure in spec.structure:
+        term, n_columns = structure.term, len(structure.columns)
+        columns = tuple(range(start, start + n_columns))
+        start += n_columns
+        if str(term) == "1":
+            out.append(FixedTerm("(Intercept)", columns, (), ()))
+            continue
+        factors = [f for f in term.factors if f.eval_method != Factor.EvalMethod.LITERAL]
+        names = _user_spelling([f.expr for f in factors], expr)
+        numeric = tuple(kinds.get(f.expr) != Factor.Kind.CATEGORICAL for f in factors)
+        label = ":".join(names)
+        quoted = ":".join(_formula_factor(f) for f in factors)
+        out.append(FixedTerm(label, columns, names, numeric, None if all(numeric) else quoted))
+    return tuple(out)
+
+
+def _formula_factor(factor: Any) -> str:
+    """A factor of a term as formula text (a name that needs them in backticks)."""
+    if factor.eval_method == Factor.EvalMethod.LOOKUP and not factor.expr.isidentifier():
+        return f"`{factor.expr}`"
+    return factor.expr
+
+
+def full_dummies(term: FixedTerm, frame: pd.DataFrame) -> np.ndarray:
+    """The term's full dummy coding (n, k) of the rows of ``frame``: R's
+    ``model.matrix(~ 0 + term)``, one column per cell of its categorical
+    factors (times its numeric factors), whatever the contrasts."""
+    assert term.expr is not None, "a term with categorical factors has its formula text"
+    mm = formulaic.model_matrix(f"0 + {term.expr}", frame, na_action="raise")
+    return np.asarray(mm, dtype=float)

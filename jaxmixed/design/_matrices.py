@@ -19,7 +19,7 @@ from jaxtyping import Float
 
 from ._formula import RandomTerm
 
-__all__ = ["FixedPart", "MatrixBuilder", "ModelMatrix", "ModelSpec"]
+__all__ = ["FixedPart", "FixedTerm", "MatrixBuilder", "ModelMatrix", "ModelSpec"]
 
 
 class ModelSpec(Protocol):
@@ -39,8 +39,8 @@ class ModelMatrix:
 
     Attributes:
         values: (n, k) float64, one column per model-matrix column.
-        columns: the k column names, as the user spells them (``Intercept``,
-            ``x.1``, ``C(g)[T.b]``).
+        columns: the k column names, as R writes them (``(Intercept)``,
+            ``x.1``, ``C(g)b``: see ``_rnames``).
         spec: an object whose ``get_model_matrix(newdata)`` gives the same
             columns for new data (formulaic's model spec or a stand-in); None
             for array input, which has no formula to read new data with.
@@ -52,6 +52,36 @@ class ModelMatrix:
 
 
 @dataclasses.dataclass(frozen=True)
+class FixedTerm:
+    """One term of the fixed part, as R's ``terms`` labels it.
+
+    Attributes:
+        label: R's term label (``recipe``, ``recipe:temperature``,
+            ``I(IQ^2)``); ``(Intercept)`` for the intercept.
+        columns: the positions of its columns in the fixed-effects matrix
+            (in a :class:`~._design.Design`, in ``fixed_names``).
+        factors: its factors (variables of the formula), R's spelling; none
+            for the intercept. A term is contained in another when its
+            factors are among the other's (marginality).
+        numeric: per factor, whether it is numeric (else categorical), for
+            lmerTest's containment rule.
+        expr: the term as formulaic reads it (quoted names in backticks), to
+            make its full dummy coding (``0 + expr``); None for a term that
+            needs none (numeric factors only).
+    """
+
+    label: str
+    columns: tuple[int, ...]
+    factors: tuple[str, ...]
+    numeric: tuple[bool, ...]
+    expr: str | None = None
+
+    @property
+    def is_intercept(self) -> bool:
+        return not self.factors
+
+
+@dataclasses.dataclass(frozen=True)
 class FixedPart:
     """The response and the fixed-effects matrix, before any check.
 
@@ -59,11 +89,16 @@ class FixedPart:
         response: the response's name as the user wrote it.
         y: (n,) float64 response (may still hold non-finite values).
         X: the fixed-effects model matrix (n, p), aliased columns included.
+        terms: the fixed part's terms, their columns positions in ``X``.
+        frame: the rows the builder read, when a term's full dummy coding
+            must be made from them (categorical factors); else None.
     """
 
     response: str
     y: Float[np.ndarray, " n"]
     X: ModelMatrix
+    terms: tuple[FixedTerm, ...]
+    frame: pd.DataFrame | None = None
 
 
 class MatrixBuilder(Protocol):

@@ -59,8 +59,8 @@ def varcorr_table(design: Design, lams: Sequence[Float[np.ndarray, "q q"]], sigm
 
 def theta_names(design: Design) -> list[str]:
     """lme4's names of θ in lme4's order: ``Subject.Days`` (diagonal),
-    ``Subject.Days.(Intercept)`` (row, column); the intercept is lme4's
-    ``(Intercept)``, other columns keep formulaic's names."""
+    ``Subject.Days.(Intercept)`` (row, column); the columns' names are R's
+    (``_rnames``; array input's ``Intercept`` is written ``(Intercept)`` too)."""
     names = []
     for f, t in design.report_order:
         info = design.factors[f]

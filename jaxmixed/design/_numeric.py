@@ -5,8 +5,8 @@ Subject)``. Their model matrices are the columns themselves (and a column of
 ones), which numpy builds in microseconds where formulaic takes milliseconds
 a call. :func:`numeric_plan` recognises such a formula (every part a sum of
 plain names, ``1`` and ``0``; every column a numpy integer or float column)
-and :class:`NumericBuilder` builds its matrices with formulaic's column
-names and order; :class:`NumericSpec` stands in for formulaic's model spec in
+and :class:`NumericBuilder` builds its matrices with the formulaic builder's
+column names (R's: ``(Intercept)``) and order; :class:`NumericSpec` stands in for formulaic's model spec in
 ``predict``. Anything else (categoricals, transformations, interactions,
 booleans, quoted names) is left to the formulaic builder (``_formulaic``).
 """
@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from ._formula import ParsedFormula, RandomTerm
-from ._matrices import FixedPart, ModelMatrix, ModelSpec
+from ._matrices import FixedPart, FixedTerm, ModelMatrix, ModelSpec
 
-__all__ = ["NumericBuilder", "NumericPlan", "NumericSpec", "numeric_matrix", "numeric_plan"]
+__all__ = ["NumericBuilder", "NumericPlan", "NumericSpec", "numeric_matrix", "numeric_plan", "numeric_terms"]
 
 
 # A term of a sum of plain columns: (intercept, column names in order).
@@ -109,7 +109,7 @@ def numeric_matrix(sum_: _Sum, data: pd.DataFrame) -> ModelMatrix:
     """The model matrix (n, k) of the sum ``sum_``: a column of ones first for
     the intercept, then the columns in order, as formulaic orders them."""
     intercept, columns = sum_
-    names = ("Intercept",) * intercept + tuple(columns)
+    names = ("(Intercept)",) * intercept + tuple(columns)
     out = np.empty((len(data), len(names)))
     if intercept:
         out[:, 0] = 1.0
@@ -127,6 +127,15 @@ def _numpy_dtype(data: pd.DataFrame, col: str) -> np.dtype:
     return dtype
 
 
+def numeric_terms(sum_: _Sum) -> tuple[FixedTerm, ...]:
+    """The terms of a sum of columns: the intercept, then one per column."""
+    intercept, columns = sum_
+    first = (FixedTerm("(Intercept)", (0,), (), ()),) if intercept else ()
+    return first + tuple(
+        FixedTerm(c, (k,), (c,), (True,)) for k, c in enumerate(columns, start=int(intercept))
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class NumericBuilder:
     """The :class:`~._matrices.MatrixBuilder` of a formula that has a
@@ -139,7 +148,8 @@ class NumericBuilder:
     def fixed(self, data: pd.DataFrame) -> FixedPart:
         """Response (n,) and fixed-effects matrix (n, p) of ``data``'s rows."""
         y = data[self.plan.response].to_numpy(dtype=float).copy()
-        return FixedPart(response=self.plan.response, y=y, X=numeric_matrix(self.plan.fixed, data))
+        X = numeric_matrix(self.plan.fixed, data)
+        return FixedPart(response=self.plan.response, y=y, X=X, terms=numeric_terms(self.plan.fixed))
 
     def terms(self, bar: RandomTerm, data: pd.DataFrame) -> tuple[ModelMatrix, ...]:
         """The Z block (n, k) of each lme4 term of ``bar``."""
@@ -159,10 +169,11 @@ class NumericSpec:
     dtypes: tuple[tuple[str, np.dtype], ...]
 
     def get_model_matrix(self, data: Any, **kwargs: Any) -> pd.DataFrame:
-        """The model matrix of ``data``: ``Intercept`` (ones), then the columns."""
+        """The model matrix of ``data``: ``(Intercept)`` (ones), then the columns."""
         if not self._plain(data, kwargs):
-            return _formulaic_spec(self).get_model_matrix(data, **kwargs)
-        out = {"Intercept": np.ones(len(data))} if self.intercept else {}
+            mm = _formulaic_spec(self).get_model_matrix(data, **kwargs)
+            return pd.DataFrame(mm).rename(columns={"Intercept": "(Intercept)"})
+        out = {"(Intercept)": np.ones(len(data))} if self.intercept else {}
         out.update((col, data[col].to_numpy()) for col in self.columns)
         return pd.DataFrame(out, index=data.index)
 

@@ -60,7 +60,8 @@ def fit_reml(
             Random-effects terms ``(expr | g)``, ``(expr || g)`` (uncorrelated),
             ``(1 | a/b)`` (nested), ``(1 | a:b)``; several factors may be
             crossed or nested. The rest is read by formulaic (``C(x)``,
-            ``np.log(x)``, ``I(x**2)``, ``a*b``, ``0 +`` …).
+            ``np.log(x)``, ``I(x^2)`` (R's power; ``**`` too), ``a*b``, ``0 +`` …).
+            Fixed-effect names are R's: ``(Intercept)``, ``recipeB``, ``I(x^2)``.
         data: a DataFrame with the columns the formula uses.
         reml: True (default) for REML, False for maximum likelihood; a value
             that is not a bool is a TypeError.

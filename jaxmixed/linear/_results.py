@@ -78,7 +78,8 @@ class MixedModelResults:
     it was fitted with; ``simulate`` and ``bootstrap`` reuse them). Everything
     else is read from these.
 
-    Estimates (names follow formulaic; the intercept is ``Intercept``):
+    Estimates (names as lme4 writes them: ``(Intercept)``, ``recipeB``,
+    ``recipeB:temperature185``, ``I(IQ^2)``):
 
     - ``fixed_effects``, ``fixed_effects_se`` (Series), ``vcov`` (DataFrame).
     - ``varcorr``: lme4's ``as.data.frame(VarCorr(m))`` columns
@@ -433,6 +434,31 @@ class MixedModelResults:
     def _kenward_roger(self) -> KRCovariance:
         """Kenward and Roger's Φ, Φ_A, Pᵢ and W (computed once per fit)."""
         return kr_covariance(self)
+
+    def anova(self, type: int = 3, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """F tests of the fixed-effect terms, as lmerTest's ``anova(m, type = type)``.
+
+        One row per term (R's labels: ``recipe``, ``recipe:temperature``): ``Sum Sq``,
+        ``Mean Sq``, ``NumDF``, ``DenDF``, ``F value``, ``Pr(>F)``. ``type=3``
+        (default): lmerTest's type III hypotheses (each term averaged over the terms
+        that contain it; the same whatever the contrast coding); ``type=1``:
+        sequential. ``ddf="satterthwaite"``: Satterthwaite's denominator df (see
+        :meth:`contest`). For likelihood-ratio tests of two fits see
+        ``jaxmixed.anova``.
+        """
+        from . import _terms_anova  # it fits models: it imports the fit module, which imports this one
+
+        return _terms_anova.term_anova(self, type, ddf)
+
+    def drop1(self, test: str = "Chisq") -> pd.DataFrame:
+        """lme4's ``drop1(m, test = "Chisq")``: each term that marginality allows
+        removed in turn, every model fitted by maximum likelihood (a REML fit is
+        refitted, as lme4's ``drop1`` does). Rows ``<none>`` and the term labels;
+        columns ``npar``, ``AIC``, ``LRT``, ``Pr(Chi)`` (``test="none"``: the first two).
+        """
+        from . import _terms_anova  # see anova
+
+        return _terms_anova.drop1(self, test)
 
     def __str__(self) -> str:
         return self.summary()

@@ -32,7 +32,7 @@ from ..core._options import FitOptions
 from ..core._padding import drop_padded_levels
 from ..core._statistics import design_statistics
 from ..core._status import RESULTS
-from ..design._design import Design, ModelArrays, build_design
+from ..design._design import Design, FixedTerm, ModelArrays, build_design
 from ..linear._api import ConvergenceWarning
 from ..linear._results import MixedModelResults, build_results
 from ._em import train_em
@@ -80,7 +80,13 @@ def _final_fit(
             stacklevel=user_stacklevel(),
         )
     resid_design = dataclasses.replace(
-        design, fixed_names=("Intercept",), all_fixed_names=("Intercept",), dropped_fixed=(), fixed_spec=None
+        design,
+        fixed_names=("(Intercept)",),
+        all_fixed_names=("(Intercept)",),
+        dropped_fixed=(),
+        fixed_spec=None,
+        fixed_terms=(FixedTerm("(Intercept)", (0,), (), ()),),
+        fixed_frame=None,
     )
     resid_arrays = ModelArrays(
         y=arrays.y - np.asarray(f_all, float), X=np.ones((len(arrays.y), 1)), codes=arrays.codes, Z=arrays.Z

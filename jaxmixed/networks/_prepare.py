@@ -28,7 +28,8 @@ __all__ = ["cast_model", "check_model", "features", "pad_rows", "seed_of", "spli
 
 def features(design: Design, arrays: ModelArrays) -> tuple[Float[np.ndarray, "n p"], tuple[str, ...]]:
     """The fixed part's columns without the intercept: (n, p) and their names."""
-    keep = [k for k, name in enumerate(design.fixed_names) if name != "Intercept"]
+    # "(Intercept)" from a formula, "Intercept" array input's default column.
+    keep = [k for k, name in enumerate(design.fixed_names) if name not in ("(Intercept)", "Intercept")]
     names = tuple(design.fixed_names[k] for k in keep)
     if not names:
         raise ValueError(

@@ -62,7 +62,7 @@ class MixedLMRegressor(_MixedRegressor):
         names = [f"x{k}" for k in range(self.n_features_in_)]
         fixed = self.results_.fixed_effects
         self.coef_ = fixed.reindex(names, fill_value=0.0).to_numpy(dtype=np.float64)
-        self.intercept_ = float(fixed.at["Intercept"])
+        self.intercept_ = float(fixed.at["(Intercept)"])
 
     def _fit_fixed_only(self) -> None:
         assert isinstance(self.fixed_only_, LinearRegression), (
