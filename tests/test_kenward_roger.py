@@ -169,3 +169,23 @@ def test_live_r_agrees(fits, tmp_path):
     np.testing.assert_allclose(
         fits["sleepstudy_unbalanced"].coef_table(ddf="kenward-roger")["df"], df, rtol=1e-3
     )
+
+
+ANOVA_REFS = json.loads((DATA / "kr_anova_reference.json").read_text())
+
+
+@pytest.mark.parametrize("key", sorted(ANOVA_REFS))
+def test_anova_with_kenward_roger_matches_lmertest(key):
+    """lmerTest's anova(m, type = 3 | 1, ddf = "Kenward-Roger"): pbkrtest's scaled F, its
+    df and the unscaled mean square, per term (tests/data/kr_anova_reference.R)."""
+    ref = ANOVA_REFS[key]
+    fit = jm.fit_reml(ref["formula"], jm.load_dataset(key))
+    for kind, type_ in (("type3", 3), ("type1", 1)):
+        table = fit.anova(type=type_, ddf="kenward-roger")
+        assert list(table.index) == ref[kind]["terms"]
+        cols = ref[kind]["columns"]
+        np.testing.assert_array_equal(table["NumDF"], cols["NumDF"])
+        np.testing.assert_allclose(table["DenDF"], cols["DenDF"], rtol=1e-3)
+        np.testing.assert_allclose(table["F value"], cols["F value"], rtol=1e-4)
+        np.testing.assert_allclose(table["Mean Sq"], cols["Mean Sq"], rtol=1e-4)
+        np.testing.assert_allclose(table["Pr(>F)"], cols["Pr(>F)"], rtol=1e-4)

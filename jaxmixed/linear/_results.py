@@ -442,8 +442,8 @@ class MixedModelResults:
         ``Mean Sq``, ``NumDF``, ``DenDF``, ``F value``, ``Pr(>F)``. ``type=3``
         (default): lmerTest's type III hypotheses (each term averaged over the terms
         that contain it; the same whatever the contrast coding); ``type=1``:
-        sequential. ``ddf="satterthwaite"``: Satterthwaite's denominator df (see
-        :meth:`contest`). For likelihood-ratio tests of two fits see
+        sequential. ``ddf="satterthwaite"`` (default) or ``"kenward-roger"`` (REML
+        fits): the denominator df and F of :meth:`contest`. For likelihood-ratio tests of two fits see
         ``jaxmixed.anova``.
         """
         from . import _terms_anova  # it fits models: it imports the fit module, which imports this one

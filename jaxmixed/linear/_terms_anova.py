@@ -18,9 +18,9 @@
   hypotheses are therefore the same whatever the contrast coding (or
   reference level) of the fit.
 
-The F test of each hypothesis is a ``ddf`` method's (``_F_TESTS``):
-``"satterthwaite"`` is lmerTest's ``contest`` (:func:`._inference.contest`);
-another method (Kenward-Roger) plugs in as a function of the results and L.
+The F test of each hypothesis is lmerTest's ``contest``
+(:func:`._inference.contest`) with the ``ddf`` method's denominator df:
+``"satterthwaite"`` or ``"kenward-roger"`` (pbkrtest's scaled F and df).
 
 ``drop1`` is lme4's ``drop1(m, test = "Chisq")``: each term that marginality
 allows (no other term contains its factors) is removed in turn (its columns
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,15 +52,9 @@ from ._tails import chi2_upper_tail
 if TYPE_CHECKING:
     from ._results import MixedModelResults
 
-__all__ = ["ANOVA_TYPES", "F_TESTS", "drop1", "term_anova", "term_hypotheses"]
+__all__ = ["ANOVA_TYPES", "drop1", "term_anova", "term_hypotheses"]
 
 ANOVA_TYPES = (1, 3)
-
-# ddf method → the F test of L β = 0 as a one-row table (``Sum Sq``, ``Mean Sq``,
-# ``NumDF``, ``DenDF``, ``F value``, ``Pr(>F)``).
-F_TESTS: dict[str, Callable[[MixedModelResults, np.ndarray], pd.DataFrame]] = {
-    "satterthwaite": lambda results, L: _inference.contest(results, L),
-}
 
 _COLUMNS = ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
 
@@ -74,10 +68,11 @@ def term_anova(results: MixedModelResults, type: int = 3, ddf: str = "satterthwa
     """
     if type not in ANOVA_TYPES:
         raise ValueError(f"type must be one of {ANOVA_TYPES}, got {type!r}")
-    if ddf not in F_TESTS:
-        raise ValueError(f"ddf must be one of {tuple(F_TESTS)}, got {ddf!r}")
+    ddf = _inference.checked_ddf(ddf)
+    if ddf == "none":
+        raise ValueError("anova's F tests need a denominator df: ddf='satterthwaite' or 'kenward-roger'")
     hypotheses = term_hypotheses(results.design, results.arrays.X, type)
-    rows = [F_TESTS[ddf](results, L) for L in hypotheses.values()]
+    rows = [_inference.contest(results, L, ddf=ddf) for L in hypotheses.values()]
     if not rows:
         return pd.DataFrame(columns=_COLUMNS, index=pd.Index([], dtype=object), dtype=float)
     table = pd.concat(rows, ignore_index=True)
