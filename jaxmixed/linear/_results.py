@@ -34,7 +34,7 @@ from ..core._status import RESULTS, is_converged
 from ..design._design import Design, FactorInfo, ModelArrays
 from ..design._names import theta_names, varcorr_table
 from ..design._prepare import prepare
-from . import _inference, _intervals, _power, _predict, _summary
+from . import _inference, _intervals, _plots, _power, _predict, _summary
 from ._bootstrap import BootstrapResults, as_jax, as_key, parametric_bootstrap
 from ._power import PowerCurve, PowerResult
 from ._predict import fixed_matrix, random_part
@@ -419,6 +419,25 @@ class MixedModelResults:
             batch_size=batch_size,
             verbose=verbose,
         )
+
+    def plot_ranef(self, *, axes: Any = None) -> Any:
+        """The caterpillar plot of the conditional modes (lme4's ``dotplot(ranef(m,
+        condVar = TRUE))``): one panel per grouping factor and column, levels ordered by
+        the factor's first column, each mode ± 1.96 conditional sd. ``axes``: one
+        matplotlib Axes per panel (default: a new figure). Returns the Figure; needs
+        matplotlib (the ``plot`` extra)."""
+        return _plots.plot_ranef(self, axes=axes)
+
+    def plot_residuals(self, *, ax: Any = None) -> Any:
+        """Residuals against fitted values with a zero line, into ``ax`` (default: a new
+        figure). Returns the Figure; needs matplotlib (the ``plot`` extra)."""
+        return _plots.plot_residuals(self, ax=ax)
+
+    def plot_qq(self, *, axes: Any = None) -> Any:
+        """Normal QQ plots of the residuals and of each column of conditional modes, with
+        R's ``qqline``; ``axes``: one Axes per panel. Returns the Figure; needs
+        matplotlib (the ``plot`` extra)."""
+        return _plots.plot_qq(self, axes=axes)
 
     def _model(self) -> tuple[ModelData, FitResult]:
         """The pure layer's rows and fit, in the fit's dtype (call inside ``enable_x64``)."""
