@@ -116,3 +116,18 @@ def test_missing_matplotlib_is_a_clear_error(sleep_fit, monkeypatch):
 def test_profile_plot_is_reserved():
     with pytest.raises(NotImplementedError, match="profile"):
         _plots.plot_profile(None)
+
+
+def test_power_curve_plot_draws_the_table():
+    from jaxmixed.linear._power import PowerCurve, PowerResult
+
+    def result(p: np.ndarray) -> PowerResult:
+        return PowerResult("Days", 5.0, "lrt", 0.05, p, np.ones(len(p), bool), {"Subject": 5}, 50)
+
+    rng = np.random.default_rng(0)
+    curve = PowerCurve("Subject", (5, 10), (result(rng.uniform(size=40)), result(rng.uniform(size=40) / 4)))
+    fig = curve.plot()
+    (ax,) = fig.axes
+    line = ax.lines[0]
+    np.testing.assert_array_equal(line.get_xdata(), [5, 10])
+    np.testing.assert_allclose(line.get_ydata(), curve.table["power"])

@@ -9,6 +9,8 @@
 - :func:`plot_residuals`: residuals against fitted values, with a zero line.
 - :func:`plot_qq`: normal QQ plots of the residuals and of each column of
   conditional modes, each with R's ``qqline`` (through the quartiles).
+- :func:`plot_power_curve`: a power curve (``PowerCurve``) with its exact
+  intervals, as simr's ``plot(powerCurve(...))``.
 
 Each takes ``ax`` (one Axes) or ``axes`` (one Axes per panel, in the order
 above) to draw into, else makes a figure, and returns the Figure.
@@ -28,9 +30,19 @@ import numpy as np
 from jaxtyping import Float
 
 if TYPE_CHECKING:
+    from ._power import PowerCurve
     from ._results import MixedModelResults
 
-__all__ = ["normal_scores", "panel_axes", "plot_profile", "plot_qq", "plot_ranef", "plot_residuals", "pyplot"]
+__all__ = [
+    "normal_scores",
+    "panel_axes",
+    "plot_power_curve",
+    "plot_profile",
+    "plot_qq",
+    "plot_ranef",
+    "plot_residuals",
+    "pyplot",
+]
 
 Z_95 = 1.959963984540054  # the normal distribution's 97.5% quantile
 _MAX_LABELS = 60  # levels labelled on a caterpillar panel's axis; more: unlabelled
@@ -149,6 +161,23 @@ def plot_qq(results: MixedModelResults, *, axes: Any = None) -> Any:
     _qq_panel(flat[0], results.residuals, "Residuals")
     for ax, (factor, column) in zip(flat[1:], panels, strict=True):
         _qq_panel(ax, results.random_effects[factor][column].to_numpy(), f"{factor}: {column}")
+    return fig
+
+
+def plot_power_curve(curve: PowerCurve, *, ax: Any = None) -> Any:
+    """Power against size with 95% Clopper–Pearson error bars and a dotted line at
+    α (the power at effect 0), into ``ax`` (default: a new figure). Returns the Figure."""
+    fig, (axis,) = panel_axes(1, ax, size=4.0)
+    table = curve.table
+    size, power = table["size"].to_numpy(), table["power"].to_numpy()
+    below, above = power - table["lower"].to_numpy(), table["upper"].to_numpy() - power
+    axis.errorbar(size, power, yerr=np.stack([below, above]), fmt="o-", color="C0", capsize=3)
+    axis.axhline(curve.results[0].alpha, color="0.3", linestyle=":", linewidth=0.8)
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_xlabel(f"size along {curve.along}")
+    axis.set_ylabel("power")
+    first = curve.results[0]
+    axis.set_title(f"{first.term} = {first.effect:g}, {first.test} test", fontsize=10)
     return fig
 
 

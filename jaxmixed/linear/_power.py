@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
@@ -167,6 +167,12 @@ class PowerCurve:
                 }
             )
         return pd.DataFrame(rows)
+
+    def plot(self, *, ax: Any = None) -> Any:
+        """Power against size with its 95% intervals (matplotlib; returns the Figure)."""
+        from ._plots import plot_power_curve
+
+        return plot_power_curve(self, ax=ax)
 
     def __str__(self) -> str:
         return f"Power curve along {self.along!r}:\n{self.table.to_string(index=False)}"
