@@ -11,7 +11,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml requirements-lock.txt
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements-lock.txt -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -c requirements-lock.txt -e ".[dev,bench,plot]"
 	touch $(STAMP)
 
 demo: $(STAMP)

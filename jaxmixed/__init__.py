@@ -8,8 +8,9 @@ trained jointly or by EM), :func:`fit_mixed_em` (EM around any regressor),
 their :class:`MixedNNResults` and :class:`TrainOptions`; many fits as one
 computation: :func:`fit_reml_many` (many responses over one design) and
 :func:`fit_reml_stacked` (many data sets of one model), returning a
-:class:`FitTable`, and the :class:`BootstrapResults` of
-``MixedModelResults.bootstrap``. Compiled code: one program per model
+:class:`FitTable`, the :class:`BootstrapResults` of
+``MixedModelResults.bootstrap`` and the :class:`PowerResult` and
+:class:`PowerCurve` of ``MixedModelResults.power``. Compiled code: one program per model
 structure, at most :func:`set_max_compiled_programs` kept, and a disk cache
 (:func:`set_compilation_cache`, :func:`compilation_cache_dir`). The pure layer that
 the next capabilities build on (statistics, objective, the pure fit and its
@@ -33,6 +34,7 @@ from .linear._anova import anova
 from .linear._api import ConvergenceWarning, fit_reml
 from .linear._bootstrap import BootstrapResults
 from .linear._many_api import fit_reml_many
+from .linear._power import PowerCurve, PowerResult
 from .linear._results import MixedModelResults
 from .linear._stacked import fit_reml_stacked
 from .linear._table import FitTable
@@ -45,6 +47,8 @@ __version__ = "0.6.0"
 __all__ = [
     "anova",
     "BootstrapResults",
+    "PowerCurve",
+    "PowerResult",
     "FitTable",
     "fit_reml_many",
     "fit_reml_stacked",

@@ -26,12 +26,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from ._objective import _criterion, _dof, _factorize
 from ._statistics import ModelStatistics
 
-__all__ = ["SatterthwaiteResult", "satterthwaite"]
+__all__ = ["SatterthwaiteResult", "satterthwaite", "satterthwaite_masked"]
 
 
 class SatterthwaiteResult(eqx.Module):
@@ -94,5 +94,52 @@ def satterthwaite(
         return v, v
 
     grad, v = jax.jacrev(variances, has_aux=True)(psi)  # (k, m) and (k,): one forward pass
+    a = 2.0 * jnp.linalg.inv(0.5 * (hessian + hessian.T))
+    return SatterthwaiteResult(variance=v, df=2.0 * v**2 / jnp.einsum("km,mn,kn->k", grad, a, grad))
+
+
+def _masked_deviance(params, zero, stats: ModelStatistics, reml: bool) -> jax.Array:
+    """:func:`_deviance` with ψ = (φ, log σ) over every entry; those in ``zero`` held at 0."""
+    return _deviance(params, params[:-1], np.arange(params.shape[0] - 1), zero, stats, reml)
+
+
+def _masked_covariance(params, zero, stats: ModelStatistics) -> jax.Array:
+    """:func:`_covariance` with ψ = (φ, log σ) over every entry; those in ``zero`` held at 0."""
+    return _covariance(params, params[:-1], np.arange(params.shape[0] - 1), zero, stats)
+
+
+def satterthwaite_masked(
+    stats: ModelStatistics,
+    phi: Float[Array, " n_params"],
+    at_boundary: Bool[Array, " n_params"],
+    reml: bool,
+    contrasts: Float[Array, "k p"],
+) -> SatterthwaiteResult:
+    """:func:`satterthwaite` with the boundary pattern as an array, for ``jax.vmap``
+    over fits whose patterns differ (a power simulation's replicates).
+
+    ψ = (φ, log σ) has every entry; an entry in ``at_boundary`` (n_params,) is held
+    at 0 inside the criterion, so its rows of the Hessian H and of the variances'
+    gradient g vanish. With H's block of those entries replaced by the identity,
+    ``H⁻¹ = blockdiag(H_ff⁻¹, I)`` and ``gᵀH⁻¹g = g_fᵀH_ff⁻¹g_f``: the same df as
+    :func:`satterthwaite` over the free entries alone.
+    """
+    zero = jnp.asarray(at_boundary, bool)
+    phi_hat = jnp.where(zero, 0.0, phi)
+    _, r2 = _criterion(_factorize(phi_hat, stats, zero), stats, reml)
+    log_sigma = 0.5 * jnp.log(r2 / _dof(stats, reml))
+    psi = jnp.concatenate([phi_hat, log_sigma[None]])
+    hessian = jnp.asarray(jax.jacrev(jax.grad(_masked_deviance))(psi, zero, stats, reml))
+    held = jnp.concatenate([zero, jnp.zeros((1,), bool)])
+    free = ~held
+    hessian = jnp.where(free[:, None] & free[None, :], hessian, 0.0) + jnp.diag(held.astype(psi.dtype))
+
+    def variances(params):
+        cov = _masked_covariance(params, zero, stats)
+        v = jnp.einsum("kp,pq,kq->k", contrasts, cov, contrasts)
+        return v, v
+
+    grad, v = jax.jacrev(variances, has_aux=True)(psi)
+    grad = jnp.where(free[None, :], grad, 0.0)
     a = 2.0 * jnp.linalg.inv(0.5 * (hessian + hessian.T))
     return SatterthwaiteResult(variance=v, df=2.0 * v**2 / jnp.einsum("km,mn,kn->k", grad, a, grad))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -174,21 +174,24 @@ def _chunks(n_fits: int, batch_size: int, run_chunk: Callable, progress: Progres
     return jax.tree.map(lambda *a: np.concatenate(a), *parts)
 
 
+_Chunk = TypeVar("_Chunk")  # a pytree of per-fit arrays: a FitResult, or a power simulation's replicates
+
+
 def run_chunks(
     n_fits: int,
     batch_size: int,
-    run_chunk: Callable[[np.ndarray], FitResult],
+    run_chunk: Callable[[np.ndarray], _Chunk],
     *,
     progress: Progress,
-    screened: Callable[[np.ndarray], tuple[FitResult, np.ndarray]] | None = None,
+    screened: Callable[[np.ndarray], tuple[_Chunk, np.ndarray]] | None = None,
     refit_size: int | None = None,
-) -> FitResult:
+) -> _Chunk:
     """Fits ``0 … n_fits−1`` in chunks of ``batch_size`` (host loop).
 
     ``run_chunk(ids)`` fits the ``batch_size`` fits numbered ``ids`` (the last
     chunk is filled up by repeating its first id, so every chunk has the same
     shape and one compiled program serves all) and returns their
-    :class:`FitResult` as numpy arrays. Returns every leaf stacked to
+    :class:`FitResult` (or any pytree of per-fit arrays) as numpy arrays. Returns every leaf stacked to
     ``n_fits`` along axis 0.
 
     With ``screened`` and more than one chunk of fits, the fits are made

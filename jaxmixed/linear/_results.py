@@ -35,9 +35,10 @@ from ..core._status import RESULTS, is_converged
 from ..design._design import Design, FactorInfo, ModelArrays
 from ..design._names import theta_names, varcorr_table
 from ..design._prepare import prepare
-from . import _inference, _intervals, _predict, _summary
+from . import _inference, _intervals, _plots, _power, _predict, _summary
 from ._bootstrap import BootstrapResults, as_jax, as_key, parametric_bootstrap
 from ._kenward_roger import kr_covariance
+from ._power import PowerCurve, PowerResult
 from ._predict import fixed_matrix, random_part
 from ._profile import ProfileResults, profile_model
 
@@ -396,6 +397,72 @@ class MixedModelResults:
                 devices=devices,
                 verbose=verbose,
             )
+
+    def power(
+        self,
+        term: str,
+        effect: float,
+        *,
+        n_sim: int = 1000,
+        alpha: float = 0.05,
+        test: str = "lrt",
+        key: int | np.integer | jax.Array = 0,
+        along: str | None = None,
+        sizes: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        verbose: bool = False,
+    ) -> PowerResult | PowerCurve:
+        """Power by simulation (simr's ``powerSim``; ``powerCurve`` with ``along``).
+
+        The true model is this fit with the fixed effect ``term`` (a name of
+        ``fixed_effects``) set to ``effect``; ``n_sim`` responses are drawn from
+        it, each refitted (in vmapped chunks of ``batch_size``) and H0:
+        ``β_term = 0`` tested at level ``alpha``: ``test="lrt"`` (default) the
+        likelihood-ratio test against the model without the term, both fitted by
+        ML; ``"satterthwaite"`` the t test on Satterthwaite's df, fitted as this
+        fit was. ``key``: a JAX key or integer seed (replicate k uses
+        ``fold_in(key, k)``).
+
+        Returns a :class:`PowerResult` (``power``, ``conf_int()`` the exact
+        binomial 95% interval, ``p_values``, ``n_failed``, ``n_unconverged``).
+        With ``along`` and ``sizes``: a :class:`PowerCurve` (``table``: size,
+        power, lower, upper), the design grown or cut to each size: ``along`` a
+        grouping factor (``"Subject"``): that many levels, new ones copying the
+        rows of existing ones (simr's ``extend``); a fixed-effect column
+        (``"Days"``): that many of its smallest distinct values kept.
+        """
+        return _power.power(
+            self,
+            term,
+            effect,
+            n_sim=n_sim,
+            alpha=alpha,
+            test=test,
+            key=key,
+            along=along,
+            sizes=sizes,
+            batch_size=batch_size,
+            verbose=verbose,
+        )
+
+    def plot_ranef(self, *, axes: Any = None) -> Any:
+        """The caterpillar plot of the conditional modes (lme4's ``dotplot(ranef(m,
+        condVar = TRUE))``): one panel per grouping factor and column, levels ordered by
+        the factor's first column, each mode ± 1.96 conditional sd. ``axes``: one
+        matplotlib Axes per panel (default: a new figure). Returns the Figure; needs
+        matplotlib (the ``plot`` extra)."""
+        return _plots.plot_ranef(self, axes=axes)
+
+    def plot_residuals(self, *, ax: Any = None) -> Any:
+        """Residuals against fitted values with a zero line, into ``ax`` (default: a new
+        figure). Returns the Figure; needs matplotlib (the ``plot`` extra)."""
+        return _plots.plot_residuals(self, ax=ax)
+
+    def plot_qq(self, *, axes: Any = None) -> Any:
+        """Normal QQ plots of the residuals and of each column of conditional modes, with
+        R's ``qqline``; ``axes``: one Axes per panel. Returns the Figure; needs
+        matplotlib (the ``plot`` extra)."""
+        return _plots.plot_qq(self, axes=axes)
 
     def _model(self) -> tuple[ModelData, FitResult]:
         """The pure layer's rows and fit, in the fit's dtype (call inside ``enable_x64``)."""

@@ -1,4 +1,5 @@
-"""Upper tails of the t, F and χ² distributions, for the p-values of the tests.
+"""Upper tails of the t, F and χ² distributions, for the p-values of the tests, and the
+beta distribution's quantiles, for exact binomial intervals.
 
 Computed with jax.scipy's regularised incomplete beta and gamma functions in
 float64 (the library depends on JAX, not on scipy).
@@ -10,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["chi2_upper_tail", "f_upper_tail", "two_sided_p"]
+__all__ = ["beta_quantile", "chi2_upper_tail", "f_upper_tail", "two_sided_p"]
 
 
 def two_sided_p(statistic: np.ndarray, df: np.ndarray | float) -> np.ndarray:
@@ -41,3 +42,24 @@ def chi2_upper_tail(statistic: np.ndarray, df: np.ndarray) -> np.ndarray:
         x = jnp.asarray(np.maximum(np.asarray(statistic, float), 0.0))
         k = jnp.asarray(np.asarray(df, float))
         return np.asarray(jax.scipy.special.gammaincc(k / 2.0, x / 2.0))
+
+
+@jax.jit
+def _beta_quantile(q: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        below = jax.scipy.special.betainc(a, b, mid) < q
+        return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, 64, halve, (jnp.zeros_like(q), jnp.ones_like(q)))
+    return 0.5 * (lo + hi)
+
+
+def beta_quantile(q: float | np.ndarray, a: float | np.ndarray, b: float | np.ndarray) -> np.ndarray:
+    """The ``q`` quantile of the Beta(a, b) distribution: ``I_x(a, b) = q`` solved for x by
+    64 bisections of [0, 1] (the distribution function is increasing; 2⁻⁶⁴ is below
+    float64's resolution)."""
+    with jax.enable_x64(True):
+        args = jnp.broadcast_arrays(*(jnp.asarray(np.asarray(v, float)) for v in (q, a, b)))
+        return np.asarray(_beta_quantile(*args))
