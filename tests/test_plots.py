@@ -113,9 +113,22 @@ def test_missing_matplotlib_is_a_clear_error(sleep_fit, monkeypatch):
         sleep_fit.plot_ranef()
 
 
-def test_profile_plot_is_reserved():
-    with pytest.raises(NotImplementedError, match="profile"):
-        _plots.plot_profile(None)
+def test_profile_plot_draws_each_trace_and_its_limits():
+    """One panel per parameter: the line is that parameter's (value, ζ) points of
+    ``to_frame()``, the dashed verticals the profile interval's finite limits."""
+    fit = jm.fit_reml("Yield ~ 1 + (1 | Batch)", jm.load_dataset("Dyestuff"))
+    prof = fit.profile()
+    fig = prof.plot()
+    frame, limits = prof.to_frame(), prof.conf_int()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == list(prof.names)
+    for ax, name in zip(axes, prof.names, strict=True):
+        rows = frame[frame[".par"] == name]
+        line = ax.get_lines()[0]
+        np.testing.assert_array_equal(line.get_xdata(), rows[name].to_numpy())
+        np.testing.assert_array_equal(line.get_ydata(), rows[".zeta"].to_numpy())
+        verticals = sorted(ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == "--")
+        np.testing.assert_allclose(verticals, sorted(v for v in limits.loc[name] if np.isfinite(v)))
 
 
 def test_power_curve_plot_draws_the_table():

@@ -15,9 +15,8 @@
 Each takes ``ax`` (one Axes) or ``axes`` (one Axes per panel, in the order
 above) to draw into, else makes a figure, and returns the Figure.
 
-Hook for the profile ζ plots of ``profile()`` (lme4's ``xyplot(profile(m))``):
-:func:`plot_profile` reserves the name; a profile result would draw one panel
-per parameter with :func:`panel_axes` and the same ``axes`` convention.
+:func:`plot_profile` draws the profile ζ traces of ``profile()`` (lme4's
+``xyplot(profile(m))``), one panel per parameter.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from jaxtyping import Float
 
 if TYPE_CHECKING:
     from ._power import PowerCurve
+    from ._profile import ProfileResults
     from ._results import MixedModelResults
 
 __all__ = [
@@ -181,8 +181,26 @@ def plot_power_curve(curve: PowerCurve, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_profile(profile: Any, *, axes: Any = None) -> Any:
-    """Reserved: the profile ζ plot (lme4's ``xyplot(profile(m))``), one panel per
-    parameter, ζ against the parameter's value, for the result of ``profile()``."""
-    del profile, axes
-    raise NotImplementedError("profile ζ plots come with MixedModelResults.profile(), which is not built yet")
+def plot_profile(profile: ProfileResults, *, level: float = 0.95, axes: Any = None) -> Any:
+    """The profile ζ plot (lme4's ``xyplot(profile(m))``): one panel per parameter,
+    ζ against the parameter's value, with dotted lines at ζ = ±z and dashed lines at
+    the profile interval's limits at ``level`` (default 0.95).
+
+    ``profile``: a ``ProfileResults`` (``MixedModelResults.profile()``); ``axes``:
+    one Axes per parameter. Returns the Figure.
+    """
+    frame = profile.to_frame()
+    limits = profile.conf_int(level)
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    fig, panels = panel_axes(len(profile.names), axes)
+    for ax, name in zip(panels, profile.names, strict=True):
+        rows = frame[frame[".par"] == name]
+        ax.plot(rows[name].to_numpy(), rows[".zeta"].to_numpy(), "-o", markersize=2.5, color="C0")
+        for sign in (-1.0, 1.0):
+            ax.axhline(sign * z, color="0.5", linestyle=":", linewidth=0.8)
+        for limit in limits.loc[name].to_numpy():
+            if np.isfinite(limit):
+                ax.axvline(limit, color="C3", linestyle="--", linewidth=0.8)
+        ax.set_title(name, fontsize="small")
+        ax.set_ylabel("ζ")
+    return fig

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from statistics import NormalDist
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
@@ -97,6 +97,13 @@ class ProfileResults:
         order = np.lexsort((held, self.trace.which))
         frame = frame.iloc[order].drop_duplicates()
         return frame.reset_index(drop=True)
+
+    def plot(self, *, level: float = 0.95, axes: Any = None) -> Any:
+        """ζ against each parameter, one panel each, with ±z and the interval's limits at
+        ``level`` marked (lme4's ``xyplot(profile(m))``); needs matplotlib. Returns the Figure."""
+        from . import _plots
+
+        return _plots.plot_profile(self, level=level, axes=axes)
 
     def conf_int(self, level: float = 0.95) -> pd.DataFrame:
         """Profile intervals: where ζ crosses ∓z, z the normal ``(1 + level)/2``
