@@ -195,7 +195,7 @@ def plot_profile(profile: ProfileResults, *, level: float = 0.95, axes: Any = No
     fig, panels = panel_axes(len(profile.names), axes)
     for ax, name in zip(panels, profile.names, strict=True):
         rows = frame[frame[".par"] == name]
-        ax.plot(rows[name].to_numpy(), rows[".zeta"].to_numpy(), "-o", markersize=2.5, color="C0")
+        ax.plot(np.asarray(rows[name], float), np.asarray(rows[".zeta"], float), "-o", markersize=2.5, color="C0")
         for sign in (-1.0, 1.0):
             ax.axhline(sign * z, color="0.5", linestyle=":", linewidth=0.8)
         for limit in limits.loc[name].to_numpy():
