@@ -16,7 +16,7 @@ from jaxmixed.core._statistics import model_statistics
 from jaxmixed.design._prepare import prepare
 from jaxmixed.linear._bootstrap import as_jax
 from jaxmixed.linear._extend import extend_design
-from jaxmixed.linear._inference import _compiler_options
+from jaxmixed.core._compile import unoptimised_on_cpu as _compiler_options
 from jaxmixed.linear._power import clopper_pearson, make_scenario
 
 # Compiled as coef_table compiles them (XLA's backend optimisation off on a CPU): run op
