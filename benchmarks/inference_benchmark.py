@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases.split(","):
+            if CASES[case][1] is not None:
+                _data_files(case, Path(tmp))  # the mlmRev export, before any worker reads it
             for op in args.ops.split(","):
                 if op == "power" and case != "sleepstudy":
                     continue

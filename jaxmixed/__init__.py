@@ -42,7 +42,7 @@ from .networks._api import fit_mixed_em, fit_mixed_nn
 from .networks._options import TrainOptions
 from .networks._results import FixedPart, MixedNNResults
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 __all__ = [
     "anova",
