@@ -10,13 +10,13 @@ from scipy import stats as sps
 
 import jaxmixed as jm
 from jaxmixed.core._compile import compiled
+from jaxmixed.core._compile import unoptimised_on_cpu as _compiler_options
 from jaxmixed.core._inference import satterthwaite, satterthwaite_masked
 from jaxmixed.core._simulate import simulate_draws
 from jaxmixed.core._statistics import model_statistics
 from jaxmixed.design._prepare import prepare
 from jaxmixed.linear._bootstrap import as_jax
 from jaxmixed.linear._extend import extend_design
-from jaxmixed.core._compile import unoptimised_on_cpu as _compiler_options
 from jaxmixed.linear._power import clopper_pearson, make_scenario
 
 # Compiled as coef_table compiles them (XLA's backend optimisation off on a CPU): run op

@@ -110,7 +110,7 @@ def test_vmapped_point_matches_direct_refit(fits, profiles):
         problem = profile_problem(fits["sleepstudy"])
         value = jnp.asarray(prof.trace.params[k, w])
         single = eqx.filter_jit(profile_point)(problem.stats, problem.layout, problem.x0, jnp.asarray(w), value)
-        batch = _jit_points(problem.stats, problem.layout, problem.x0, jnp.asarray([w, 0], jnp.int32), jnp.stack([value, value]))
+        batch = _jit_points(problem.stats, problem.layout, jnp.stack([problem.x0, problem.x0]), jnp.asarray([w, 0], jnp.int32), jnp.stack([value, value]))
     zeta2 = prof.trace.zeta[k] ** 2
     assert float(single.deviance) - prof.deviance == pytest.approx(zeta2, abs=1e-6)
     assert float(batch.deviance[0]) - prof.deviance == pytest.approx(zeta2, abs=1e-6)

@@ -234,13 +234,14 @@ def profile_point(
 def profile_points(
     stats: ModelStatistics,
     layout: ProfileLayout,
-    x_start: Float[Array, " n_x"],
+    x_start: Float[Array, "K n_x"],
     which: Int[Array, " K"],
     values: Float[Array, " K"],
     solver: AbstractSolver = PROFILE_SOLVER,
 ) -> ProfilePoints:
-    """:func:`profile_point` at K (parameter, value) pairs as one vmapped computation."""
-    return jax.vmap(lambda w, v: profile_point(stats, layout, x_start, w, v, solver))(which, values)
+    """:func:`profile_point` at K (parameter, value) pairs as one vmapped computation,
+    point k re-optimised from ``x_start[k]``."""
+    return jax.vmap(lambda x, w, v: profile_point(stats, layout, x, w, v, solver))(x_start, which, values)
 
 
 def optimum(fit_ml: FitResult, layout: ProfileLayout) -> Float[Array, " m"]:
@@ -302,7 +303,7 @@ class ProfileTrace:
     cutoff: float
 
 
-Evaluate = Callable[[np.ndarray, np.ndarray], ProfilePoints]
+Evaluate = Callable[[np.ndarray, np.ndarray, np.ndarray], ProfilePoints]
 
 
 def _bounds(kinds: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -385,6 +386,24 @@ def _side_values(g: _Grid, side: float, targets, found: _Found | None, w: int, s
     return _next_values(g.u_hat, found.u[mine, w], found.zeta[mine], side, targets, g.lo, g.hi)
 
 
+def _warm_starts(
+    found: _Found | None, which: np.ndarray, u: np.ndarray, x0: np.ndarray, layout: ProfileLayout
+) -> np.ndarray:
+    """(K, n_x) starts: x₀ in the first round, then for each point the solution of the
+    point found so far of the same parameter nearest in x (fewer L-BFGS steps: the
+    slowest point sets the vmapped loop's length), moved off the bounds as x₀ is."""
+    starts = np.tile(x0, (len(which), 1))
+    if found is None:
+        return starts
+    ok = np.isfinite(found.zeta) & found.converged
+    for k, (w, target) in enumerate(zip(which, u, strict=True)):
+        mine = np.flatnonzero(ok & (found.which == w))
+        if len(mine):
+            best = mine[np.argmin(np.abs(found.u[mine, w] - target))]
+            starts[k] = start_point(found.params[best], layout)
+    return starts
+
+
 def _side_done(g: _Grid, side: float, found: _Found, w: int, cutoff: float) -> bool:
     """Whether a side's ζ passed the cutoff or its points reached the bound."""
     if side < 0 and g.at_lo:
@@ -430,14 +449,18 @@ def profile_grid(
     se = np.where(np.isfinite(se) & (se > 0), se, 1.0)
     grids = [_Grid(u_hat[w], se[w], lo[w], hi[w], not u_hat[w] > lo[w]) for w in range(m)]
     streams = [(w, s) for w in range(m) for s in (-1.0, 1.0)]
-    fractions = np.arange(1, n_points + 2) / n_points
+    # The last target overshoots the cutoff by 30%: secant extrapolation of a flattening
+    # profile undershoots, and a side short of the cutoff costs a whole further round.
+    fractions = np.append(np.arange(1, n_points + 1) / n_points, 1.3)
     which = np.repeat([w for w, _ in streams], len(fractions))
     rows: list[ProfilePoints] = []
     found = None
+    x0 = np.asarray(start_point(psi_hat, layout), float)
     for r in range(max_rounds):
         targets = cutoff * (fractions - (0.5 if r % 2 else 0.0))
         u = np.concatenate([_side_values(grids[w], s, targets, found, w, sigma) for w, s in streams])
-        rows.append(jax.tree.map(np.asarray, evaluate(which, _to_user(u, kinds[which]))))
+        starts = _warm_starts(found, which, u, x0, layout)
+        rows.append(jax.tree.map(np.asarray, evaluate(which, _to_user(u, kinds[which]), starts)))
         found = _found(rows, which, psi_hat, base, kinds)
         if r >= 1 and all(_side_done(grids[w], s, found, w, cutoff) for w, s in streams):
             break

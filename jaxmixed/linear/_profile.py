@@ -39,7 +39,7 @@ from ..core._profile import (
 from ..core._statistics import ModelStatistics, model_statistics
 from ..design._design import Design
 from ..design._names import parameter_names
-from ._tails import chi2_upper_tail
+from ._tails import chi2_upper_quantile
 
 if TYPE_CHECKING:  # the results import this module
     from ._results import MixedModelResults
@@ -50,7 +50,7 @@ _jit_statistics = compiled(model_statistics)
 # The points' program is a vmapped L-BFGS loop and the standard errors' a Hessian:
 # large programs of small arithmetic, compiled without XLA's backend optimisation on
 # a CPU (sleepstudy: the first profile 23 s -> see the CHANGELOG's measurements).
-_jit_points = compiled(profile_points, compiler_options=unoptimised_on_cpu)
+_jit_points = compiled(profile_points)
 _jit_se = compiled(quadratic_se, compiler_options=unoptimised_on_cpu)
 
 
@@ -137,10 +137,8 @@ def _layout(design: Design) -> ProfileLayout:
 
 
 def _cutoff(alphamax: float, n_params: int) -> float:
-    """lme4's ``sqrt(qchisq(1 − alphamax, nptot))``, by inverting χ²'s upper tail on a grid."""
-    grid = np.linspace(0.0, 10.0 * n_params + 60.0, 200_001)
-    tail = chi2_upper_tail(grid, np.full(grid.shape, float(n_params)))
-    return float(np.sqrt(np.interp(-alphamax, -tail, grid)))
+    """lme4's ``sqrt(qchisq(1 − alphamax, nptot))``."""
+    return float(np.sqrt(chi2_upper_quantile(alphamax, n_params)))
 
 
 class ProfileProblem(eqx.Module):
@@ -155,10 +153,17 @@ class ProfileProblem(eqx.Module):
     x0: jax.Array
     se: np.ndarray
 
-    def evaluate(self, which: Int[np.ndarray, " K"], values: Float[np.ndarray, " K"]) -> ProfilePoints:
-        """The re-optimised points (parameter ``which`` held at ``values``), one vmapped program."""
+    def evaluate(
+        self,
+        which: Int[np.ndarray, " K"],
+        values: Float[np.ndarray, " K"],
+        starts: Float[np.ndarray, "K n_x"] | None = None,
+    ) -> ProfilePoints:
+        """The re-optimised points (parameter ``which`` held at ``values``), one vmapped
+        program, each from its row of ``starts`` (default: x₀ for every point)."""
         dtype = self.x0.dtype
-        return _jit_points(self.stats, self.layout, self.x0, jnp.asarray(which, jnp.int32), jnp.asarray(values, dtype))
+        x = jnp.tile(self.x0, (len(which), 1)) if starts is None else jnp.asarray(starts, dtype)
+        return _jit_points(self.stats, self.layout, x, jnp.asarray(which, jnp.int32), jnp.asarray(values, dtype))
 
 
 def profile_problem(results: MixedModelResults) -> ProfileProblem:

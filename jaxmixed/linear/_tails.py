@@ -7,6 +7,8 @@ float64 (the library depends on JAX, not on scipy).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +44,26 @@ def chi2_upper_tail(statistic: np.ndarray, df: np.ndarray) -> np.ndarray:
         x = jnp.asarray(np.maximum(np.asarray(statistic, float), 0.0))
         k = jnp.asarray(np.asarray(df, float))
         return np.asarray(jax.scipy.special.gammaincc(k / 2.0, x / 2.0))
+
+
+@jax.jit
+def _chi2_upper_quantile(p: jax.Array, df: jax.Array) -> jax.Array:
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        above = jax.scipy.special.gammaincc(df / 2.0, mid / 2.0) > p
+        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, 80, halve, (jnp.zeros_like(p), 10.0 * df + 100.0))
+    return 0.5 * (lo + hi)
+
+
+@functools.lru_cache(maxsize=64)
+def chi2_upper_quantile(p: float, df: float) -> float:
+    """x with ``P(χ²_df > x) = p`` (R's ``qchisq(1 − p, df)``), by bisection of the upper
+    tail on [0, 10·df + 100] (80 halvings: to float64's resolution). Cached by (p, df)."""
+    with jax.enable_x64(True):
+        return float(_chi2_upper_quantile(jnp.asarray(float(p)), jnp.asarray(float(df))))
 
 
 @jax.jit
