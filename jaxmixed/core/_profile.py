@@ -429,7 +429,7 @@ def profile_grid(
     layout: ProfileLayout,
     *,
     cutoff: float,
-    n_points: int = 12,
+    n_points: int = 8,
     max_rounds: int = 4,
 ) -> ProfileTrace:
     """Rounds of :func:`profile_points` until every side passes ``cutoff`` or its bound.

@@ -185,7 +185,7 @@ def profile_problem(results: MixedModelResults) -> ProfileProblem:
     return ProfileProblem(stats, layout, psi_hat, float(fit_ml.objective), x0, se)
 
 
-def profile_model(results: MixedModelResults, *, alphamax: float = 0.01, n_points: int = 12) -> ProfileResults:
+def profile_model(results: MixedModelResults, *, alphamax: float = 0.01, n_points: int = 8) -> ProfileResults:
     """``MixedModelResults.profile``: see there."""
     if not 0.0 < alphamax < 1.0:
         raise ValueError(f"alphamax must be in (0, 1), got {alphamax}")

@@ -339,7 +339,7 @@ class MixedModelResults:
             self, level, method, n_boot=n_boot, key=key, batch_size=batch_size, verbose=verbose
         )
 
-    def profile(self, *, alphamax: float = 0.01, n_points: int = 12) -> ProfileResults:
+    def profile(self, *, alphamax: float = 0.01, n_points: int = 8) -> ProfileResults:
         """Profile likelihood of every parameter (lme4's ``profile``): a
         :class:`~jaxmixed.linear._profile.ProfileResults` with the ζ traces
         (``to_frame()``, lme4's long layout) and ``conf_int(level)``.
