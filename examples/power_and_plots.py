@@ -32,6 +32,7 @@ figures = {
     "residuals.png": fit.plot_residuals(),
     "qq.png": fit.plot_qq(),
     "power_curve.png": curve.plot(),
+    "profile.png": fit.profile().plot(),  # lme4's xyplot(profile(m))
 }
 for name, figure in figures.items():
     figure.savefig(OUT / name, dpi=80)
