@@ -93,7 +93,8 @@ def _dense_phi_a(fit) -> np.ndarray:
     np.add.at(z, (np.repeat(np.arange(n), idx.shape[1]), idx.ravel()), val.ravel())
     x = np.asarray(fit.arrays.X, float)
     k = len(model.tau)
-    gs = [z @ (np.asarray(model.sigma_index) == i).astype(float) @ z.T for i in range(k - 1)] + [np.eye(n)]
+    w = np.ones(n) if fit.arrays.weights is None else np.asarray(fit.arrays.weights, float)
+    gs = [z @ (np.asarray(model.sigma_index) == i).astype(float) @ z.T for i in range(k - 1)] + [np.diag(1.0 / w)]
     v = sum(t * g for t, g in zip(model.tau, gs, strict=True))
     vi = np.linalg.inv(v)
     phi = np.linalg.inv(x.T @ vi @ x)
@@ -122,10 +123,30 @@ def test_exact_derivatives_equal_the_dense_algebra(key, fits):
 
 def test_weights_enter_as_the_residual_covariance():
     """With prior weights the residual component is σ²W⁻¹: Φ (KR's unadjusted covariance)
-    equals the weighted fit's vcov."""
+    equals the weighted fit's vcov, and Φ_A the dense algebra's with G = W⁻¹ (pbkrtest,
+    which uses G = I there, has no reference)."""
     ss = jm.load_dataset("sleepstudy").assign(w=lambda d: 1.0 + (np.arange(len(d)) % 3))
-    fit = jm.fit_reml("Reaction ~ Days + (Days | Subject)", ss, weights="w")
+    fit = jm.fit_reml("Reaction ~ Days + (Days | Subject)", ss.drop(index=range(0, 180, 7)), weights="w")
     np.testing.assert_allclose(fit._kenward_roger.vcov, fit.vcov.to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(fit._kenward_roger.vcov_adjusted, _dense_phi_a(fit), rtol=1e-9)
+
+
+def test_a_variance_at_zero_is_an_ordinary_point():
+    """Dyestuff2's batch variance is 0 (a singular fit): the adjustment is the dense
+    algebra's there too (no inverse of Σ is needed)."""
+    fit = jm.fit_reml("Yield ~ 1 + (1 | Batch)", jm.load_dataset("Dyestuff2"))
+    assert fit.singular
+    np.testing.assert_allclose(fit._kenward_roger.vcov_adjusted, _dense_phi_a(fit), rtol=1e-9)
+    assert np.isfinite(fit.coef_table(ddf="kenward-roger")["df"]).all()
+
+
+def test_too_many_random_effects_is_a_clear_error(monkeypatch):
+    import jaxmixed.linear._kenward_roger as host
+
+    monkeypatch.setattr(host, "MAX_RANDOM_EFFECTS", 10)
+    fit = jm.fit_reml("Reaction ~ Days + (1 | Subject)", jm.load_dataset("sleepstudy"))
+    with pytest.raises(ValueError, match="dense 18 x 18"):
+        fit.coef_table(ddf="kenward-roger")
 
 
 def test_ml_fits_are_refused():

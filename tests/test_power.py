@@ -226,3 +226,10 @@ def test_bad_input_is_a_clear_error(sleep_fit, kwargs, message):
     args = {"term": "Days", "effect": 1.0} | kwargs
     with pytest.raises(ValueError, match=message):
         sleep_fit.power(args.pop("term"), args.pop("effect"), **args)
+
+
+def test_a_size_that_leaves_a_column_constant_is_an_error():
+    """Days cut to one value: the column is the intercept's multiple; the error names along and size."""
+    fit = jm.fit_reml("Reaction ~ Days + (1 | Subject)", jm.load_dataset("sleepstudy"))
+    with pytest.raises(ValueError, match=r"along='Days' at size 1.*rank 1"):
+        extend_design(fit.design, fit.arrays, "Days", 1)

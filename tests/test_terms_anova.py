@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import textwrap
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -252,3 +253,58 @@ def test_type3_anova_matches_lmertest_live(fits):
     assert list(mine.index) == list(theirs.index)
     assert _max_rel(mine["F value"], theirs["F"]) < 1e-4
     assert _max_rel(mine["DenDF"], theirs["DenDF"]) < 1e-3
+
+
+# ------------------------------------------------------------------- review fixes
+
+
+def test_type1_does_not_depend_on_the_units_of_a_covariate(fits):
+    """IQ in units 1e-4 as large: the same sequential F tests (the decomposition runs on
+    unit-length columns, so its thresholds are relative)."""
+    nl = jm.load_dataset("nlschools")
+    scaled = jm.fit_reml("lang ~ IQ * COMB + I(IQ^2) + (1 | class)", nl.assign(IQ=nl["IQ"] * 1e-4))
+    base = fits["nlschools"].anova(type=1)
+    np.testing.assert_allclose(scaled.anova(type=1)["F value"], base["F value"], rtol=1e-6)
+    np.testing.assert_array_equal(scaled.anova(type=1)["NumDF"], base["NumDF"])
+
+
+def test_array_input_does_not_test_its_intercept():
+    ss = jm.load_dataset("sleepstudy")
+    X = np.column_stack([np.ones(len(ss)), ss["Days"].to_numpy(float)])
+    fit = jm.fit_reml(y=ss["Reaction"].to_numpy(), X=X, Z=X, groups=ss["Subject"].to_numpy())
+    intercept, days = fit.fixed_effects.index
+    assert list(fit.anova().index) == [days]
+    assert list(fit.drop1().index) == ["<none>", days]
+
+
+def test_drop1_refuses_a_model_without_intercept_with_factors():
+    cake = jm.load_dataset("cake")
+    fit = jm.fit_reml("angle ~ 0 + recipe + temp + (1 | recipe:replicate)", cake)
+    with pytest.raises(ValueError, match="without an intercept"):
+        fit.drop1()
+
+
+def test_unused_categories_are_dropped_as_r_drops_unused_levels():
+    """A fixed factor's category no row has makes no (aliased) column, and the names are
+    R's for the levels present."""
+    ss = jm.load_dataset("sleepstudy")
+    ss = ss.assign(week=pd.Categorical(np.where(ss["Days"] < 5, "w1", "w2"), categories=["w0", "w1", "w2"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = jm.fit_reml("Reaction ~ week + (1 | Subject)", ss)
+    assert list(fit.fixed_effects.index) == ["(Intercept)", "weekw2"]
+
+
+def test_a_name_clash_keeps_formulaic_names_for_that_column_only():
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame(
+        {
+            "y": rng.normal(size=60),
+            "a": pd.Categorical(rng.choice(["a", "b"], 60)),
+            "ab": rng.normal(size=60),
+            "g": np.repeat(np.arange(10), 6),
+        }
+    )
+    with pytest.warns(UserWarning, match="keep formulaic's names"):
+        fit = jm.fit_reml("y ~ a + ab + (1 | g)", d)
+    assert list(fit.fixed_effects.index) == ["(Intercept)", "a[T.b]", "ab"]

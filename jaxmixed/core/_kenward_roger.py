@@ -37,7 +37,11 @@ from jaxtyping import Array, Float, Int
 
 from ._typing import HostOrDevice
 
-__all__ = ["KRCovariance", "KRModel", "KRTest", "kenward_roger", "kr_test"]
+__all__ = ["MAX_RANDOM_EFFECTS", "KRCovariance", "KRModel", "KRTest", "kenward_roger", "kr_test"]
+
+# The adjustment works with dense q × q matrices (A, its LU, the derivatives' tangents):
+# at 8,192 random effects each is 512 MiB in float64, and several are alive at once.
+MAX_RANDOM_EFFECTS = 8192
 
 
 class KRModel(eqx.Module):

@@ -26,7 +26,8 @@ lme4's fit of ``y − x_j v`` on X without column j, by ML.
 
 Every grid point of every parameter is one element of a ``jax.vmap`` of one
 L-BFGS minimisation (:func:`profile_points`), warm-started from the ML
-optimum. The grid is chosen in a few such rounds (:func:`profile_grid`):
+optimum in the first round and from the nearest point found so far in later
+ones (:func:`_warm_starts`). The grid is chosen in a few such rounds (:func:`profile_grid`):
 first at the quadratic approximation's ζ targets, then re-placed at the
 targets by interpolating the points found, until |ζ| passes ``cutoff`` on
 each side or the parameter reaches its bound.

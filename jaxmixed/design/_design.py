@@ -13,7 +13,7 @@ identifiable. :func:`design_from_arrays` does the same from arrays.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 import numpy as np
@@ -135,6 +135,7 @@ def build_design(
     n = len(data)
     if n == 0:
         raise ValueError("no observations left to fit")
+    data = _without_unused_categories(data, analysed.used)
     w = None if weights is None else check_weights(data[weights].to_numpy(dtype=float), repr(weights))
 
     fixed = builder.fixed(data)
@@ -177,6 +178,22 @@ def kept_terms(
         )
         for t in terms
     )
+
+
+def _without_unused_categories(data: pd.DataFrame, used: Iterable[str]) -> pd.DataFrame:
+    """``data`` with the categories no row has removed from its used categorical
+    columns, as R's ``model.frame`` drops unused levels: a fixed-effect level with no
+    rows would be an all-zero column (aliased) and shift R's names."""
+    columns = {c: cast(pd.Series, data[c]) for c in used}  # the used names are unique
+    unused = [
+        c
+        for c, col in columns.items()
+        if isinstance(col.dtype, pd.CategoricalDtype)
+        and int(col.nunique(dropna=True)) < len(col.cat.categories)
+    ]
+    if not unused:
+        return data
+    return data.assign(**{c: columns[c].cat.remove_unused_categories() for c in unused})
 
 
 def _parsed_formula(formula: str, data: pd.DataFrame, missing: str) -> ParsedFormula:
@@ -399,11 +416,15 @@ def design_from_arrays(
         formula=None,
         report_order=((0, 0),),
         all_fixed_names=inputs.x_names,
-        fixed_terms=kept_terms(_column_terms(inputs.x_names), inputs.x_names, kept.names),
+        fixed_terms=kept_terms(_column_terms(inputs.x_names, inputs.X), inputs.x_names, kept.names),
     )
     return design, arrays
 
 
-def _column_terms(names: Sequence[str]) -> tuple[FixedTerm, ...]:
-    """Array input's terms: one per column (numeric), named as the column."""
-    return tuple(FixedTerm(name, (k,), (name,), (True,)) for k, name in enumerate(names))
+def _column_terms(names: Sequence[str], X: Float[np.ndarray, "n p"]) -> tuple[FixedTerm, ...]:
+    """Array input's terms: one per column (numeric), named as the column; a column of
+    ones is the intercept (no factors: never tested or dropped on its own)."""
+    return tuple(
+        FixedTerm(name, (k,), (), ()) if np.all(X[:, k] == 1.0) else FixedTerm(name, (k,), (name,), (True,))
+        for k, name in enumerate(names)
+    )

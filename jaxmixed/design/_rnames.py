@@ -28,7 +28,11 @@ reads the formula (``(a + b)^2`` outside calls stays formulaic's term power).
 from __future__ import annotations
 
 import re
+import warnings
+from collections import Counter
 from collections.abc import Sequence
+
+from ..core._callers import user_stacklevel
 
 __all__ = ["python_powers", "r_names", "r_spelling"]
 
@@ -80,9 +84,19 @@ def r_spelling(name: str) -> str:
 
 
 def r_names(names: Sequence[str]) -> tuple[str, ...]:
-    """The R spelling of each of ``names``; ``names`` as they are when two would coincide."""
-    out = tuple(r_spelling(n) for n in names)
-    return out if len(set(out)) == len(out) else tuple(names)
+    """The R spelling of each of ``names``; a name whose R spelling another column shares
+    keeps formulaic's spelling (``y ~ a + ab`` with a numeric ``ab``: ``a[T.b]``, ``ab``),
+    with a warning, so that names stay unique."""
+    out = [r_spelling(n) for n in names]
+    counts = Counter(out)
+    clashes = [n for n, r in zip(names, out, strict=True) if counts[r] > 1 and r != n]
+    if clashes:
+        warnings.warn(
+            f"columns {clashes} keep formulaic's names: R's spelling would repeat another column's name",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return tuple(n if counts[r] > 1 and r != n else r for n, r in zip(names, out, strict=True))
 
 
 def python_powers(expr: str) -> str:

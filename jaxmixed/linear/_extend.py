@@ -58,7 +58,14 @@ def extend_design(design: Design, arrays: ModelArrays, along: str, size: int) ->
         rows, shifts = _factor_rows(design, arrays, along, size)
     else:
         rows, shifts = _column_rows(design, arrays, along, size)
-    return _take(arrays, rows, shifts)
+    out = _take(arrays, rows, shifts)
+    rank = np.linalg.matrix_rank(out.arrays.X)
+    if rank < arrays.X.shape[1]:
+        raise ValueError(
+            f"along={along!r} at size {size}: the fixed effects have rank {rank} for "
+            f"{arrays.X.shape[1]} columns there (a column is constant or aliased): choose larger sizes"
+        )
+    return out
 
 
 def _factor_index(design: Design, along: str) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..core._compile import compiled, unoptimised_on_cpu
-from ..core._kenward_roger import KRCovariance, KRModel, kenward_roger, kr_test
+from ..core._kenward_roger import MAX_RANDOM_EFFECTS, KRCovariance, KRModel, kenward_roger, kr_test
 from ._tails import f_upper_tail, two_sided_p
 
 if TYPE_CHECKING:
@@ -94,6 +94,14 @@ def _sigma_index(results: MixedModelResults, q: int) -> tuple[np.ndarray, np.nda
 
 def kr_model(results: MixedModelResults) -> KRModel:
     """The :class:`~jaxmixed.core._kenward_roger.KRModel` of a fit (float64 numpy leaves)."""
+    q = sum(
+        info.n_levels * z.shape[1] for info, z in zip(results.design.factors, results.arrays.Z, strict=True)
+    )
+    if q > MAX_RANDOM_EFFECTS:
+        raise ValueError(
+            f"Kenward-Roger needs dense {q} x {q} matrices (the model's random effects), more than "
+            f"the {MAX_RANDOM_EFFECTS} it allows ({q * q * 8 / 2**30:.1f} GiB each): use ddf='satterthwaite'"
+        )
     xtwx, ztwx, ztwz = _cross_products(results)
     index, tau = _sigma_index(results, ztwz.shape[0])
     return KRModel(xtwx=xtwx, ztwx=ztwx, ztwz=ztwz, sigma_index=index, tau=tau, n=results.nobs)

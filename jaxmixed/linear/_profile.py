@@ -39,6 +39,7 @@ from ..core._profile import (
 from ..core._statistics import ModelStatistics, model_statistics
 from ..design._design import Design
 from ..design._names import parameter_names
+from ..design._prepare import prepare
 from ._tails import chi2_upper_quantile
 
 if TYPE_CHECKING:  # the results import this module
@@ -47,9 +48,9 @@ if TYPE_CHECKING:  # the results import this module
 __all__ = ["ProfileProblem", "ProfileResults", "profile_model", "profile_problem"]
 
 _jit_statistics = compiled(model_statistics)
-# The points' program is a vmapped L-BFGS loop and the standard errors' a Hessian:
-# large programs of small arithmetic, compiled without XLA's backend optimisation on
-# a CPU (sleepstudy: the first profile 23 s -> see the CHANGELOG's measurements).
+# The standard errors' program (a Hessian, run once) compiles without XLA's backend
+# optimisation on a CPU; the points' vmapped L-BFGS keeps it: without, it compiled
+# about 5 s faster but ran 2.5x slower on sleepstudy.
 _jit_points = compiled(profile_points)
 _jit_se = compiled(quadratic_se, compiler_options=unoptimised_on_cpu)
 
@@ -167,17 +168,26 @@ class ProfileProblem(eqx.Module):
 
 
 def profile_problem(results: MixedModelResults) -> ProfileProblem:
-    """The ML refit and everything the points share (call inside ``enable_x64``)."""
+    """The ML refit and everything the points share (call inside ``enable_x64``).
+
+    Always in float64, whatever the fit's precision: ζ is the square root of a
+    deviance difference, which float32 cannot resolve near the optimum (the points'
+    gradient tolerance, ``PROFILE_SOLVER``, is float64's). A refit that does not
+    converge warns, as ``jm.anova``'s refits do.
+    """
+    from ._api import fit_design  # the user-level fit imports the results, which import this
+    from ._results import warn_unconverged
+
     layout = _layout(results.design)
-    data, _ = results._model()
-    dtype = np.asarray(results.fit_result.beta).dtype
+    dtype = np.float64
+    data = prepare(results.design, results.arrays, dtype=dtype)
     stats = _jit_statistics(data, jnp.asarray(results.arrays.y, dtype))
     options = FitOptions(reml=False, solver=results.options.solver, boundary=results.options.boundary)
-    from ._api import fit_design  # the user-level fit imports the results, which import this
 
     # The ML refit through fit_reml's own path: its padded program is shared with
     # fit_reml(reml=False) and jm.anova's refits.
     fit_ml = jax.tree.map(np.asarray, fit_design(results.design, results.arrays, options, dtype=dtype))
+    warn_unconverged(fit_ml)
     psi_hat = np.asarray(optimum(fit_ml, layout), float)
     x0 = jnp.asarray(start_point(psi_hat, layout), dtype)
     se_x = np.asarray(_jit_se(stats, layout, x0), float)
@@ -199,6 +209,14 @@ def profile_model(results: MixedModelResults, *, alphamax: float = 0.01, n_point
             problem.layout,
             cutoff=_cutoff(alphamax, len(problem.psi_hat)),
             n_points=n_points,
+        )
+    n_bad = int(np.sum(~np.asarray(trace.converged, bool)))
+    if n_bad:
+        warnings.warn(
+            f"{n_bad} of {len(trace.converged)} profile points did not converge; the intervals "
+            "read from them may be off (ProfileResults.converged, to_frame())",
+            RuntimeWarning,
+            stacklevel=user_stacklevel(),
         )
     names = tuple(parameter_names(results.design)) + tuple(results.fixed_effects.index)
     return ProfileResults(trace=trace, names=names, kinds=problem.layout.kinds)

@@ -352,7 +352,7 @@ class MixedModelResults:
         parameter are re-optimised as one vmapped computation per round; the
         grid reaches ``|ζ| = sqrt(qchisq(1 − alphamax, n))`` (n: the number of
         parameters, lme4's cutoff) on each side or the parameter's bound, with
-        about ``2·n_points`` points a side.
+        ``n_points + 1`` points a side per round, in two to four rounds.
         """
         return profile_model(self, alphamax=alphamax, n_points=n_points)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pandas as pd
+
+from ._intervals import wald_intervals
 
 if TYPE_CHECKING:  # the results import this module
     from ._results import MixedModelResults
@@ -103,10 +105,11 @@ def _random_effects_table(vc: pd.DataFrame) -> list[str]:
 
 def _fixed_effects_table(results: MixedModelResults, ddf: str) -> list[str]:
     """Estimates, standard errors, df (Satterthwaite's or Kenward–Roger's; none: z
-    tests), test statistics, p-values and 95% Wald intervals of the fixed effects."""
+    tests), test statistics, p-values and 95% Wald intervals of the fixed effects, from
+    the table's standard errors (Kenward–Roger's adjusted ones with that ddf)."""
     table = results.coef_table(ddf)
     names = results.design.fixed_names  # the index of the table
-    ci = results.conf_int()
+    ci = wald_intervals(cast(pd.Series, table["Estimate"]), cast(pd.Series, table["Std. Error"]), 0.95)
     t_test = "df" in table.columns
     stat, p_col = ("t value", "Pr(>|t|)") if t_test else ("z value", "Pr(>|z|)")
     fe_w = max([0] + [len(n) for n in names])

@@ -63,8 +63,8 @@ def term_anova(results: MixedModelResults, type: int = 3, ddf: str = "satterthwa
     """lmerTest's ``anova(m, type = type, ddf = ddf)``: one F test per fixed-effect term.
 
     Returns a table indexed by R's term labels (the intercept is not tested)
-    with ``Sum Sq``, ``Mean Sq`` (``F·σ̂²``), ``NumDF``, ``DenDF``, ``F value``,
-    ``Pr(>F)``. A term whose columns were all dropped as aliased is left out.
+    with ``Sum Sq``, ``Mean Sq`` (``F·σ̂²``; with Kenward–Roger the unscaled F's,
+    as lmerTest), ``NumDF``, ``DenDF``, ``F value``, ``Pr(>F)``. A term whose columns were all dropped as aliased is left out.
     """
     if type not in ANOVA_TYPES:
         raise ValueError(f"type must be one of {ANOVA_TYPES}, got {type!r}")
@@ -112,9 +112,20 @@ def doolittle(a: Float[np.ndarray, "p p"], eps: float = 1e-6) -> Float[np.ndarra
 
 
 def _type1(X: Float[np.ndarray, "n p"], terms: Sequence[FixedTerm]) -> list[np.ndarray]:
-    """Type I hypotheses: per term, its rows of ``Dᵀ`` (``X'X = D U``)."""
+    """Type I hypotheses: per term, its rows of ``Dᵀ`` (``X'X = D U``).
+
+    Computed on the columns scaled to unit length (``X S⁻¹``, S the column norms:
+    ``D_S = S⁻¹ D S``, so ``L = D_Sᵀ S = S Dᵀ``, each row a multiple of Dᵀ's, the same
+    F test), so that the pivot and zero thresholds of :func:`doolittle` do not depend
+    on the covariates' units.
+    """
     p = X.shape[1]
-    dt = np.eye(1) if p == 1 else doolittle(X.T @ X).T
+    if p == 1:
+        return [np.eye(1)[list(t.columns)] for t in terms]
+    xtx = X.T @ X
+    scale = np.sqrt(np.diag(xtx))
+    scale = np.where(scale > 0, scale, 1.0)
+    dt = doolittle(xtx / np.outer(scale, scale)).T * scale[None, :]
     return [dt[list(t.columns)] for t in terms]
 
 
@@ -231,6 +242,14 @@ def drop1(results: MixedModelResults, test: str = "Chisq") -> pd.DataFrame:
     """
     if test not in ("Chisq", "none"):
         raise ValueError(f"test must be 'Chisq' or 'none', got {test!r}")
+    terms = results.design.fixed_terms
+    if not any(t.is_intercept for t in terms) and any(not all(t.numeric) for t in terms):
+        # R refits `update(m, . ~ . - term)`, which codes the remaining factors anew
+        # (the first one takes the intercept's place); removing columns would not.
+        raise ValueError(
+            "drop1 of a model without an intercept and with categorical terms is not supported: "
+            "fit the reduced models with their formulas and compare them with jaxmixed.anova"
+        )
     options = dataclasses.replace(results.options, reml=False)
     full = _refitted(results, results.design, results.arrays, options)
     labels, npar, aic, loglik = ["<none>"], [np.nan], [full.aic], [full.loglik]
