@@ -274,11 +274,12 @@ def quadratic_se(stats: ModelStatistics, layout: ProfileLayout, x: Float[Array, 
     return jnp.where(diag > 0, jnp.sqrt(2.0 * jnp.abs(diag)), jnp.nan)
 
 
-def start_point(psi_hat: Float[np.ndarray, " m"], layout: ProfileLayout) -> Float[np.ndarray, " n_x"]:
-    """x₀ (n_x,): ψ̂'s variance parameters moved off their bounds (see START_SD)."""
+def start_point(psi_hat: Float[np.ndarray, "*K m"], layout: ProfileLayout) -> Float[np.ndarray, "*K n_x"]:
+    """x₀ (n_x,): ψ̂'s variance parameters moved off their bounds (see START_SD); rows
+    of a (K, m) ``psi_hat`` each."""
     kinds = layout.kinds[: layout.n_x]
-    v = np.asarray(psi_hat[: layout.n_x], float)
-    sigma = v[-1]
+    v = np.asarray(psi_hat, float)[..., : layout.n_x]
+    sigma = v[..., -1:]
     v = np.where(kinds == SD, np.maximum(v, START_SD * sigma), v)
     v = np.where(kinds == COR, np.clip(v, -1 + START_COR, 1 - START_COR), v)
     return np.asarray(internal(v, kinds), float)
@@ -397,11 +398,14 @@ def _warm_starts(
     if found is None:
         return starts
     ok = np.isfinite(found.zeta) & found.converged
-    for k, (w, target) in enumerate(zip(which, u, strict=True)):
-        mine = np.flatnonzero(ok & (found.which == w))
+    best = np.full(len(which), -1)
+    for w in np.unique(which):  # per parameter, every point's nearest at once
+        lanes, mine = np.flatnonzero(which == w), np.flatnonzero(ok & (found.which == w))
         if len(mine):
-            best = mine[np.argmin(np.abs(found.u[mine, w] - target))]
-            starts[k] = start_point(found.params[best], layout)
+            gaps = np.abs(found.u[mine, w][None, :] - u[lanes][:, None])
+            best[lanes] = mine[np.argmin(gaps, axis=1)]
+    has = best >= 0
+    starts[has] = start_point(found.params[best[has]], layout)
     return starts
 
 

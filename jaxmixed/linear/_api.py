@@ -148,13 +148,22 @@ def fit_design(
         return drop_padded_levels(result, real_levels)
 
 
-def refit(results: MixedModelResults, options: FitOptions) -> MixedModelResults:
+def refit(
+    results: MixedModelResults,
+    options: FitOptions,
+    *,
+    design: Design | None = None,
+    arrays: ModelArrays | None = None,
+) -> MixedModelResults:
     """The same model and rows fitted again with ``options`` (lme4's ``refitML`` for
-    ``FitOptions(reml=False)``); a fit that does not converge warns."""
+    ``FitOptions(reml=False)``), in the fit's dtype; a fit that does not converge warns.
+    ``design`` and ``arrays``: another model of the rows instead (``drop1``'s reduced ones)."""
+    design = results.design if design is None else design
+    arrays = results.arrays if arrays is None else arrays
     dtype = np.asarray(results.fit_result.beta).dtype
-    result = fit_design(results.design, results.arrays, options, dtype=dtype)
+    result = fit_design(design, arrays, options, dtype=dtype)
     warn_unconverged(result)
-    return build_results(results.design, results.arrays, result, options)
+    return build_results(design, arrays, result, options)
 
 
 def _fit_rows(

@@ -22,7 +22,7 @@ from ..core._inference import SatterthwaiteResult, satterthwaite
 from ..core._statistics import model_statistics
 from ..design._prepare import prepare
 from ._kenward_roger import kr_coef_table, kr_contest
-from ._tails import f_upper_tail, two_sided_p
+from ._tails import f_table, two_sided_p
 
 if TYPE_CHECKING:
     from ._results import MixedModelResults
@@ -128,14 +128,4 @@ def contest(
     f = float(np.sum(estimate**2 / d) / q)
     _, nu = satterthwaite_df(results, rotated)
     den = _combined_df(np.asarray(nu))
-    mean_sq = f * results.sigma**2
-    return pd.DataFrame(
-        {
-            "Sum Sq": [mean_sq * q],
-            "Mean Sq": [mean_sq],
-            "NumDF": [q],
-            "DenDF": [den],
-            "F value": [f],
-            "Pr(>F)": [f_upper_tail(f, q, den)],
-        }
-    )
+    return f_table(f, q, den, mean_sq=f * results.sigma**2)

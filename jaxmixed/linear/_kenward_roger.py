@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..core._compile import compiled, unoptimised_on_cpu
-from ..core._kenward_roger import MAX_RANDOM_EFFECTS, KRCovariance, KRModel, kenward_roger, kr_test
-from ._tails import f_upper_tail, two_sided_p
+from ..core._kenward_roger import MAX_RANDOM_EFFECTS, KRCovariance, KRModel, KRTest, kenward_roger, kr_test
+from ._tails import f_table, two_sided_p
 
 if TYPE_CHECKING:
     from ._results import MixedModelResults
@@ -29,20 +29,36 @@ _jit_kenward_roger = compiled(kenward_roger, compiler_options=unoptimised_on_cpu
 _jit_kr_test = compiled(kr_test, compiler_options=unoptimised_on_cpu)
 
 
-def _random_columns(results: MixedModelResults) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per row, the random-effect positions (n, K) and values (n, K) of Z, and q.
+def _kr_tests(cov: KRCovariance, contrasts: jax.Array, estimates: jax.Array) -> KRTest:
+    """:func:`kr_test` of k contrasts (k, l, p) with their estimates (k, l), vmapped."""
+    return jax.vmap(kr_test, in_axes=(None, 0, 0))(cov, contrasts, estimates)
+
+
+_jit_kr_tests = compiled(_kr_tests, compiler_options=unoptimised_on_cpu)
+
+
+def _offsets(results: MixedModelResults) -> np.ndarray:
+    """(F + 1,) where each factor's random effects start, and q last.
 
     Random effects are ordered factor by factor, level-major within a factor
     (position ``offset_f + level·q_f + column``).
     """
-    arrays = results.arrays
-    index, values, offset = [], [], 0
-    for info, codes, z in zip(results.design.factors, arrays.codes, arrays.Z, strict=True):
-        q_f = z.shape[1]
-        index.append(offset + np.asarray(codes, np.int64)[:, None] * q_f + np.arange(q_f)[None, :])
-        values.append(np.asarray(z, float))
-        offset += info.n_levels * q_f
-    return np.concatenate(index, axis=1), np.concatenate(values, axis=1), offset
+    sizes = [
+        info.n_levels * z.shape[1] for info, z in zip(results.design.factors, results.arrays.Z, strict=True)
+    ]
+    return np.cumsum([0, *sizes])
+
+
+def _random_columns(results: MixedModelResults) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per row, the random-effect positions (n, K) and values (n, K) of Z, and q
+    (positions as :func:`_offsets` orders them)."""
+    arrays, offsets = results.arrays, _offsets(results)
+    index = [
+        offsets[f] + np.asarray(codes, np.int64)[:, None] * z.shape[1] + np.arange(z.shape[1])[None, :]
+        for f, (codes, z) in enumerate(zip(arrays.codes, arrays.Z, strict=True))
+    ]
+    values = [np.asarray(z, float) for z in arrays.Z]
+    return np.concatenate(index, axis=1), np.concatenate(values, axis=1), int(offsets[-1])
 
 
 def _cross_products(results: MixedModelResults) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,9 +84,7 @@ def _sigma_index(results: MixedModelResults, q: int) -> tuple[np.ndarray, np.nda
     """
     design, fit = results.design, results.fit_result
     sigma2 = results.sigma**2
-    offsets = np.cumsum(
-        [0] + [info.n_levels * lam.shape[-1] for info, lam in zip(design.factors, fit.lambdas, strict=True)]
-    )
+    offsets = _offsets(results)
     slots: dict[tuple[int, int], list[tuple[int, int]]] = {}
     tau: list[float] = []
     for f, t in design.report_order:
@@ -94,9 +108,7 @@ def _sigma_index(results: MixedModelResults, q: int) -> tuple[np.ndarray, np.nda
 
 def kr_model(results: MixedModelResults) -> KRModel:
     """The :class:`~jaxmixed.core._kenward_roger.KRModel` of a fit (float64 numpy leaves)."""
-    q = sum(
-        info.n_levels * z.shape[1] for info, z in zip(results.design.factors, results.arrays.Z, strict=True)
-    )
+    q = int(_offsets(results)[-1])
     if q > MAX_RANDOM_EFFECTS:
         raise ValueError(
             f"Kenward-Roger needs dense {q} x {q} matrices (the model's random effects), more than "
@@ -126,10 +138,8 @@ def kr_coef_table(results: MixedModelResults) -> pd.DataFrame:
     beta = results.fixed_effects
     se = np.sqrt(np.diag(cov.vcov_adjusted))
     p = len(beta)
-    with jax.enable_x64(True):
-        ddf = np.array(
-            [float(_jit_kr_test(cov, np.eye(p)[j : j + 1], beta.to_numpy()[j : j + 1]).ddf) for j in range(p)]
-        )
+    with jax.enable_x64(True):  # every coefficient's one-row test in one call
+        ddf = np.asarray(_jit_kr_tests(cov, np.eye(p)[:, None, :], beta.to_numpy()[:, None]).ddf)
     t = beta.to_numpy() / se
     return pd.DataFrame(
         {"Estimate": beta, "Std. Error": se, "df": ddf, "t value": t, "Pr(>|t|)": two_sided_p(t, ddf)},
@@ -145,17 +155,5 @@ def kr_contest(results: MixedModelResults, L: np.ndarray, rhs: np.ndarray) -> pd
     estimate = L @ results.fixed_effects.to_numpy() - rhs
     with jax.enable_x64(True):
         out = jax.tree.map(np.asarray, _jit_kr_test(cov, L, estimate))
-    q = int(out.q)
     mean_sq = float(out.f_unscaled) * results.sigma**2
-    f = float(out.f_unscaled * out.scale)
-    den = float(out.ddf)
-    return pd.DataFrame(
-        {
-            "Sum Sq": [mean_sq * q],
-            "Mean Sq": [mean_sq],
-            "NumDF": [q],
-            "DenDF": [den],
-            "F value": [f],
-            "Pr(>F)": [f_upper_tail(f, q, den)],
-        }
-    )
+    return f_table(float(out.f_unscaled * out.scale), int(out.q), float(out.ddf), mean_sq=mean_sq)

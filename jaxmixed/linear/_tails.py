@@ -12,8 +12,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
-__all__ = ["beta_quantile", "chi2_upper_tail", "f_upper_tail", "two_sided_p"]
+__all__ = ["beta_quantile", "chi2_upper_tail", "f_table", "f_upper_tail", "two_sided_p"]
 
 
 def two_sided_p(statistic: np.ndarray, df: np.ndarray | float) -> np.ndarray:
@@ -36,6 +37,21 @@ def f_upper_tail(statistic: float, num_df: float, den_df: float) -> float:
     with jax.enable_x64(True):
         d1, d2, f = (jnp.asarray(float(v)) for v in (num_df, den_df, statistic))
         return float(jax.scipy.special.betainc(d2 / 2.0, d1 / 2.0, d2 / (d2 + d1 * jnp.maximum(f, 0.0))))
+
+
+def f_table(f: float, num_df: int, den_df: float, mean_sq: float) -> pd.DataFrame:
+    """lmerTest's one-row F table: ``Sum Sq`` (``Mean Sq``·NumDF), ``Mean Sq``, ``NumDF``,
+    ``DenDF``, ``F value`` and ``Pr(>F)`` (:func:`f_upper_tail`)."""
+    return pd.DataFrame(
+        {
+            "Sum Sq": [mean_sq * num_df],
+            "Mean Sq": [mean_sq],
+            "NumDF": [num_df],
+            "DenDF": [den_df],
+            "F value": [f],
+            "Pr(>F)": [f_upper_tail(f, num_df, den_df)],
+        }
+    )
 
 
 def chi2_upper_tail(statistic: np.ndarray, df: np.ndarray) -> np.ndarray:

@@ -41,12 +41,10 @@ import pandas as pd
 from jaxtyping import Float
 
 from ..core._callers import user_stacklevel
-from ..core._options import FitOptions
 from ..design._design import Design, FixedTerm, ModelArrays
 from ..design._formulaic import full_dummies
 from . import _inference
-from ._api import fit_design
-from ._results import build_results, warn_unconverged
+from ._api import refit
 from ._tails import chi2_upper_tail
 
 if TYPE_CHECKING:
@@ -251,11 +249,11 @@ def drop1(results: MixedModelResults, test: str = "Chisq") -> pd.DataFrame:
             "fit the reduced models with their formulas and compare them with jaxmixed.anova"
         )
     options = dataclasses.replace(results.options, reml=False)
-    full = _refitted(results, results.design, results.arrays, options)
+    full = refit(results, options)
     labels, npar, aic, loglik = ["<none>"], [np.nan], [full.aic], [full.loglik]
     for term in droppable_terms(results.design):
         design, arrays = without_term(results.design, results.arrays, term)
-        reduced = _refitted(results, design, arrays, options)
+        reduced = refit(results, options, design=design, arrays=arrays)
         labels.append(term.label)
         npar.append(float(full.n_params - reduced.n_params))
         aic.append(reduced.aic)
@@ -268,17 +266,6 @@ def drop1(results: MixedModelResults, test: str = "Chisq") -> pd.DataFrame:
         p[1:] = chi2_upper_tail(lrt[1:], np.asarray(npar[1:]))
         table = table.assign(LRT=lrt, **{"Pr(Chi)": p})
     return table
-
-
-def _refitted(
-    results: MixedModelResults, design: Design, arrays: ModelArrays, options: FitOptions
-) -> MixedModelResults:
-    """The fit of ``design`` and ``arrays`` with ``options``, in ``results``' dtype
-    (a fit that does not converge warns)."""
-    dtype = np.asarray(results.fit_result.beta).dtype
-    fit = fit_design(design, arrays, options, dtype=dtype)
-    warn_unconverged(fit)
-    return build_results(design, arrays, fit, options)
 
 
 def droppable_terms(design: Design) -> list[FixedTerm]:
