@@ -18,7 +18,20 @@ import pytest
 from conftest import DATA
 
 import jaxmixed
-from jaxmixed.core._profile import COR, SD, profile_point
+from jaxmixed.core._profile import (
+    COR,
+    SD,
+    ProfileLayout,
+    _Constraint,
+    _constraint,
+    _deviance_and_beta,
+    _positive_definite,
+    _side_limit,
+    _user_params,
+    optimum_x,
+    profile_point,
+    to_solver,
+)
 from jaxmixed.linear._profile import _jit_points, profile_problem
 
 REFS = json.loads((DATA / "profile_reference.json").read_text())
@@ -109,8 +122,18 @@ def test_vmapped_point_matches_direct_refit(fits, profiles):
     with jax.enable_x64(True):
         problem = profile_problem(fits["sleepstudy"])
         value = jnp.asarray(prof.trace.params[k, w])
-        single = eqx.filter_jit(profile_point)(problem.stats, problem.layout, problem.x0, jnp.asarray(w), value)
-        batch = _jit_points(problem.stats, problem.layout, jnp.stack([problem.x0, problem.x0]), jnp.asarray([w, 0], jnp.int32), jnp.stack([value, value]))
+        eye = jnp.eye(problem.x0.shape[0], dtype=problem.x0.dtype)
+        single = eqx.filter_jit(profile_point)(
+            problem.stats, problem.layout, problem.x0, jnp.asarray(w), value, eye
+        )
+        batch = _jit_points(
+            problem.stats,
+            problem.layout,
+            jnp.stack([problem.x0, problem.x0]),
+            jnp.asarray([w, 0], jnp.int32),
+            jnp.stack([value, value]),
+            jnp.stack([eye, eye]),
+        )
     zeta2 = prof.trace.zeta[k] ** 2
     assert float(single.deviance) - prof.deviance == pytest.approx(zeta2, abs=1e-6)
     assert float(batch.deviance[0]) - prof.deviance == pytest.approx(zeta2, abs=1e-6)
@@ -123,7 +146,9 @@ def test_trace_matches_lme4_points(fits):
     ζ = −4.107 where the minimum found here is lower (ζ = −4.085)."""
     ref = REFS["sleepstudy"]["traces"]
     m = fits["sleepstudy"]
-    names = [r_name(n) for n in jaxmixed.design._names.parameter_names(m.design) + list(m.fixed_effects.index)]
+    names = [
+        r_name(n) for n in jaxmixed.design._names.parameter_names(m.design) + list(m.fixed_effects.index)
+    ]
     with jax.enable_x64(True):
         problem = profile_problem(m)
         for par in ("sd_(Intercept)|Subject", "cor_Days.(Intercept)|Subject", "Days"):
@@ -171,3 +196,99 @@ def test_live_r_dyestuff(tmp_path):
     for name, (lo, hi) in ci.iterrows():
         r_lo, r_hi = r[r_name(str(name))]
         assert abs(lo - r_lo) <= 2e-3 * (r_hi - r_lo) and abs(hi - r_hi) <= 2e-3 * (r_hi - r_lo), name
+
+
+def _point_hessian(problem, w: int, x: jax.Array) -> np.ndarray:
+    """The Hessian in x (n_x, n_x) of one point's objective: ψ_w held at ψ̂_w (β profiled)."""
+    layout, n_x = problem.layout, problem.layout.n_x
+    value = jnp.asarray(problem.psi_hat[w])
+    is_var = w < n_x
+    con = _constraint(problem.stats, jnp.asarray(max(w - n_x, 0)), value, jnp.asarray(not is_var))
+    hess = jax.jacrev(jax.grad(lambda v: _deviance_and_beta(v, problem.stats, layout, con)[0]))(x)
+    return np.asarray(hess)
+
+
+def test_preconditioner_whitens_each_point(fits):
+    """PᵀH_wP = I on the free coordinates: P from the joint quadratic approximation (the
+    conditional covariance), H_w the exact Hessian of the point's own objective."""
+    with jax.enable_x64(True):
+        problem = profile_problem(fits["sleepstudy"])
+        n_x, kinds = problem.layout.n_x, problem.layout.kinds
+        x_hat = jnp.asarray(optimum_x(problem.psi_hat, problem.layout))
+        factors = problem.quadratic.factors(n_x)
+        for w in range(len(kinds)):
+            p = factors[w]
+            free = np.arange(n_x) != w
+            whitened = (p.T @ _point_hessian(problem, w, x_hat) @ p)[np.ix_(free, free)]
+            np.testing.assert_allclose(whitened, np.eye(int(free.sum())), atol=1e-6, err_msg=str(w))
+
+
+def test_slopes_are_the_implicit_derivative(fits):
+    """The quadratic's dx*/dψ_w against central differences of re-optimised points."""
+    with jax.enable_x64(True):
+        problem = profile_problem(fits["sleepstudy"])
+        n_x, layout = problem.layout.n_x, problem.layout
+        slopes = problem.quadratic.slopes(n_x)
+        se = problem.quadratic.se
+        for w in (0, 2, n_x):  # an sd, the correlation, a fixed effect
+            h = 0.05 * se[w]
+            values = problem.psi_hat[w] + np.array([-h, h])
+            if layout.kinds[w] == COR:  # the quadratic is in asin(cor)
+                values = np.sin(np.arcsin(problem.psi_hat[w]) + np.array([-h, h]))
+            pts = problem.evaluate(np.array([w, w]), values)
+            x = np.asarray(to_solver(np.asarray(pts.params)[:, :n_x], layout.kinds[:n_x]))
+            free = np.arange(n_x) != w
+            np.testing.assert_allclose(((x[1] - x[0]) / (2 * h))[free], slopes[w][free], rtol=2e-3, atol=1e-6)
+
+
+def test_negative_sd_is_a_flipped_correlation(fits):
+    """x with an sd negated is the same Σ with that sd's correlations negated: equal D,
+    and reported as |sd| with the correlation's sign flipped."""
+    with jax.enable_x64(True):
+        problem = profile_problem(fits["sleepstudy"])
+        layout, stats = problem.layout, problem.stats
+        none = _Constraint(jnp.zeros(layout.n_fixed), jnp.zeros(()), jnp.zeros((), bool))
+        x = jnp.asarray([0.9, 0.25, 0.3, 3.2])  # sd, sd, asin cor, log σ
+        flipped = x.at[1].set(-0.25)
+        mirrored = x.at[2].set(-0.3)
+        d, beta = _deviance_and_beta(flipped, stats, layout, none)
+        assert float(d) == pytest.approx(
+            float(_deviance_and_beta(mirrored, stats, layout, none)[0]), rel=1e-12
+        )
+        np.testing.assert_allclose(
+            _user_params(flipped, beta, stats, layout),
+            _user_params(mirrored, beta, stats, layout),
+            rtol=1e-12,
+        )
+
+
+def test_side_limit_reads_the_monotone_stretch():
+    """A limit before ζ turns back is read; one beyond it is NaN (not monotone)."""
+    u = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    zeta = np.array([0.0, 1.0, 2.0, 3.0, 2.5, 2.6])
+    at, turned = _side_limit(u, zeta, 1.5)
+    assert at == pytest.approx(1.5, abs=1e-9) and not turned
+    at, turned = _side_limit(u, zeta, 3.2)
+    assert at is None and turned
+    at, turned = _side_limit(u[:4], zeta[:4], 3.2)
+    assert at is None and not turned  # short of the target: the bound, not a failure
+    # Near-duplicate points (the same ζ up to round-off) do not bend the interpolation.
+    u2, z2 = np.array([0.0, 1.0, 1.0001, 2.0]), np.array([0.0, 1.0, 1.00001, 2.0])
+    assert _side_limit(u2, z2, 1.5)[0] == pytest.approx(1.5, abs=1e-6)
+    at, _ = _side_limit(-u[:4], -zeta[:4], -1.5)  # the lower side, ζ < 0 outward
+    assert at == pytest.approx(-1.5, abs=1e-9)
+
+
+def test_starts_made_positive_definite():
+    """A 3 × 3 term's start whose correlations are not a correlation matrix gets its free
+    correlations shrunk until they are; the held one is kept."""
+    layout = ProfileLayout(terms=((0, 0, 3),), n_fixed=1)
+    x = np.array([[1.0, 1.0, 1.0, np.arcsin(0.9), np.arcsin(-0.9), np.arcsin(0.9), 0.0]])
+    out = _positive_definite(x, np.array([4]), layout)
+    r = np.sin(out[0, 3:6])
+    corr = np.array([[1, r[0], r[1]], [r[0], 1, r[2]], [r[1], r[2], 1]])
+    assert np.linalg.eigvalsh(corr)[0] > 0
+    assert r[1] == pytest.approx(-0.9, abs=1e-12)
+    assert abs(r[0]) < 0.9 and abs(r[2]) < 0.9
+    ok = np.array([[1.0, 1.0, 1.0, 0.1, 0.2, 0.3, 0.0]])
+    np.testing.assert_array_equal(_positive_definite(ok, np.array([3]), layout), ok)

@@ -119,7 +119,9 @@ def _augmented(stats: ModelStatistics) -> tuple[jax.Array, jax.Array, jax.Array]
     return xyxy, ztxy, dense_ztxy
 
 
-def lambdas(phi: Float[Array, " n_params"], stats: ModelStatistics, zero: Bool[Array, " n_params"] | None = None) -> tuple[Float[Array, "q q"], ...]:
+def lambdas(
+    phi: Float[Array, " n_params"], stats: ModelStatistics, zero: Bool[Array, " n_params"] | None = None
+) -> tuple[Float[Array, "q q"], ...]:
     """Each factor's Λ̃ (q_f, q_f) in the standardised units, from φ."""
     structures = stats.structures
     zeros = [None] * len(structures) if zero is None else split_params(zero, structures)
@@ -130,12 +132,17 @@ def lambdas(phi: Float[Array, " n_params"], stats: ModelStatistics, zero: Bool[A
 
 
 def _factorize(phi: jax.Array, stats: ModelStatistics, zero: jax.Array | None) -> _Factorization:
+    return factorize_lambdas(lambdas(phi, stats, zero), stats)
+
+
+def factorize_lambdas(lams: Sequence[jax.Array], stats: ModelStatistics) -> _Factorization:
+    """The blocked Cholesky factorisation of A = ΛᵀZᵀZΛ + I and of M, the Schur
+    complement of [X y], from each factor's standardised Λ̃ (q_f, q_f)."""
     d = stats.design
-    lams = lambdas(phi, stats, zero)
     lam1 = lams[0]
     q1 = lam1.shape[0]
     xyxy, ztxy, dense_ztxy = _augmented(stats)
-    a11 = jnp.einsum("ab,jac,cd->jbd", lam1, d.ZtZ, lam1) + jnp.eye(q1, dtype=phi.dtype)
+    a11 = jnp.einsum("ab,jac,cd->jbd", lam1, d.ZtZ, lam1) + jnp.eye(q1, dtype=lam1.dtype)
     chol1 = batched_cholesky(a11)
     r1 = batched_solve_lower(chol1, jnp.einsum("ab,jac->jbc", lam1, ztxy))
     m = xyxy - jnp.einsum("jap,jaq->pq", r1, r1)
@@ -159,13 +166,13 @@ def _factorize(phi: jax.Array, stats: ModelStatistics, zero: jax.Array | None) -
         log_det_s, quad = logdet_and_quadratic(s, t)
         m = m - quad
     else:
-        s = jnp.zeros((0, 0), phi.dtype)
-        t = jnp.zeros((0, m.shape[0]), phi.dtype)
+        s = jnp.zeros((0, 0), lam1.dtype)
+        t = jnp.zeros((0, m.shape[0]), lam1.dtype)
         log_det_s = 0.0
     # Symmetrise: M is symmetric in exact arithmetic; round-off would bias the factor.
     chol_m = batched_cholesky(0.5 * (m + m.T))
     log_det_a = log_det_from_chol(chol1) + log_det_s
-    return _Factorization(chol1, r1, s, t, log_det_a, chol_m, lams)
+    return _Factorization(chol1, r1, s, t, log_det_a, chol_m, tuple(lams))
 
 
 def _dof(stats: ModelStatistics, reml: bool) -> jax.Array:
@@ -184,7 +191,10 @@ def _criterion(fac: _Factorization, stats: ModelStatistics, reml: bool):
 
 
 def standard_criterion(
-    phi: Float[Array, " n_params"], stats: ModelStatistics, reml: bool = True, zero: Bool[Array, " n_params"] | None = None
+    phi: Float[Array, " n_params"],
+    stats: ModelStatistics,
+    reml: bool = True,
+    zero: Bool[Array, " n_params"] | None = None,
 ) -> Float[Array, ""]:
     """The profiled criterion of the standardised problem (what the fit minimises).
 
@@ -211,7 +221,10 @@ def scale_correction(stats: ModelStatistics, reml: bool = True) -> Float[Array, 
 
 
 def objective(
-    phi: Float[Array, " n_params"], stats: ModelStatistics, reml: bool = True, zero: Bool[Array, " n_params"] | None = None
+    phi: Float[Array, " n_params"],
+    stats: ModelStatistics,
+    reml: bool = True,
+    zero: Bool[Array, " n_params"] | None = None,
 ) -> Float[Array, ""]:
     """The profiled criterion: REML criterion (``reml=True``) or ML deviance.
 
@@ -262,7 +275,9 @@ def _dense_modes(fac: _Factorization, stats: ModelStatistics, beta: jax.Array):
     # B_j u₂ = L_j⁻¹ Λ₁ᵀ C_j b₂, with C_j b₂ summed over the stored non-zeros.
     dense = d.index.dense
     assert dense is not None  # called only for the factors after the first
-    cb = jax.ops.segment_sum(d.cross_values * b2[dense.cross_column][:, None], dense.cross_level, d.ZtZ.shape[0])
+    cb = jax.ops.segment_sum(
+        d.cross_values * b2[dense.cross_column][:, None], dense.cross_level, d.ZtZ.shape[0]
+    )
     return b2, chol2, cb
 
 
@@ -287,7 +302,10 @@ def _factor1_inner(fac: _Factorization, stats: ModelStatistics, g: jax.Array, s_
 
 
 def solve(
-    phi: Float[Array, " n_params"], stats: ModelStatistics, reml: bool = True, zero: Bool[Array, " n_params"] | None = None
+    phi: Float[Array, " n_params"],
+    stats: ModelStatistics,
+    reml: bool = True,
+    zero: Bool[Array, " n_params"] | None = None,
 ) -> Solution:
     """β̃, σ̂, the conditional modes and their covariances at ``phi`` (standardised).
 

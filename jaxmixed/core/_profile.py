@@ -10,13 +10,18 @@ with D the ML deviance (−2 log-likelihood). As lme4's ``devfun2`` does
 (it calls ``refitML``), a REML fit is profiled on the ML deviance around the
 ML estimates, fixed effects included.
 
-The re-optimisation runs over x, the variance parameters in unconstrained
-coordinates (``log sd``, ``atanh cor``, ``log σ``), with β profiled out in
-closed form: at fixed (Λ, σ)
+The re-optimisation runs over x, the variance parameters as (``sd``, ``asin
+cor``, ``log σ``), with β profiled out in closed form. Both bounds are reached
+at finite x, where D is smooth, so a re-optimised sd that goes to 0 or a
+correlation that goes to ±1 gets there in a few steps (in log and atanh
+coordinates it crawls towards ∓∞): D depends on an sd only through
+Σ = diag(sd)·C·diag(sd), smooth through 0 (a negative sd is the same Σ with
+the signs of its correlations flipped), and ``cor = sin(x)`` stays in [−1, 1]
+with D smooth in x. At fixed (Λ, σ)
 
     D = log|A| + (r² + e)/σ̃² + n log(2π σ̃²),
 
-with ``log|A|`` and ``r²`` from ``_objective._factorize`` (standardised
+with ``log|A|`` and ``r²`` from ``_objective.factorize_lambdas`` (standardised
 units: σ̃ = σ / y_scale), and e the increase of the penalised residual sum of
 squares when one coefficient is held: β_j = v is the linear constraint
 ``aᵀβ̃ = c`` on the coefficients β̃ of Q (a = row j of R⁻¹, c = v/y_scale −
@@ -25,12 +30,18 @@ aᵀ·shift), and minimising ``(β̃ − β̂̃)ᵀ L_X L_Xᵀ (β̃ − β̂̃)
 lme4's fit of ``y − x_j v`` on X without column j, by ML.
 
 Every grid point of every parameter is one element of a ``jax.vmap`` of one
-L-BFGS minimisation (:func:`profile_points`), warm-started from the ML
-optimum in the first round and from the nearest point found so far in later
-ones (:func:`_warm_starts`). The grid is chosen in a few such rounds (:func:`profile_grid`):
-first at the quadratic approximation's ζ targets, then re-placed at the
-targets by interpolating the points found, until |ζ| passes ``cutoff`` on
-each side or the parameter reaches its bound.
+L-BFGS minimisation (:func:`profile_points`). The deviance's quadratic
+approximation at the optimum (:func:`quadratic_approximation`) serves each
+point twice: it predicts where the other parameters go (the implicit function
+theorem's ``dx*/dψ_w``; later rounds interpolate between the points found,
+:func:`_warm_starts`), and it preconditions the minimisation (in y, with
+x = x_start + P y and PPᵀ the approximation's inverse Hessian with ψ_w held),
+so that most points take a handful of steps. The grid is chosen in a few
+such rounds (:func:`profile_grid`): first at the quadratic approximation's ζ
+targets, then re-placed at the targets by interpolating the points found,
+until |ζ| passes ``cutoff`` on each side or the parameter reaches its bound.
+The grid's coordinates u are ``log sd``, ``atanh cor``, ``log σ`` and β
+(:func:`internal`).
 """
 
 from __future__ import annotations
@@ -46,7 +57,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ._fit import FitResult
-from ._objective import _factorize, scale_correction
+from ._objective import factorize_lambdas, scale_correction
 from ._solvers import LBFGS, AbstractSolver
 from ._statistics import ModelStatistics
 from ._status import is_converged, to_results
@@ -55,22 +66,25 @@ __all__ = [
     "ProfileLayout",
     "ProfilePoints",
     "ProfileTrace",
+    "QuadraticApproximation",
     "optimum",
     "profile_grid",
     "profile_points",
+    "quadratic_approximation",
 ]
 
 SD, COR, SIGMA, FIXED = 0, 1, 2, 3
 
 # Re-optimisation: tighter than a fit's default (ζ² is a difference of deviances).
-PROFILE_SOLVER = LBFGS(max_steps=1000, gtol=1e-10)
+PROFILE_SOLVER = LBFGS(max_steps=1000, gtol=1e-10, ftol=1e-11)
 # Starts and grid values are kept inside the bounds: an sd at least this fraction of σ̂
 # (the deviance there differs from its value at 0 by O(fraction²)), a correlation at
-# most this far from ±1 (atanh is finite).
+# most this far from ±1 (atanh, the grid's coordinate, is finite).
 SD_FLOOR = 1e-6
 COR_MARGIN = 1e-10
-# A start at the boundary moves off it by this much (the gradient vanishes at the
-# boundary in log coordinates): sd = START_SD·σ̂, |cor| <= 1 − START_COR.
+# A start at the boundary moves off it by this much (D is even in each sd: its gradient
+# vanishes at sd = 0, which the solver would never leave): sd = START_SD·σ̂,
+# |cor| <= 1 − START_COR.
 START_SD = 0.05
 START_COR = 5e-3
 
@@ -92,28 +106,67 @@ class ProfileLayout(eqx.Module):
             kinds += [SD] * q + [COR] * (q * (q - 1) // 2)
         return np.asarray(kinds + [SIGMA] + [FIXED] * self.n_fixed)
 
+    def _term_offsets(self) -> list[tuple[int, int]]:
+        """Per term, (its first index in x, q): q sds, then its correlations."""
+        out, k = [], 0
+        for _, a, b in self.terms:
+            q = b - a
+            out.append((k, q))
+            k += q + q * (q - 1) // 2
+        return out
+
+    @property
+    def cor_sds(self) -> np.ndarray:
+        """(n_x, 2) for each correlation in x the indices of its two sds in x (a
+        parameter that is not a correlation: its own index, twice)."""
+        out = np.repeat(np.arange(self.n_x)[:, None], 2, axis=1)
+        for k, q in self._term_offsets():
+            pairs = [(k + i, k + j) for j in range(q) for i in range(j + 1, q)]
+            out[k + q : k + q + len(pairs)] = np.asarray(pairs, int).reshape(-1, 2)
+        return out
+
+    @property
+    def root_sds(self) -> np.ndarray:
+        """(n_x + p, n_x) bool: row w, for a correlation, the sds of its term. While a
+        correlation is held, its term's sds are re-optimised as squares ``sd = r²``:
+        kept positive (a negative sd would flip the sign of the correlation held), and
+        smooth where an sd goes to 0 (D changes linearly in the sd there, as r²)."""
+        out = np.zeros((len(self.kinds), self.n_x), bool)
+        for k, q in self._term_offsets():
+            out[k + q : k + q + q * (q - 1) // 2, k : k + q] = True
+        return out
+
     @property
     def n_x(self) -> int:
         """The number of variance parameters (σ included): x's length."""
         return int(np.sum(self.kinds != FIXED))
 
 
-def _term_factor(x_sd: jax.Array, x_cor: jax.Array, q: int) -> jax.Array:
-    """``diag(sd)·chol(C)`` (q, q): the Cholesky factor of one term's covariance."""
-    corr = jnp.eye(q, dtype=x_sd.dtype)
+def _term_factor(sd: jax.Array, x_cor: jax.Array, q: int) -> jax.Array:
+    """``diag(sd)·chol(C)`` (q, q), C the correlations ``sin(x_cor)``: a Cholesky
+    factor of one term's covariance (up to the signs of its columns where an sd is
+    negative)."""
+    if q == 2:  # chol(C) in closed form, smooth through cor = ±1 (cos may be negative)
+        chol = jnp.stack(
+            [
+                jnp.stack([jnp.ones_like(x_cor[0]), jnp.zeros_like(x_cor[0])]),
+                jnp.stack([jnp.sin(x_cor[0]), jnp.cos(x_cor[0])]),
+            ]
+        )
+        return sd[:, None] * chol
+    corr = jnp.eye(q, dtype=sd.dtype)
     k = 0
     for j in range(q):
         for i in range(j + 1, q):
-            r = jnp.tanh(x_cor[k])
+            r = jnp.sin(x_cor[k])
             corr = corr.at[i, j].set(r).at[j, i].set(r)
             k += 1
-    return jnp.exp(x_sd)[:, None] * jnp.linalg.cholesky(corr)
+    return sd[:, None] * jnp.linalg.cholesky(corr)
 
 
-def _phi(x: Float[Array, " n_x"], stats: ModelStatistics, layout: ProfileLayout) -> jax.Array:
-    """φ (n_params,) of the standardised Λ̃ = S⁻¹ chol(Σ)/σ from x."""
-    structures = stats.structures
-    lams = [jnp.zeros((s.q, s.q), x.dtype) for s in structures]
+def _lambdas(x: Float[Array, " n_x"], stats: ModelStatistics, layout: ProfileLayout) -> tuple[jax.Array, ...]:
+    """Each factor's standardised Λ̃ = S⁻¹ chol(Σ)/σ (q_f, q_f) from x."""
+    lams = [jnp.zeros((s.q, s.q), x.dtype) for s in stats.structures]
     k = 0
     for f, a, b in layout.terms:
         q = b - a
@@ -121,12 +174,12 @@ def _phi(x: Float[Array, " n_x"], stats: ModelStatistics, layout: ProfileLayout)
         block = _term_factor(x[k : k + q], x[k + q : k + q + n_cor], q) / jnp.exp(x[-1])
         lams[f] = lams[f].at[a:b, a:b].set(block)
         k += q + n_cor
-    pieces = []
-    for lam, s, z in zip(lams, structures, stats.design.scaling.z_scale, strict=True):
-        vals = (lam / z[:, None])[np.asarray(s.rows), np.asarray(s.cols)]
-        diag = np.asarray(s.is_diagonal_entry)
-        pieces.append(jnp.where(diag, jnp.log(jnp.where(diag, vals, 1.0)), vals))
-    return jnp.concatenate(pieces)
+    out = []
+    for lam, s, z in zip(lams, stats.structures, stats.design.scaling.z_scale, strict=True):
+        rows, cols = np.asarray(s.rows), np.asarray(s.cols)
+        # Only the structure's entries, as lambda_from_phi builds Λ̃.
+        out.append(jnp.zeros_like(lam).at[rows, cols].set((lam / z[:, None])[rows, cols]))
+    return tuple(out)
 
 
 class _Constraint(eqx.Module):
@@ -149,7 +202,7 @@ def _constraint(stats: ModelStatistics, j: jax.Array, value: jax.Array, active: 
 
 def _deviance_and_beta(x, stats: ModelStatistics, layout: ProfileLayout, con: _Constraint):
     """The standardised ML deviance D (see the module docstring) and β̃ (p,) at x."""
-    fac = _factorize(_phi(x, stats, layout), stats, None)
+    fac = factorize_lambdas(_lambdas(x, stats, layout), stats)
     p = layout.n_fixed
     chol = fac.chol_m
     r2 = chol[p, p] ** 2
@@ -168,10 +221,17 @@ def _deviance_and_beta(x, stats: ModelStatistics, layout: ProfileLayout, con: _C
     return value, beta
 
 
-def _user_params(x: jax.Array, beta_tilde: jax.Array, stats: ModelStatistics, layout: ProfileLayout) -> jax.Array:
+def _user_params(
+    x: jax.Array, beta_tilde: jax.Array, stats: ModelStatistics, layout: ProfileLayout
+) -> jax.Array:
     """ψ (n_x + p,) in user units from x and β̃."""
     kinds = jnp.asarray(layout.kinds[: layout.n_x])
-    var = jnp.where(kinds == COR, jnp.tanh(x), jnp.exp(jnp.where(kinds == COR, 0.0, x)))
+    # A negative sd is |sd| with the signs of its term's correlations flipped.
+    sign = jnp.where(x < 0, -1.0, 1.0)
+    pairs = layout.cor_sds
+    cor = jnp.sin(x) * sign[pairs[:, 0]] * sign[pairs[:, 1]]
+    var = jnp.where(kinds == COR, cor, jnp.abs(x))
+    var = jnp.where(kinds == SIGMA, jnp.exp(jnp.where(kinds == SIGMA, x, 0.0)), var)
     resp = stats.response
     beta = jax.scipy.linalg.solve_triangular(
         stats.design.scaling.r_factor, resp.y_scale * (beta_tilde + resp.beta_shift), lower=False
@@ -179,8 +239,18 @@ def _user_params(x: jax.Array, beta_tilde: jax.Array, stats: ModelStatistics, la
     return jnp.concatenate([var, beta])
 
 
+def to_solver(values, kinds):
+    """The solver's x-coordinates (sd, asin cor, log σ) of user-unit variance
+    parameters; a correlation is first kept COR_MARGIN inside ±1."""
+    xp = jnp if isinstance(values, jax.Array) else np
+    edge = 1.0 - COR_MARGIN
+    cor = xp.arcsin(xp.clip(xp.where(kinds == COR, values, 0.0), -edge, edge))
+    out = xp.where(kinds == COR, cor, values)
+    return xp.where(kinds == SIGMA, xp.log(xp.where(kinds == SIGMA, values, 1.0)), out)
+
+
 def internal(values, kinds):
-    """x-coordinates (log sd, atanh cor, log σ; β unchanged) of user-unit values."""
+    """The grid's u-coordinates (log sd, atanh cor, log σ; β unchanged) of user-unit values."""
     xp = jnp if isinstance(values, jax.Array) else np
     safe_cor = xp.where(kinds == COR, values, 0.0)
     safe_pos = xp.where((kinds == SD) | (kinds == SIGMA), values, 1.0)
@@ -206,23 +276,39 @@ def profile_point(
     x_start: Float[Array, " n_x"],
     which: Int[Array, ""],
     value: Float[Array, ""],
+    factor: Float[Array, "n_x n_x"],
     solver: AbstractSolver = PROFILE_SOLVER,
 ) -> ProfilePoints:
     """One point: ψ_which held at ``value`` (user units), the rest re-optimised
-    from ``x_start``. Fields of :class:`ProfilePoints` without the K axis."""
+    from ``x_start``, in the coordinates y of ``x = x_start + factor @ y``
+    (a preconditioner: see :meth:`QuadraticApproximation.factors`; the
+    solver's gradient tolerance applies to y's gradient, ``factorᵀ∇ₓD``, whose
+    squared length is about twice the deviance still to gain). While a
+    correlation is held, its term's sds are squares instead
+    (``ProfileLayout.root_sds``). Fields of :class:`ProfilePoints` without the K axis."""
     n_x = layout.n_x
     kinds = jnp.asarray(layout.kinds)
     is_var = which < n_x
     held = jnp.arange(n_x, dtype=which.dtype) == jnp.where(is_var, which, -1)
-    fixed_x = internal(value, kinds[which])
+    fixed_x = to_solver(value, kinds[which])
     j = jnp.clip(which - n_x, 0, max(layout.n_fixed - 1, 0))
     con = _constraint(stats, j, value, ~is_var)
+    root_sd = jnp.asarray(layout.root_sds)[which]
+    # The start's sds are off 0 (_off_bounds); d sqrt(sd) = d sd / (2 sqrt(sd)) for the
+    # preconditioner.
+    root = jnp.where(root_sd, jnp.sqrt(jnp.abs(x_start)), 1.0)
+    x_start = jnp.where(root_sd, root, x_start)
+    factor = factor / jnp.where(root_sd, 2.0 * root, 1.0)[:, None]
 
-    def fun(x):
-        return _deviance_and_beta(jnp.where(held, fixed_x, x), stats, layout, con)[0]
+    def to_x(y: jax.Array) -> jax.Array:
+        x = x_start + factor @ y
+        return jnp.where(held, fixed_x, jnp.where(root_sd, x * x, x))
 
-    res = solver.minimise(fun, jnp.where(held, fixed_x, x_start))
-    x = jnp.where(held, fixed_x, res.params)
+    def fun(y):
+        return _deviance_and_beta(to_x(y), stats, layout, con)[0]
+
+    res = solver.minimise(fun, jnp.zeros_like(x_start))
+    x = to_x(res.params)
     value_d, beta = _deviance_and_beta(x, stats, layout, con)
     return ProfilePoints(
         deviance=value_d + scale_correction(stats, reml=False),
@@ -238,11 +324,16 @@ def profile_points(
     x_start: Float[Array, "K n_x"],
     which: Int[Array, " K"],
     values: Float[Array, " K"],
+    factors: Float[Array, "K n_x n_x"],
     solver: AbstractSolver = PROFILE_SOLVER,
 ) -> ProfilePoints:
     """:func:`profile_point` at K (parameter, value) pairs as one vmapped computation,
-    point k re-optimised from ``x_start[k]``."""
-    return jax.vmap(lambda x, w, v: profile_point(stats, layout, x, w, v, solver))(x_start, which, values)
+    point k re-optimised from ``x_start[k]`` in the coordinates of ``factors[k]``."""
+
+    def one(x, w, v, f):
+        return profile_point(stats, layout, x, w, v, f, solver)
+
+    return jax.vmap(one)(x_start, which, values, factors)
 
 
 def optimum(fit_ml: FitResult, layout: ProfileLayout) -> Float[Array, " m"]:
@@ -263,15 +354,78 @@ def optimum(fit_ml: FitResult, layout: ProfileLayout) -> Float[Array, " m"]:
     return jnp.concatenate(values)
 
 
-def quadratic_se(stats: ModelStatistics, layout: ProfileLayout, x: Float[Array, " n_x"]) -> jax.Array:
-    """(n_x,) ``sqrt(2 (H⁻¹)_ww)``: the step in x per unit of ζ in the quadratic
-    approximation (H the Hessian of D in x at ``x``); NaN where H is not
-    positive definite."""
-    none = _Constraint(jnp.zeros(layout.n_fixed, x.dtype), jnp.zeros((), x.dtype), jnp.zeros((), bool))
+def _joint_deviance(z: Float[Array, " m"], stats: ModelStatistics, layout: ProfileLayout) -> jax.Array:
+    """The standardised ML deviance at x = ``z[:n_x]`` and β = ``z[n_x:]`` (user units),
+    β not profiled out: ``D = log|A| + (r² + |L_Xᵀ(β̃ − β̂̃)|²)/σ̃² + n log(2π σ̃²)``."""
+    n_x, p = layout.n_x, layout.n_fixed
+    fac = factorize_lambdas(_lambdas(z[:n_x], stats, layout), stats)
+    chol = fac.chol_m
+    l_x = chol[:p, :p]
+    beta_hat = jax.scipy.linalg.solve_triangular(l_x, chol[p, :p], lower=True, trans="T")
+    resp = stats.response
+    beta_tilde = stats.design.scaling.r_factor @ z[n_x:] / resp.y_scale - resp.beta_shift
+    gap = l_x.T @ (beta_tilde - beta_hat)
+    sigma2 = jnp.exp(2.0 * z[n_x - 1]) / resp.y_scale**2
+    n = stats.design.n_obs
+    return fac.log_det_a + (chol[p, p] ** 2 + gap @ gap) / sigma2 + n * jnp.log(2.0 * jnp.pi * sigma2)
+
+
+class QuadraticApproximation(eqx.Module):
+    """The ML deviance's quadratic approximation in z = (x, β) around a point:
+    ``covariance`` (m, m) Σ = 2H⁻¹, H the Hessian of D in z there (Σ's
+    diagonal is not positive where H is not positive definite: a parameter at its
+    bound). The properties are host (numpy) computations from it."""
+
+    covariance: Float[Array, "m m"]
+
+    def _diag(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cov = np.asarray(self.covariance, float)
+        diag = np.diagonal(cov)
+        ok = np.isfinite(diag) & (diag > 0)
+        return cov, np.where(ok, diag, 1.0), ok
+
+    @property
+    def se(self) -> np.ndarray:
+        """(m,) ``sqrt(Σ_ww)``: the step in z per unit of ζ (NaN where Σ_ww ≤ 0)."""
+        _, diag, ok = self._diag()
+        return np.where(ok, np.sqrt(diag), np.nan)
+
+    def slopes(self, n_x: int) -> np.ndarray:
+        """(m, n_x) ``Σ[w, :n_x] / Σ_ww``: how the re-optimised variance parameters
+        move per unit of parameter w (the implicit function theorem's ``dx*/dψ_w`` of
+        the quadratic); 0 where Σ_ww ≤ 0."""
+        cov, diag, ok = self._diag()
+        return np.where(ok[:, None], cov[:, :n_x] / diag[:, None], 0.0)
+
+    def factors(self, n_x: int) -> np.ndarray:
+        """(m, n_x, n_x) per parameter w, a lower-triangular P with ``PPᵀ`` the inverse
+        Hessian in x of the deviance with ψ_w held (β profiled): ``(Σ_xx − Σ_xw Σ_wx /
+        Σ_ww)/2``, and 1 on a held variance parameter's diagonal. The profile points
+        minimise in y, x = x_start + P y, where the Hessian is near the identity.
+        The identity where that matrix is not positive definite."""
+        cov, diag, ok = self._diag()
+        m = len(diag)
+        out = np.tile(np.eye(n_x), (m, 1, 1))
+        for w in np.flatnonzero(ok):
+            cond = 0.5 * (cov[:n_x, :n_x] - np.outer(cov[:n_x, w], cov[w, :n_x]) / diag[w])
+            if w < n_x:
+                cond[w, :] = cond[:, w] = 0.0
+                cond[w, w] = 1.0
+            try:
+                out[w] = np.linalg.cholesky(0.5 * (cond + cond.T))
+            except np.linalg.LinAlgError:
+                pass
+        return out
+
+
+def quadratic_approximation(
+    stats: ModelStatistics, layout: ProfileLayout, x: Float[Array, " n_x"], beta: Float[Array, " p"]
+) -> QuadraticApproximation:
+    """:class:`QuadraticApproximation` at x (n_x,) and β (p,), user units."""
+    z = jnp.concatenate([x, beta])
     # Reverse over reverse: the pair sums of the dense block are a custom VJP (no jvp).
-    hess = jax.jacrev(jax.grad(lambda v: _deviance_and_beta(v, stats, layout, none)[0]))(x)
-    diag = jnp.diagonal(jnp.linalg.inv(0.5 * (hess + hess.T)))
-    return jnp.where(diag > 0, jnp.sqrt(2.0 * jnp.abs(diag)), jnp.nan)
+    hess = jax.jacrev(jax.grad(lambda v: _joint_deviance(v, stats, layout)))(z)
+    return QuadraticApproximation(covariance=2.0 * jnp.linalg.inv(0.5 * (hess + hess.T)))
 
 
 def start_point(psi_hat: Float[np.ndarray, "*K m"], layout: ProfileLayout) -> Float[np.ndarray, "*K n_x"]:
@@ -282,7 +436,13 @@ def start_point(psi_hat: Float[np.ndarray, "*K m"], layout: ProfileLayout) -> Fl
     sigma = v[..., -1:]
     v = np.where(kinds == SD, np.maximum(v, START_SD * sigma), v)
     v = np.where(kinds == COR, np.clip(v, -1 + START_COR, 1 - START_COR), v)
-    return np.asarray(internal(v, kinds), float)
+    return np.asarray(to_solver(v, kinds), float)
+
+
+def optimum_x(psi_hat: Float[np.ndarray, " m"], layout: ProfileLayout) -> Float[np.ndarray, " n_x"]:
+    """ψ̂'s variance parameters in the solver's coordinates, an sd of 0 kept at 0 (where
+    D is smooth: the quadratic approximation's point)."""
+    return np.asarray(to_solver(np.asarray(psi_hat, float)[: layout.n_x], layout.kinds[: layout.n_x]), float)
 
 
 # --------------------------------------------------------------------------------------
@@ -305,7 +465,7 @@ class ProfileTrace:
     cutoff: float
 
 
-Evaluate = Callable[[np.ndarray, np.ndarray, np.ndarray], ProfilePoints]
+Evaluate = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ProfilePoints]
 
 
 def _bounds(kinds: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -388,25 +548,106 @@ def _side_values(g: _Grid, side: float, targets, found: _Found | None, w: int, s
     return _next_values(g.u_hat, found.u[mine, w], found.zeta[mine], side, targets, g.lo, g.hi)
 
 
+def _off_bounds(x: Float[np.ndarray, "K n_x"], layout: ProfileLayout) -> np.ndarray:
+    """Starts (K, n_x) moved off the bounds as :func:`start_point` moves ψ̂: |sd| at
+    least START_SD·σ (its sign kept), |cor| at most 1 − START_COR."""
+    kinds = layout.kinds[: layout.n_x]
+    floor = START_SD * np.exp(x[:, -1:])
+    sd = np.where(x < 0, -1.0, 1.0) * np.maximum(np.abs(x), floor)
+    edge = np.arcsin(1 - START_COR)
+    x = np.where(kinds == SD, sd, x)
+    return np.where(kinds == COR, np.clip(x, -edge, edge), x)
+
+
+def _smallest_eigenvalue(r: np.ndarray, q: int) -> float:
+    """The smallest eigenvalue of the q × q correlation matrix whose entries below the
+    diagonal are ``r`` in x's order (column by column: (1, 0), (2, 0), ..., (2, 1), ...)."""
+    corr = np.eye(q)
+    k = 0
+    for j in range(q):
+        for i in range(j + 1, q):
+            corr[i, j] = corr[j, i] = r[k]
+            k += 1
+    return float(np.linalg.eigvalsh(corr)[0])
+
+
+def _positive_definite(x: Float[np.ndarray, "K n_x"], which: np.ndarray, layout: ProfileLayout) -> np.ndarray:
+    """Starts whose correlations (q ≥ 3) make a matrix that is not positive definite
+    (interpolated or extrapolated correlations need not) with the free correlations
+    of that term halved until it is (at 0 it is: a held |cor| < 1)."""
+    x = x.copy()
+    for k, q in layout._term_offsets():
+        if q < 3:  # a 2 × 2 correlation matrix is positive definite for any |cor| < 1
+            continue
+        cols = np.arange(k + q, k + q + q * (q - 1) // 2)
+        for lane in range(len(x)):
+            r = np.sin(x[lane, cols])
+            if _smallest_eigenvalue(r, q) > 1e-6:
+                continue
+            free = cols != which[lane]
+            for _ in range(30):
+                r = np.where(free, 0.5 * r, r)
+                if _smallest_eigenvalue(r, q) > 1e-6:
+                    break
+            x[lane, cols] = np.arcsin(r)
+    return x
+
+
+def _along(t_known: np.ndarray, x_known: np.ndarray, t: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """x (K, n_x) at held values t (K,) from solutions x_known (J, n_x) at t_known (J,):
+    linear interpolation between the two that bracket t; beyond them, the nearest
+    moved by ``slope`` (n_x,) per unit of t."""
+    order = np.argsort(t_known)
+    t_known, x_known = t_known[order], x_known[order]
+    inside = np.stack([np.interp(t, t_known, x_known[:, i]) for i in range(x_known.shape[1])], axis=1)
+    below, above = t < t_known[0], t > t_known[-1]
+    nearest = np.where(below, 0, len(t_known) - 1)
+    beyond = x_known[nearest] + (t - t_known[nearest])[:, None] * slope[None, :]
+    return np.where((below | above)[:, None], beyond, inside)
+
+
+def _solver_z(params: Float[np.ndarray, "*K m"], kinds: np.ndarray, n_x: int) -> np.ndarray:
+    """z-coordinates (the solver's x, then β) of user-unit parameters."""
+    var = to_solver(params[..., :n_x], kinds[:n_x])
+    return np.concatenate([np.asarray(var, float), params[..., n_x:]], axis=-1)
+
+
 def _warm_starts(
-    found: _Found | None, which: np.ndarray, u: np.ndarray, x0: np.ndarray, layout: ProfileLayout
+    found: _Found | None,
+    which: np.ndarray,
+    held: np.ndarray,
+    anchor: tuple[np.ndarray, np.ndarray],
+    slopes: np.ndarray,
+    layout: ProfileLayout,
 ) -> np.ndarray:
-    """(K, n_x) starts: x₀ in the first round, then for each point the solution of the
-    point found so far of the same parameter nearest in x (fewer L-BFGS steps: the
-    slowest point sets the vmapped loop's length), moved off the bounds as x₀ is."""
+    """(K, n_x) starts near each point's solution (fewer L-BFGS steps: the slowest
+    point sets the vmapped loop's length); ``held`` (K,) each point's held value, user units.
+
+    Per parameter, x is interpolated in the held value (solver coordinates)
+    between the solutions found so far and the ``anchor`` (z₀ (m,), x₀ (n_x,)):
+    the start x₀ at the optimum and its coordinates z₀; beyond them, x is
+    extrapolated along the quadratic approximation's ``slopes`` (m, n_x) (in the
+    first round, from x₀ alone). Moved off the bounds as x₀ is.
+    """
+    n_x, kinds = layout.n_x, layout.kinds
+    z0, x0 = anchor
+    var = which < n_x
+    t = np.where(var, to_solver(held, kinds[which]), held)
     starts = np.tile(x0, (len(which), 1))
-    if found is None:
-        return starts
-    ok = np.isfinite(found.zeta) & found.converged
-    best = np.full(len(which), -1)
-    for w in np.unique(which):  # per parameter, every point's nearest at once
-        lanes, mine = np.flatnonzero(which == w), np.flatnonzero(ok & (found.which == w))
-        if len(mine):
-            gaps = np.abs(found.u[mine, w][None, :] - u[lanes][:, None])
-            best[lanes] = mine[np.argmin(gaps, axis=1)]
-    has = best >= 0
-    starts[has] = start_point(found.params[best[has]], layout)
-    return starts
+    found_z = None if found is None else _solver_z(found.params, kinds, n_x)
+    for w in np.unique(which):
+        lanes = np.flatnonzero(which == w)
+        t_known, x_known = np.array([z0[w]]), x0[None, :]
+        if found is not None and found_z is not None:
+            ok = (found.which == w) & np.isfinite(found.zeta) & found.converged
+            ok &= np.all(np.isfinite(found_z), axis=1)
+            t_known = np.concatenate([t_known, found_z[ok, w]])
+            x_known = np.concatenate([x_known, found_z[ok, :n_x]])
+        starts[lanes] = _along(t_known, x_known, t[lanes], slopes[w])
+    starts = _off_bounds(starts, layout)
+    var_lanes = np.flatnonzero(var)  # the held coordinate at its value, where the solver holds it
+    starts[var_lanes, which[var_lanes]] = t[var_lanes]
+    return _positive_definite(starts, which, layout)
 
 
 def _side_done(g: _Grid, side: float, found: _Found, w: int, cutoff: float) -> bool:
@@ -429,7 +670,7 @@ def _to_user(u: np.ndarray, kinds: np.ndarray) -> np.ndarray:
 def profile_grid(
     evaluate: Evaluate,
     psi_hat: Float[np.ndarray, " m"],
-    se: Float[np.ndarray, " m"],
+    quadratic: QuadraticApproximation,
     base: float,
     layout: ProfileLayout,
     *,
@@ -440,18 +681,23 @@ def profile_grid(
     """Rounds of :func:`profile_points` until every side passes ``cutoff`` or its bound.
 
     ``evaluate(which, values)``: the vmapped re-optimisation (K pairs, always
-    the same K, so that it compiles once). ``se`` (m,): the quadratic
-    approximation's step in x per unit of ζ (NaN where unknown: a parameter at
-    its bound). Round 1 aims at ζ = ±cutoff·k/n_points in that approximation,
+    the same K, so that it compiles once). ``quadratic``: the deviance's
+    quadratic approximation at ψ̂ (host arrays; NaN rows for a parameter at its
+    bound). Round 1 aims at ζ = ±cutoff·k/n_points in that approximation,
     each later round at the half-way targets (then the whole ones), by
-    interpolating the points found so far; at least two rounds.
+    interpolating the points found so far; at least two rounds. Each point
+    starts from :func:`_warm_starts`.
     """
     kinds = layout.kinds
     m = len(kinds)
     sigma = float(psi_hat[layout.n_x - 1])
     lo, hi = _bounds(kinds, sigma)
     u_hat = np.asarray(internal(np.asarray(psi_hat, float), kinds), float)
+    # The quadratic's step per unit of ζ, from its z-coordinates to the grid's (d log sd = d sd/sd).
+    with np.errstate(divide="ignore"):  # an sd of 0: at its bound, se unused
+        se = quadratic.se / np.where(kinds == SD, np.abs(psi_hat), 1.0)
     se = np.where(np.isfinite(se) & (se > 0), se, 1.0)
+    slopes, factors = quadratic.slopes(layout.n_x), quadratic.factors(layout.n_x)
     grids = [_Grid(u_hat[w], se[w], lo[w], hi[w], not u_hat[w] > lo[w]) for w in range(m)]
     streams = [(w, s) for w in range(m) for s in (-1.0, 1.0)]
     # The last target overshoots the cutoff by 30%: secant extrapolation of a flattening
@@ -461,11 +707,13 @@ def profile_grid(
     rows: list[ProfilePoints] = []
     found = None
     x0 = np.asarray(start_point(psi_hat, layout), float)
+    anchor = (np.concatenate([x0, np.asarray(psi_hat, float)[layout.n_x :]]), x0)
     for r in range(max_rounds):
         targets = cutoff * (fractions - (0.5 if r % 2 else 0.0))
         u = np.concatenate([_side_values(grids[w], s, targets, found, w, sigma) for w, s in streams])
-        starts = _warm_starts(found, which, u, x0, layout)
-        rows.append(jax.tree.map(np.asarray, evaluate(which, _to_user(u, kinds[which]), starts)))
+        held = _to_user(u, kinds[which])
+        starts = _warm_starts(found, which, held, anchor, slopes, layout)
+        rows.append(jax.tree.map(np.asarray, evaluate(which, held, starts, factors[which])))
         found = _found(rows, which, psi_hat, base, kinds)
         if r >= 1 and all(_side_done(grids[w], s, found, w, cutoff) for w, s in streams):
             break
@@ -489,6 +737,8 @@ def profile_grid(
 # ζ may dip by this much between neighbouring points (round-off of the re-optimisation)
 # and still count as monotone.
 MONOTONE_TOL = 1e-3
+# Points closer in ζ than this count as one in the interpolation.
+MIN_ZETA_GAP = 1e-3
 
 
 def _pchip(x: np.ndarray, y: np.ndarray, x0: float) -> float:
@@ -511,14 +761,44 @@ _LOWER = {SD: 0.0, COR: -1.0, SIGMA: 0.0, FIXED: np.nan}
 _UPPER = {SD: np.inf, COR: 1.0, SIGMA: np.inf, FIXED: np.nan}
 
 
-def parameter_limits(trace: ProfileTrace, kinds: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _side_limit(u: np.ndarray, zeta: np.ndarray, target: float) -> tuple[float | None, bool]:
+    """Where one side's ζ reaches ``target`` (its sign the side's): (u there, or None if
+    it does not; whether ζ turned back before it did).
+
+    ``u``, ``zeta``: the side's points ordered outward from the optimum, which
+    comes first (ζ = 0) unless it is at a bound. Only the monotone stretch from the optimum counts: the
+    points up to the first that falls back by more than MONOTONE_TOL (a
+    re-optimisation that found another branch of the profile further out does
+    not move a limit read before it).
+    """
+    if not len(u):
+        return None, False
+    a = np.sign(target) * zeta
+    dips = np.flatnonzero(a < np.maximum.accumulate(a) - MONOTONE_TOL)
+    stop = dips[0] if len(dips) else len(a)
+    u, a = u[:stop], a[:stop]
+    keep = [0]  # each point at least MIN_ZETA_GAP above the last kept: near-duplicates
+    for k in range(1, len(a)):  # (the same ζ up to round-off) would distort the slopes
+        if a[k] >= a[keep[-1]] + MIN_ZETA_GAP:
+            keep.append(k)
+    u, a = u[keep], a[keep]
+    if len(a) >= 2 and a[-1] >= abs(target):
+        return _pchip(a, u, abs(target)), False
+    return None, bool(len(dips))
+
+
+def parameter_limits(
+    trace: ProfileTrace, kinds: np.ndarray, z: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where each parameter's ζ crosses −z and +z: (lower (m,), upper (m,), monotone (m,)).
 
     ``u(ζ)`` (x-coordinates) is interpolated by a monotone cubic through the
-    points of the parameter's trace, as lme4 inverts its interpolating spline
-    (``backSpline``). A side whose ζ does not reach ±z gives the parameter's
-    bound (lme4's ``confint.thpr``: 0 for an sd or σ, ±1 for a correlation, Inf
-    for an upper limit) or NaN for a fixed effect; a non-monotone profile gives NaN.
+    points of each side of the parameter's trace, as lme4 inverts its
+    interpolating spline (``backSpline``), over the side's monotone stretch
+    from the optimum (:func:`_side_limit`). A side whose ζ does not reach ±z
+    gives the parameter's bound (lme4's ``confint.thpr``: 0 for an sd or σ, ±1
+    for a correlation, Inf for an upper limit) or NaN for a fixed effect; one
+    whose ζ turns back before ±z gives NaN and ``monotone`` False.
     """
     m = len(kinds)
     lower, upper, monotone = np.full(m, np.nan), np.full(m, np.nan), np.ones(m, bool)
@@ -529,17 +809,15 @@ def parameter_limits(trace: ProfileTrace, kinds: np.ndarray, z: float) -> tuple[
         ok = np.isfinite(u)
         order = np.argsort(u[ok], kind="stable")
         u, zeta = u[ok][order], zeta[ok][order]
-        if np.any(np.diff(zeta) < -MONOTONE_TOL):
-            monotone[w] = False
-            continue
-        strict = np.concatenate([[True], zeta[1:] > np.maximum.accumulate(zeta)[:-1]])
-        u, zeta = u[strict], zeta[strict]
         ends = []
-        for target, bound in ((-z, _LOWER[int(kinds[w])]), (z, _UPPER[int(kinds[w])])):
-            if len(zeta) >= 2 and zeta[0] <= target <= zeta[-1]:
-                ends.append(float(_from_internal(_pchip(zeta, u, target), kinds[w])))
-            else:
-                ends.append(bound)
+        # Each side outward from the optimum (ζ = 0 on both; absent at a bound, u = −inf).
+        below, above = np.flatnonzero(zeta <= 0)[::-1], np.flatnonzero(zeta >= 0)
+        for target, bound, part in ((-z, _LOWER[int(kinds[w])], below), (z, _UPPER[int(kinds[w])], above)):
+            at, turned = _side_limit(u[part], zeta[part], target)
+            monotone[w] &= not turned
+            ends.append(
+                float(_from_internal(at, kinds[w])) if at is not None else (np.nan if turned else bound)
+            )
         lower[w], upper[w] = ends
     return lower, upper, monotone
 

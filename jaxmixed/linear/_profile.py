@@ -29,11 +29,13 @@ from ..core._profile import (
     ProfileLayout,
     ProfilePoints,
     ProfileTrace,
+    QuadraticApproximation,
     optimum,
+    optimum_x,
     parameter_limits,
     profile_grid,
     profile_points,
-    quadratic_se,
+    quadratic_approximation,
     start_point,
 )
 from ..core._statistics import ModelStatistics, model_statistics
@@ -52,7 +54,7 @@ _jit_statistics = compiled(model_statistics)
 # optimisation on a CPU; the points' vmapped L-BFGS keeps it: without, it compiled
 # about 5 s faster but ran 2.5x slower on sleepstudy.
 _jit_points = compiled(profile_points)
-_jit_se = compiled(quadratic_se, compiler_options=unoptimised_on_cpu)
+_jit_quadratic = compiled(quadratic_approximation, compiler_options=unoptimised_on_cpu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,26 +147,31 @@ def _cutoff(alphamax: float, n_params: int) -> float:
 class ProfileProblem(eqx.Module):
     """What every profile point of one model shares: the statistics, the
     parameters' layout, the ML optimum ψ̂ (m,) and deviance, the start x₀ and the
-    quadratic approximation's steps ``se`` (m,) in x-coordinates."""
+    deviance's quadratic approximation there (host arrays)."""
 
     stats: ModelStatistics
     layout: ProfileLayout
     psi_hat: np.ndarray
     deviance: float
     x0: jax.Array
-    se: np.ndarray
+    quadratic: QuadraticApproximation
 
     def evaluate(
         self,
         which: Int[np.ndarray, " K"],
         values: Float[np.ndarray, " K"],
         starts: Float[np.ndarray, "K n_x"] | None = None,
+        factors: Float[np.ndarray, "K n_x n_x"] | None = None,
     ) -> ProfilePoints:
         """The re-optimised points (parameter ``which`` held at ``values``), one vmapped
-        program, each from its row of ``starts`` (default: x₀ for every point)."""
+        program, each from its row of ``starts`` (default: x₀ for every point) in the
+        coordinates of its ``factors`` (default: the identity)."""
         dtype = self.x0.dtype
-        x = jnp.tile(self.x0, (len(which), 1)) if starts is None else jnp.asarray(starts, dtype)
-        return _jit_points(self.stats, self.layout, x, jnp.asarray(which, jnp.int32), jnp.asarray(values, dtype))
+        k, n_x = len(which), self.x0.shape[0]
+        x = jnp.tile(self.x0, (k, 1)) if starts is None else jnp.asarray(starts, dtype)
+        f = jnp.tile(jnp.eye(n_x, dtype=dtype), (k, 1, 1)) if factors is None else jnp.asarray(factors, dtype)
+        which_, values_ = jnp.asarray(which, jnp.int32), jnp.asarray(values, dtype)
+        return _jit_points(self.stats, self.layout, x, which_, values_, f)
 
 
 def profile_problem(results: MixedModelResults) -> ProfileProblem:
@@ -190,9 +197,11 @@ def profile_problem(results: MixedModelResults) -> ProfileProblem:
     warn_unconverged(fit_ml)
     psi_hat = np.asarray(optimum(fit_ml, layout), float)
     x0 = jnp.asarray(start_point(psi_hat, layout), dtype)
-    se_x = np.asarray(_jit_se(stats, layout, x0), float)
-    se = np.concatenate([se_x, np.sqrt(np.diag(np.asarray(fit_ml.vcov_beta, float)))])
-    return ProfileProblem(stats, layout, psi_hat, float(fit_ml.objective), x0, se)
+    beta = jnp.asarray(psi_hat[layout.n_x :], dtype)
+    x_hat = jnp.asarray(optimum_x(psi_hat, layout), dtype)
+    quadratic = jax.tree.map(np.asarray, _jit_quadratic(stats, layout, x_hat, beta))
+    assert isinstance(quadratic, QuadraticApproximation)
+    return ProfileProblem(stats, layout, psi_hat, float(fit_ml.objective), x0, quadratic)
 
 
 def profile_model(results: MixedModelResults, *, alphamax: float = 0.01, n_points: int = 8) -> ProfileResults:
@@ -204,7 +213,7 @@ def profile_model(results: MixedModelResults, *, alphamax: float = 0.01, n_point
         trace = profile_grid(
             problem.evaluate,
             problem.psi_hat,
-            problem.se,
+            problem.quadratic,
             problem.deviance,
             problem.layout,
             cutoff=_cutoff(alphamax, len(problem.psi_hat)),
@@ -229,4 +238,3 @@ def profile_intervals(results: MixedModelResults, level: float) -> pd.DataFrame:
         raise ValueError(f"level must be in (0, 1), got {level}")
     alphamax = min(0.01, (1.0 - level) / 2)
     return profile_model(results, alphamax=alphamax).conf_int(level)
-
