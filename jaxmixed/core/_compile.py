@@ -36,7 +36,9 @@ can go on fitting:
   line is passed through.
 
 A compiled program runs with LAPACK's threads sized to the free cores
-(``_threads``), so that a busy neighbour costs about its share.
+(``_threads``), so that a busy neighbour costs about its share, and is
+lowered with every matrix product at full precision (``_precision``: a GPU
+would otherwise run float32 products on TF32).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ._precision import matmul_precision
 from ._threads import lapack_threads
 
 __all__ = [
@@ -286,13 +289,20 @@ class CompiledFunction:
         x64 = jax.dtypes.canonicalize_dtype(float) == jnp.float64
         return (id(self), treedef, static_def, tuple(static_leaves), tuple(map(_leaf_key, leaves)), x64)
 
-    def _compile(self, dynamic, static):
+    def lower(self, dynamic, static) -> jax.stages.Lowered:
+        """The program for these arguments (``eqx.partition``'s parts), lowered with every
+        matrix product at full precision (``_precision``)."""
+
         def run(dyn):
             args, kwargs = eqx.combine(dyn, static)
             return self.fun(*args, **kwargs)
 
+        with matmul_precision():
+            return jax.jit(run).lower(dynamic)
+
+    def _compile(self, dynamic, static):
         _decide_cache()
-        lowered = jax.jit(run).lower(dynamic)
+        lowered = self.lower(dynamic, static)
         options = None
         if self.compiler_options is not None:
             args, kwargs = eqx.combine(dynamic, static)

@@ -47,6 +47,7 @@ from ._compile import compiled
 from ._covariance import diagonal_mask
 from ._objective import lambdas, scale_correction, solve, standard_criterion
 from ._options import FitOptions
+from ._precision import highest_precision
 from ._solvers import LBFGS
 from ._statistics import ModelData, ModelStatistics, design_statistics, model_statistics
 from ._status import RESULTS, LoopStatus, is_converged, loop_status, to_results
@@ -315,6 +316,7 @@ def _nan_where(flag: jax.Array, result: FitResult) -> FitResult:
     return eqx.combine(estimates, result)
 
 
+@highest_precision
 def fit(stats: ModelStatistics, options: FitOptions | None = None) -> FitResult:
     """Fits the model given its statistics: the pure core of jaxmixed.
 
@@ -331,6 +333,7 @@ def fit(stats: ModelStatistics, options: FitOptions | None = None) -> FitResult:
     return _map_back(stats, _optimum(stats, options), options)
 
 
+@highest_precision
 def fit_at(stats: ModelStatistics, phi: Float[Array, " n_params"], options: FitOptions | None = None) -> FitResult:
     """The :class:`FitResult` at a given φ (no optimisation, nothing held at 0).
 
@@ -346,6 +349,7 @@ def fit_at(stats: ModelStatistics, phi: Float[Array, " n_params"], options: FitO
     return _map_back(stats, _Optimum(phi, zero, value, grad, int0, _SUCCESSFUL), options)
 
 
+@highest_precision
 def fit_data(
     data: ModelData,
     y: Float[Array, " n"],

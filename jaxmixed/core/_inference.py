@@ -29,6 +29,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._objective import _criterion, _dof, _factorize
+from ._precision import highest_precision
 from ._statistics import ModelStatistics
 
 __all__ = ["SatterthwaiteResult", "satterthwaite", "satterthwaite_masked"]
@@ -64,6 +65,7 @@ def _covariance(params, phi_hat, free, zero, stats: ModelStatistics) -> jax.Arra
     return stats.response.y_scale**2 * jnp.exp(2.0 * params[-1]) * unscaled
 
 
+@highest_precision
 def satterthwaite(
     stats: ModelStatistics,
     phi: Float[Array, " n_params"],
@@ -108,6 +110,7 @@ def _masked_covariance(params, zero, stats: ModelStatistics) -> jax.Array:
     return _covariance(params, params[:-1], np.arange(params.shape[0] - 1), zero, stats)
 
 
+@highest_precision
 def satterthwaite_masked(
     stats: ModelStatistics,
     phi: Float[Array, " n_params"],

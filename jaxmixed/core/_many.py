@@ -35,6 +35,7 @@ from ._fit import FitResult, fit
 from ._objective import standard_criterion
 from ._options import FitOptions
 from ._padding import bucket, pad_data, stack_data
+from ._precision import highest_precision
 from ._progress import Progress
 from ._statistics import (
     DesignStatistics,
@@ -62,6 +63,7 @@ __all__ = [
 ]
 
 
+@highest_precision
 def fit_responses(
     design: DesignStatistics, ys: Float[Array, "K n"], options: FitOptions | None = None
 ) -> FitResult:
@@ -120,6 +122,7 @@ def fit_responses_screened(
     return jax.vmap(one)(ys)
 
 
+@highest_precision
 def fit_stacked(
     data: ModelData, ys: Float[Array, "K n"], n_obs: Int[Array, " K"], options: FitOptions | None = None
 ) -> FitResult:

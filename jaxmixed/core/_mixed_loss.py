@@ -34,6 +34,7 @@ from jaxtyping import Array, Bool, Float
 from ._covariance import CovarianceStructure, lambda_from_phi
 from ._linalg import batched_solve_lower
 from ._objective import objective
+from ._precision import highest_precision
 from ._statistics import DesignStatistics, ModelStatistics, response_statistics
 
 __all__ = [
@@ -65,6 +66,7 @@ class NeuralData(eqx.Module):
     design: DesignStatistics
 
 
+@highest_precision
 def network_output(model: Callable, x: Float[Array, "n d"]) -> Float[Array, " n"]:
     """``f(x)`` (n,) of a model mapping one row (d,) to a scalar (shape () or (1,))."""
     out = jax.vmap(model)(x)
@@ -75,12 +77,14 @@ def network_output(model: Callable, x: Float[Array, "n d"]) -> Float[Array, " n"
 jit_network_output = eqx.filter_jit(network_output)
 
 
+@highest_precision
 def joint_statistics(model: Callable, data: NeuralData) -> ModelStatistics:
     """The core's statistics of the residual ``y − f(x)`` (design shared; 0 on padding)."""
     f = jnp.where(data.mask, network_output(model, data.x), 0.0)
     return ModelStatistics(data.design, response_statistics(data.design, data.y, offset=f))
 
 
+@highest_precision
 def joint_loss(
     model: Callable, phi: Float[Array, " n_params"], data: NeuralData, reml: bool = True
 ) -> Float[Array, ""]:
@@ -117,6 +121,7 @@ def group_layout(codes: np.ndarray, n_levels: int) -> GroupLayout:
     return GroupLayout(jnp.asarray(rows), jnp.asarray(mask))
 
 
+@highest_precision
 def group_loss(
     model: Callable,
     phi: jax.Array,

@@ -47,6 +47,7 @@ from ._linalg import (
     lower_as_symmetric,
     pair_sum,
 )
+from ._precision import highest_precision
 from ._statistics import ModelStatistics
 
 __all__ = ["Solution", "objective", "solve", "standard_criterion"]
@@ -190,6 +191,7 @@ def _criterion(fac: _Factorization, stats: ModelStatistics, reml: bool):
     return value, r2
 
 
+@highest_precision
 def standard_criterion(
     phi: Float[Array, " n_params"],
     stats: ModelStatistics,
@@ -220,6 +222,7 @@ def scale_correction(stats: ModelStatistics, reml: bool = True) -> Float[Array, 
     return value
 
 
+@highest_precision
 def objective(
     phi: Float[Array, " n_params"],
     stats: ModelStatistics,
@@ -301,6 +304,7 @@ def _factor1_inner(fac: _Factorization, stats: ModelStatistics, g: jax.Array, s_
     return jnp.eye(q1, dtype=g.dtype) + jnp.einsum("jab,jbc,jdc->jad", g, ctc, g)
 
 
+@highest_precision
 def solve(
     phi: Float[Array, " n_params"],
     stats: ModelStatistics,

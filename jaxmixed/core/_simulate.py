@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._fit import FitResult
+from ._precision import highest_precision
 from ._statistics import ModelData
 from ._typing import HostOrDevice
 
@@ -35,6 +36,7 @@ def factor_codes(data: ModelData) -> tuple[HostOrDevice, ...]:
     return tuple(codes)
 
 
+@highest_precision
 def simulate_one(key: PRNGKeyArray, data: ModelData, result: FitResult) -> Float[Array, " n"]:
     """One response (n,) drawn from the fitted model ``result`` over ``data``'s design.
 
@@ -56,6 +58,7 @@ def simulate_one(key: PRNGKeyArray, data: ModelData, result: FitResult) -> Float
     return y + sigma * noise / jnp.sqrt(data.weights)
 
 
+@highest_precision
 def simulate(key: PRNGKeyArray, data: ModelData, result: FitResult, n: int) -> Float[Array, "draws n"]:
     """``n`` responses (n, rows) drawn from the fitted model.
 

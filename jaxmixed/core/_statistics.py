@@ -44,6 +44,7 @@ from jaxtyping import Array, Float, Int
 from ._covariance import CovarianceStructure
 from ._index import DenseIndex, DenseLayout, DesignIndex, design_index
 from ._linalg import PairSum
+from ._precision import highest_precision
 from ._typing import HostOrDevice
 
 __all__ = [
@@ -290,6 +291,7 @@ def _pair_sum_map(index: DenseIndex, cross_values: jax.Array) -> PairSum:
     )
 
 
+@highest_precision
 def design_statistics(data: ModelData, n_obs: jax.Array | int | None = None) -> DesignStatistics:
     """The design's statistics, standardised (see the module docstring).
 
@@ -346,6 +348,7 @@ def design_statistics(data: ModelData, n_obs: jax.Array | int | None = None) -> 
     )
 
 
+@highest_precision
 def response_statistics(
     design: DesignStatistics, y: Float[Array, " n"], offset: Float[Array, " n"] | None = None
 ) -> ResponseStatistics:
@@ -387,6 +390,7 @@ def response_statistics(
     )
 
 
+@highest_precision
 def model_statistics(
     data: ModelData,
     y: Float[Array, " n"],

@@ -18,6 +18,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, Bool, Float, Int
 
 from ..core._padding import LINEAR_BITS, bucket
+from ..core._precision import highest_precision
 from ..core._statistics import ModelData
 from ..core._typing import HostOrDevice
 
@@ -85,7 +86,7 @@ def random_part(fit: RandomEffects, data: TrainingSet) -> Float[Array, " n"]:
     return total
 
 
-jit_random_part = eqx.filter_jit(random_part)
+jit_random_part = eqx.filter_jit(highest_precision(random_part))
 
 
 def masked_mse(data: TrainingSet, pred: Float[Array, " n"]) -> Float[Array, ""]:

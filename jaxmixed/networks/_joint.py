@@ -29,6 +29,7 @@ from ..core._mixed_loss import (
     network_output,
 )
 from ..core._options import FitOptions
+from ..core._precision import highest_precision
 from ._data import TrainingSet, masked_mse, random_part
 from ._loop import Check, Schedule, Trained, run_training
 from ._options import TrainOptions, optimizer_step
@@ -45,6 +46,7 @@ def _mse(model: Callable, fit: FitResult, data: TrainingSet) -> Float[Array, ""]
 
 
 @eqx.filter_jit
+@highest_precision
 def _joint_chunk(
     model: Callable, phi: Float[Array, " n_params"], states: _States, data: NeuralData, options: TrainOptions,
     n_steps: int,
@@ -68,6 +70,7 @@ def _joint_chunk(
 
 
 @eqx.filter_jit
+@highest_precision
 def _group_chunk(
     model: Callable, phi: Float[Array, " n_params"], log_sigma: Float[Array, ""], states: _States,
     train: TrainingSet, layout: GroupLayout, batches: Int[Array, "steps B"], options: TrainOptions,
@@ -98,6 +101,7 @@ def _group_chunk(
 
 
 @eqx.filter_jit
+@highest_precision
 def _joint_check(
     model: Callable, phi: Float[Array, " n_params"], data: NeuralData, valid: TrainingSet, train: TrainingSet,
     reml: bool,

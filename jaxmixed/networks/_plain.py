@@ -21,6 +21,7 @@ import optax
 from jaxtyping import Array, Float
 
 from ..core._mixed_loss import jit_network_output, network_output
+from ..core._precision import highest_precision
 from ._data import TrainingSet, masked_mse
 from ._loop import Check, Schedule, Trained, run_training
 from ._options import TrainOptions, optimizer_step
@@ -29,12 +30,14 @@ __all__ = ["EstimatorFixed", "NetworkFixed", "train_plain"]
 
 
 @eqx.filter_jit
+@highest_precision
 def _plain_mse(model: Callable, data: TrainingSet) -> Float[Array, ""]:
     """MSE of ``f(x)`` alone on ``data``."""
     return masked_mse(data, network_output(model, data.x))
 
 
 @eqx.filter_jit
+@highest_precision
 def _mse_chunk(
     model: Callable, state: optax.OptState, data: TrainingSet, target: Float[Array, " n"], options: TrainOptions,
     n_steps: int,

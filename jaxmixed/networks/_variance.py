@@ -20,6 +20,7 @@ from jaxtyping import Array, Float
 from ..core._em_step import EMStep, em_step, theta_of
 from ..core._fit import FitResult, jit_fit_data
 from ..core._options import FitOptions
+from ..core._precision import highest_precision
 from ..core._statistics import ModelData
 from ._data import TrainingSet
 from ._options import TrainOptions
@@ -57,6 +58,7 @@ def profiled_variance(
 
 
 @eqx.filter_jit
+@highest_precision
 def _em_update(
     lam: Float[Array, "q q"], sigma2: Float[Array, ""], r: Float[Array, " n"], train: TrainingSet, reml: bool
 ) -> EMStep:
