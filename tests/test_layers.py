@@ -125,3 +125,24 @@ def test_public_names_are_where_users_find_them():
     for name in ("fit", "fit_data", "minimize", "LBFGS", "OptaxSolver", "BoundaryTrials", "FitOptions", "RESULTS",
                  "is_converged", "model_data", "design_statistics", "objective", "solve"):
         assert hasattr(jm.core, name), name
+
+
+def test_package_import_is_lazy():
+    """``import jaxmixed`` loads none of JAX, pandas or formulaic; each public name
+    loads its module on first use, and an unknown one is an AttributeError."""
+    code = (
+        "import sys, jaxmixed as jm\n"
+        "heavy = [m for m in ('jax', 'pandas', 'formulaic', 'equinox') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert sorted(jm.__all__) == sorted(jm._LAZY), set(jm.__all__) ^ set(jm._LAZY)\n"
+        "for name in jm.__all__:\n"
+        "    assert getattr(jm, name) is not None, name\n"
+        "assert 'fit_reml' in dir(jm)\n"
+        "try:\n"
+        "    jm.no_such_name\n"
+        "except AttributeError as e:\n"
+        "    assert 'no_such_name' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
