@@ -12,7 +12,7 @@ import pytest
 
 import jaxmixed as jm
 from jaxmixed import core
-from jaxmixed.core._many import default_batch_size
+from jaxmixed.core._many import default_batch_size, device_free_bytes
 from jaxmixed.core._padding import bucket, pad_data, stack_data
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
@@ -209,6 +209,20 @@ def test_batch_sizes():
     assert default_batch_size(5000, 100, platform="gpu") == 5120
     assert default_batch_size(10, 100) == 10
     assert default_batch_size(10, 100, multiple=4) == 12
+
+
+def test_accelerator_batch_from_free_memory():
+    """On an accelerator the budget is a share of the device's free memory. The stated
+    case: an H100's pool (60 GB free), fits of 500 rows with two crossed factors
+    (about 181 kB each by per_fit_bytes): chunks of 1,024 ran there and 4,096 failed."""
+    per_fit = 8 * (8 * 500 + 12 * 100 * 1 * 3 + 6 * 50 * 50 + 64)
+    size = default_batch_size(20_000, per_fit, platform="gpu", free_bytes=60 * 10**9)
+    assert 1024 <= size < 4096
+    assert default_batch_size(20_000, per_fit, platform="gpu", free_bytes=6 * 10**9) < 200  # a busier device
+    # No figure reported (the CPU backend): the fixed budget.
+    assert default_batch_size(1000, 10**6, platform="gpu", free_bytes=0) == 536
+    free = device_free_bytes()
+    assert free is None or free >= 0
 
 
 def test_screened_first_pass_equals_the_full_fits(sleep_responses):

@@ -15,6 +15,7 @@ from jaxmixed.core import _compile
 from jaxmixed.core._padding import (
     DENSE_BITS,
     LINEAR_BITS,
+    MIN_LEVELS,
     bucket,
     drop_padded_levels,
     pad_to_buckets,
@@ -72,7 +73,29 @@ def test_buckets():
             b = bucket(n, bits)
             assert n <= b <= n * (1 + 2.0 ** (1 - bits))
     assert bucket(170, LINEAR_BITS) == bucket(180, LINEAR_BITS) == 192
-    assert padded_levels([18, 1128, 28]) == [20, 1152, 28]
+    assert padded_levels([18, 1128, 28]) == [MIN_LEVELS, 1152, 28]  # small first factor: the minimum
+    assert padded_levels([100, 6]) == [112, 6]
+
+
+def test_small_data_sets_share_one_program():
+    """Every data set up to MIN_ROWS rows and MIN_LEVELS levels pads to the same sizes:
+    one compiled fit (and one Satterthwaite program, whatever the boundary pattern)."""
+    from jaxmixed.core._compile import n_compiled_programs
+
+    rng = np.random.default_rng(3)
+
+    def data(subjects, days):
+        d = pd.DataFrame({"g": np.repeat(np.arange(subjects), days).astype(str), "x": np.tile(np.arange(days), subjects)})
+        d["y"] = 1.0 + 0.5 * d.x + rng.normal(0, 1, len(d)) + np.repeat(rng.normal(0, 1, subjects), days)
+        return d
+
+    jm.fit_reml("y ~ x + (x | g)", data(21, 9)).coef_table()
+    before = n_compiled_programs()
+    for subjects, days in [(40, 10), (7, 12), (60, 15)]:
+        fit = jm.fit_reml("y ~ x + (x | g)", data(subjects, days))
+        assert fit.nobs == subjects * days and len(fit.random_effects["g"]) == subjects
+        fit.coef_table()
+    assert n_compiled_programs() == before
 
 
 def test_similar_data_sets_share_one_compiled_fit():

@@ -149,16 +149,53 @@ jit_fit_responses_screened = compiled(fit_responses_screened)
 # On a CPU, chunks beyond about a thousand small fits leave the caches and get no
 # faster per fit (measured on sleepstudy-sized fits); accelerators take all that fit.
 CPU_BATCH_LIMIT = 1024
+# A CPU chunk's memory budget (host memory is rarely the limit there).
+CPU_BUDGET = 2**29
+# On an accelerator a chunk takes at most this share of the device's free memory (XLA's
+# pool, ``bytes_limit − bytes_in_use`` in ``Device.memory_stats()``). per_fit_bytes counts
+# the fit's data, not the solver's temporaries, which take several times more: on an H100
+# (80 GB, XLA's default pool of 75%), 20,000 fits of 500 rows with two crossed factors ran
+# in chunks of 1,024 and failed in chunks of 4,096 (RESOURCE_EXHAUSTED) under the former
+# default of 512 MiB per chunk, which had allowed about 2,900.
+ACCELERATOR_MEMORY_SHARE = 1 / 256
+
+
+def device_free_bytes(device: Any = None) -> int | None:
+    """Free bytes in ``device``'s memory pool (a ``jax.Device``, default the first), or
+    None where the backend does not report it (CPUs)."""
+    chosen = jax.devices()[0] if device is None else device
+    try:
+        stats = chosen.memory_stats()
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return None
+    if not stats or "bytes_limit" not in stats:
+        return None
+    return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
 
 
 def default_batch_size(
-    n_fits: int, per_fit_bytes: int, *, budget: int = 2**29, multiple: int = 1, platform: str | None = None
+    n_fits: int,
+    per_fit_bytes: int,
+    *,
+    budget: int | None = None,
+    multiple: int = 1,
+    platform: str | None = None,
+    free_bytes: int | None = None,
 ) -> int:
-    """Fits per vmapped chunk: as many as fit in ``budget`` bytes (512 MiB), at
-    most ``CPU_BATCH_LIMIT`` on a CPU; a multiple of ``multiple`` (the devices).
-    A single chunk is rounded up to four significant bits so that similar
-    numbers of fits share compiled code."""
+    """Fits per vmapped chunk: as many as fit in ``budget`` bytes, at most
+    ``CPU_BATCH_LIMIT`` on a CPU; a multiple of ``multiple`` (the devices). A single
+    chunk is rounded up to four significant bits so that similar numbers of fits share
+    compiled code.
+
+    ``budget`` (default): ``CPU_BUDGET`` (512 MiB) on a CPU; on an accelerator
+    ``ACCELERATOR_MEMORY_SHARE`` of its free memory (``free_bytes``, default from
+    :func:`device_free_bytes`: an H100's default pool, 60 GB free, gives 223 MiB), or
+    ``CPU_BUDGET`` where the device does not report it.
+    """
     platform = jax.default_backend() if platform is None else platform
+    if budget is None:
+        free = (device_free_bytes() if free_bytes is None else free_bytes) if platform != "cpu" else None
+        budget = CPU_BUDGET if not free else int(ACCELERATOR_MEMORY_SHARE * free)
     limit = CPU_BATCH_LIMIT if platform == "cpu" else n_fits
     size = max(1, min(n_fits, limit, budget // max(per_fit_bytes, 1)))
     size = bucket(size) if size == n_fits else size

@@ -178,10 +178,19 @@ def bucket(n: int, bits: int = 4) -> int:
 LINEAR_BITS = 3
 DENSE_BITS = 5
 
+# Small data sets: below these sizes padding costs nothing measurable (a fit's iteration
+# is dominated by fixed costs there), so every data set up to them shares one program per
+# model structure: the rows, the first factor's levels, and the cross entries and pairs.
+# The later factors' levels are not raised: the dense block costs Q₂³ per evaluation.
+MIN_ROWS = 1024
+MIN_LEVELS = 64
+MIN_CROSS = 1024
+
 
 def padded_levels(n_levels: Sequence[int]) -> list[int]:
-    """Each factor's number of levels padded to its bucket (see ``LINEAR_BITS``)."""
-    return [bucket(j, LINEAR_BITS if f == 0 else DENSE_BITS) for f, j in enumerate(n_levels)]
+    """Each factor's number of levels padded to its bucket (see ``LINEAR_BITS``), the
+    first factor's to at least ``MIN_LEVELS``."""
+    return [max(MIN_LEVELS, bucket(j, LINEAR_BITS)) if f == 0 else bucket(j, DENSE_BITS) for f, j in enumerate(n_levels)]
 
 
 def pad_to_buckets(data: ModelData, multiple: int = 1) -> ModelData:
@@ -193,14 +202,13 @@ def pad_to_buckets(data: ModelData, multiple: int = 1) -> ModelData:
     and drop the padded levels with :func:`drop_padded_levels`).
     """
     n = data.X.shape[0]
-    rows = -(-bucket(n, LINEAR_BITS) // multiple) * multiple
+    rows = -(-max(MIN_ROWS, bucket(n, LINEAR_BITS)) // multiple) * multiple
     entries, pairs = _index_sizes(data.index)
     if data.index.dense is None:
         return pad_data(data, rows)
     # one padded entry at least: padded pairs point at it
-    return pad_data(
-        data, rows, n_entries=bucket(entries + 1, LINEAR_BITS), n_pairs=bucket(pairs, LINEAR_BITS)
-    )
+    n_entries = max(MIN_CROSS, bucket(entries + 1, LINEAR_BITS))
+    return pad_data(data, rows, n_entries=n_entries, n_pairs=max(MIN_CROSS, bucket(pairs, LINEAR_BITS)))
 
 
 def drop_padded_levels(result: FitResult, n_levels: Sequence[int]) -> FitResult:

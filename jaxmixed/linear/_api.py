@@ -148,6 +148,21 @@ def fit_design(
         return drop_padded_levels(result, real_levels)
 
 
+def padded_model(
+    design: Design, arrays: ModelArrays, dtype: Any
+) -> tuple[ModelData, Float[np.ndarray, " n_padded"], Float[np.ndarray, ""]]:
+    """The rows padded as :func:`fit_design` pads them (levels, rows, cross entries), so
+    that programs run on them after a fit (Satterthwaite's derivatives, the profile) are
+    shared by every data set of the structure and a similar size: (the rows, y padded with
+    zeros, ``n_obs`` the real row count to pass to the statistics). Host arrays."""
+    real_levels = [f.n_levels for f in design.factors]
+    rows = prepare(design, arrays, dtype=dtype, n_levels=padded_levels(real_levels), on_device=False)
+    padded = pad_to_buckets(rows)
+    n = len(arrays.y)
+    y = np.pad(np.asarray(arrays.y, dtype), (0, padded.X.shape[0] - n))
+    return padded, y, np.asarray(n, dtype)
+
+
 def refit(
     results: MixedModelResults,
     options: FitOptions,

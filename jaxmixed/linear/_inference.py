@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..core._compile import compiled, unoptimised_on_cpu
-from ..core._inference import SatterthwaiteResult, satterthwaite
+from ..core._inference import SatterthwaiteResult, satterthwaite_masked
 from ..core._statistics import model_statistics
-from ..design._prepare import prepare
 from ._kenward_roger import kr_coef_table, kr_contest
 from ._tails import f_table, two_sided_p
 
@@ -32,10 +31,11 @@ __all__ = ["DDF_METHODS", "coef_table", "contest", "satterthwaite_df"]
 DDF_METHODS = ("satterthwaite", "kenward-roger", "none")
 
 
-def _satterthwaite_of_rows(data, y, phi, free, reml, contrasts) -> SatterthwaiteResult:
-    """:func:`~jaxmixed.core.satterthwaite` from the rows: the statistics and the
-    derivatives in one compiled program."""
-    return satterthwaite(model_statistics(data, y), phi, free, reml, contrasts)
+def _satterthwaite_of_rows(data, y, n_obs, phi, at_boundary, reml, contrasts) -> SatterthwaiteResult:
+    """:func:`~jaxmixed.core._inference.satterthwaite_masked` from the (padded) rows: the
+    statistics and the derivatives in one compiled program, one for every boundary
+    pattern and every data set of the structure and a similar size."""
+    return satterthwaite_masked(model_statistics(data, y, n_obs=n_obs), phi, at_boundary, reml, contrasts)
 
 
 _jit_satterthwaite = compiled(_satterthwaite_of_rows, compiler_options=unoptimised_on_cpu)
@@ -43,13 +43,15 @@ _jit_satterthwaite = compiled(_satterthwaite_of_rows, compiler_options=unoptimis
 
 def satterthwaite_df(results: MixedModelResults, contrasts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(variances (k,), Satterthwaite df (k,)) of the contrasts (k, p) of β̂."""
+    from ._api import padded_model  # the user-level fit imports the results, which import this
+
     fit = results.fit_result
-    free = tuple(int(k) for k in np.flatnonzero(~np.asarray(fit.at_boundary, bool)))
+    at_boundary = np.asarray(fit.at_boundary, bool)
     dtype = np.asarray(fit.beta).dtype
     with jax.enable_x64(dtype == np.float64):
-        data = prepare(results.design, results.arrays, dtype=dtype, on_device=False)
-        y, phi, contrasts = (np.asarray(a, dtype) for a in (results.arrays.y, fit.phi, contrasts))
-        out = _jit_satterthwaite(data, y, phi, free, results.reml, contrasts)
+        data, y, n_obs = padded_model(results.design, results.arrays, dtype)
+        phi, contrasts = (np.asarray(a, dtype) for a in (fit.phi, contrasts))
+        out = _jit_satterthwaite(data, y, n_obs, phi, at_boundary, results.reml, contrasts)
         return np.asarray(out.variance), np.asarray(out.df)
 
 

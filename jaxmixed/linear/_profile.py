@@ -41,7 +41,6 @@ from ..core._profile import (
 from ..core._statistics import ModelStatistics, model_statistics
 from ..design._design import Design
 from ..design._names import parameter_names
-from ..design._prepare import prepare
 from ._tails import chi2_upper_quantile
 
 if TYPE_CHECKING:  # the results import this module
@@ -182,13 +181,13 @@ def profile_problem(results: MixedModelResults) -> ProfileProblem:
     gradient tolerance, ``PROFILE_SOLVER``, is float64's). A refit that does not
     converge warns, as ``jm.anova``'s refits do.
     """
-    from ._api import fit_design  # the user-level fit imports the results, which import this
+    from ._api import fit_design, padded_model  # the user-level fit imports the results, which import this
     from ._results import warn_unconverged
 
     layout = _layout(results.design)
     dtype = np.float64
-    data = prepare(results.design, results.arrays, dtype=dtype)
-    stats = _jit_statistics(data, jnp.asarray(results.arrays.y, dtype))
+    data, y, n_obs = padded_model(results.design, results.arrays, dtype)
+    stats = _jit_statistics(data, y, n_obs=n_obs)
     options = FitOptions(reml=False, solver=results.options.solver, boundary=results.options.boundary)
 
     # The ML refit through fit_reml's own path: its padded program is shared with
