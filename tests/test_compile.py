@@ -137,3 +137,20 @@ def test_small_models_compile_without_backend_optimisation():
         structures=small.structures,
     )
     assert small_model_options(big) == {}
+
+
+def test_large_blocks_keep_backend_optimisation():
+    """Few rows but large per-level blocks (the mixedML model: 200 clusters of 11
+    correlated effects) is work per iteration that XLA's optimisation pays for."""
+    import jax
+
+    import jaxmixed as jm
+    from jaxmixed.core._fit import SMALL_MODEL_BLOCK_WORK, block_work, small_model_options
+
+    xs = " + ".join(f"x{k}" for k in range(1, 11))
+    formula = f"y ~ {xs} + w1 + w2 + w3 + (1 + {xs} | cluster)"
+    design, arrays = jm.design.build_design(formula, jm.mixedml_simulation())
+    with jax.enable_x64(True):
+        data = jm.design.prepare(design, arrays, on_device=False)
+    assert data.X.shape[0] < 16_384 and block_work(data) > SMALL_MODEL_BLOCK_WORK
+    assert small_model_options(data) == {}
