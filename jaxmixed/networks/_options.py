@@ -42,6 +42,12 @@ class TrainOptions(eqx.Module):
             variance components to ``y − f(x)`` exactly with the core;
             ``"em"``: one step of mixedML's ML/REML EM formulas (its Table 1;
             one grouping factor; see ``jaxmixed.core._em_step``).
+        solve_last_layer: EM: after each round's epochs, set the network's last
+            linear layer (an ``eqx.nn.MLP``'s) to its least-squares solution on
+            the hidden features, when that lowers the round's MSE (default
+            True): the exact M-step of that layer, without which a linear
+            network needs hundreds of epochs to settle and early stopping can
+            end EM before the variance components do.
     """
 
     mode: str = eqx.field(default="joint", static=True)
@@ -58,6 +64,7 @@ class TrainOptions(eqx.Module):
     max_rounds: int = eqx.field(default=100, static=True)
     tol: float = eqx.field(default=1e-4, static=True)
     variance_update: str = eqx.field(default="profiled", static=True)
+    solve_last_layer: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         _one_of("mode", self.mode, ("joint", "em"))

@@ -61,6 +61,62 @@ def _mse_chunk(
     return eqx.combine(params, static), state, losses
 
 
+def _last_layer(model: Any) -> Callable[[Any], eqx.nn.Linear]:
+    """Where a network's output layer is: the model itself (an ``eqx.nn.Linear``) or an
+    ``eqx.nn.MLP``'s last layer."""
+    return (lambda m: m) if isinstance(model, eqx.nn.Linear) else (lambda m: m.layers[-1])
+
+
+def _last_linear(model: Any) -> eqx.nn.Linear | None:
+    """The network's output layer when it is one linear map to a scalar (an
+    ``eqx.nn.Linear``, or an ``eqx.nn.MLP``'s last layer), else None."""
+    if isinstance(model, eqx.nn.Linear):
+        layer = model
+    elif isinstance(model, eqx.nn.MLP) and isinstance(model.layers[-1], eqx.nn.Linear):
+        layer = model.layers[-1]
+    else:
+        return None
+    return layer if layer.weight.shape[0] == 1 else None
+
+
+def _with_last(model: Any, weight: jax.Array, bias: jax.Array | None) -> Any:
+    """``model`` with its output layer's weight (and bias) replaced."""
+    where = _last_layer(model)
+    if bias is None:
+        return eqx.tree_at(lambda m: where(m).weight, model, weight)
+    return eqx.tree_at(lambda m: (where(m).weight, where(m).bias), model, (weight, bias))
+
+
+def _target_mse(model: Callable, data: TrainingSet, target: Float[Array, " n"]) -> Float[Array, ""]:
+    """The mean of ``(target − f(x))²`` over the real rows."""
+    err = jnp.where(data.mask, target - network_output(model, data.x), 0.0)
+    return jnp.sum(err * err) / data.n_obs
+
+
+@eqx.filter_jit
+@highest_precision
+def _solve_last_layer(model: Any, data: TrainingSet, target: Float[Array, " n"]):
+    """The network with its output layer (:func:`_last_linear`) at the least-squares fit
+    of ``target`` (n,) on the real rows, and (the old MSE, the new MSE). The hidden features are the gradient of
+    the output with respect to the layer's weight (the output is ``w·h(x) + b`` when the
+    final activation is the identity; otherwise the new MSE is not lower and the caller
+    keeps the old layer)."""
+    layer = _last_layer(model)(model)
+    bias = layer.bias
+
+    def output(w, x):
+        return jnp.sum(_with_last(model, w, bias)(x))
+
+    h = jax.vmap(jax.grad(output), in_axes=(None, 0))(layer.weight, data.x).reshape(data.x.shape[0], -1)
+    mask = data.mask.astype(h.dtype)
+    cols = h if bias is None else jnp.concatenate([h, jnp.ones_like(h[:, :1])], axis=1)
+    coef = jnp.linalg.lstsq(cols * mask[:, None], target * mask)[0]
+    d = h.shape[1]
+    dtype = layer.weight.dtype
+    new = _with_last(model, coef[:d][None, :].astype(dtype), None if bias is None else coef[d:].astype(dtype))
+    return new, _target_mse(model, data, target), _target_mse(new, data, target)
+
+
 class NetworkFixed:
     """A network fixed part: Adam on the mean squared error, warm-started from round to round.
 
@@ -85,8 +141,15 @@ class NetworkFixed:
         return float(losses[-1])
 
     def train(self, data: TrainingSet, target: Float[Array, " n"]) -> float:
-        """One EM round (``epochs_per_round`` epochs) on ``target`` (n,); returns the loss."""
-        return self.steps(data, target, self.epochs_per_round)
+        """One EM round on ``target`` (n,): ``epochs_per_round`` epochs, then the output
+        layer's least-squares solve (``TrainOptions.solve_last_layer``) when it lowers
+        the MSE; returns the round's MSE."""
+        loss = self.steps(data, target, self.epochs_per_round)
+        if self.options.solve_last_layer and _last_linear(self.model) is not None:
+            solved, before, after = _solve_last_layer(self.model, data, target)
+            if float(after) < float(before):
+                self.model, loss = solved, float(after)
+        return loss
 
     def predict(self, data: TrainingSet) -> Float[Array, " n"]:
         """f(x) (n,) on the real rows, 0 on padding."""
