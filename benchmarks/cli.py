@@ -10,6 +10,8 @@ Usage (from the repository root):
     .venv/bin/python -m benchmarks --suite real                     # mlmRev's models against lme4
     .venv/bin/python -m benchmarks --suite real --models bdf,exam
     .venv/bin/python -m benchmarks --suite real --check-designs     # build the designs only
+    python -m benchmarks --suite gpu                                # one accelerator, against the CPU's results
+    python -m benchmarks --suite gpu --write-reference              # (on a CPU) store those results
 
 See benchmarks/README.md for the suites and what each column means.
 """
@@ -30,10 +32,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--suite",
-        choices=("peers", "quick", "real"),
+        choices=("peers", "quick", "real", "gpu"),
         default="peers",
         help="peers: jaxmixed, statsmodels and lme4 on the cases a-d (default); quick: the library's "
-        "kernels against the previous quick.json; real: mlmRev's models, jaxmixed against lme4",
+        "kernels against the previous quick.json; real: mlmRev's models, jaxmixed against lme4; "
+        "gpu: timings on one accelerator and agreement with stored CPU results",
     )
     p.add_argument("--results-dir", type=Path, default=RESULTS, help="output folder (benchmarks/results)")
     peers = p.add_argument_group("peers suite")
@@ -49,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     real.add_argument("--models", help="comma-separated subset of the real models (default: all)")
     real.add_argument("--check-designs", action="store_true", help="build each design in jaxmixed; no fits")
     real.add_argument("--refresh-data", action="store_true", help="export mlmRev's data again")
+    gpu = p.add_argument_group("gpu suite")
+    gpu.add_argument("--write-reference", action="store_true", help="run the fits here (a CPU) and store them")
     p.add_argument("--worker", nargs=3, metavar=("KIND", "SPEC", "OUT"), help=argparse.SUPPRESS)
     return p
 
@@ -65,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from .quick import run_quick
 
         return run_quick(args.results_dir)
+    if args.suite == "gpu":
+        from .gpu import run_gpu, write_reference
+
+        return write_reference(args.quick) if args.write_reference else run_gpu(args.quick, args.results_dir)
     if args.suite == "real":
         from .real import run_real, select_models
 
