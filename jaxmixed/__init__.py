@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 _LAZY = {
     "core": ".core",
     "design": ".design",
+    "linear": ".linear",
+    "networks": ".networks",
+    "sklearn": ".sklearn",
     "list_datasets": "._datasets",
     "load_dataset": "._datasets",
     "mixedml_simulation": "._datasets",
@@ -101,7 +104,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 __all__ = [
     "anova",

@@ -292,3 +292,34 @@ def test_starts_made_positive_definite():
     assert abs(r[0]) < 0.9 and abs(r[2]) < 0.9
     ok = np.array([[1.0, 1.0, 1.0, 0.1, 0.2, 0.3, 0.0]])
     np.testing.assert_array_equal(_positive_definite(ok, np.array([3]), layout), ok)
+
+
+def test_covariate_units_do_not_change_the_profile(fits, profiles):
+    """Days in thousandths of a day: the intervals are the same, scaled (the starts'
+    floor for an sd is in the fit's standardised units, not σ's)."""
+    data = jaxmixed.load_dataset("sleepstudy").assign(Days=lambda d: d.Days * 1000.0)
+    ci = jaxmixed.fit_reml(MODELS["sleepstudy"], data).profile().conf_int()
+    ref = profiles["sleepstudy"].conf_int()
+    scale = np.ones(len(ref))
+    scale[[list(ref.index).index("sd_Days|Subject"), list(ref.index).index("Days")]] = 1e-3
+    width = (ref.iloc[:, 1] - ref.iloc[:, 0]).to_numpy() * scale
+    for col in ref.columns:
+        assert np.all(np.abs(ci[col].to_numpy() - ref[col].to_numpy() * scale) <= 2e-3 * width), col
+
+
+def test_unknown_curvature_is_left_unscaled():
+    """A parameter the deviance does not depend on (a zero row of H: NaN in Σ) gets no
+    slope and an identity row in every preconditioner; the others keep theirs."""
+    from jaxmixed.core._profile import QuadraticApproximation
+
+    cov = np.array([[2.0, 0.5, np.nan, 0.1], [0.5, 1.0, np.nan, 0.2], [np.nan] * 4, [0.1, 0.2, np.nan, 3.0]])
+    quad = QuadraticApproximation(covariance=jnp.asarray(cov))
+    slopes = quad.slopes(3)
+    assert np.all(np.isfinite(slopes)) and np.all(slopes[:, 2] == 0.0)
+    assert np.isnan(quad.se[2]) and np.all(np.isfinite(quad.se[[0, 1, 3]]))
+    factors = quad.factors(3)
+    for w in (0, 1, 3):
+        p = factors[w]
+        assert np.all(np.isfinite(p)) and p[2, 2] == 1.0 and p[2, 0] == p[2, 1] == 0.0
+    cond = 0.5 * (cov[:2, :2] - np.outer(cov[:2, 3], cov[3, :2]) / cov[3, 3])  # β held: x's conditional
+    np.testing.assert_allclose((factors[3] @ factors[3].T)[:2, :2], cond, rtol=1e-6)  # float32 Σ

@@ -59,7 +59,9 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from ._export_cache import disk_key, load, prune, store
 from ._precision import matmul_precision
 from ._threads import lapack_threads
 
@@ -75,6 +77,9 @@ __all__ = [
 
 _ENV_SWITCH = "JAXMIXED_COMPILATION_CACHE"  # "0"/"off"/"false": no disk cache; a path: that directory
 _DEFAULT_MAX_PROGRAMS = 32
+# The disk cache's bound for XLA's compiled programs (its exported programs have their
+# own, ``_export_cache.MAX_BYTES``).
+XLA_CACHE_MAX_BYTES = 2**30
 
 
 class _Settings:
@@ -150,6 +155,8 @@ def set_compilation_cache(path: str | os.PathLike | None | bool = True) -> str |
         target.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_enable_compilation_cache", True)
         jax.config.update("jax_compilation_cache_dir", str(target))
+        if path is True:  # jaxmixed's own directory: bounded (JAX's bound needs filelock)
+            prune(target, XLA_CACHE_MAX_BYTES, suffixes=("-cache", "-atime"))
         _SETTINGS.cache_dir = str(target)
         return str(target)
 
@@ -173,6 +180,16 @@ def _decide_cache() -> None:
                 set_compilation_cache(switch or True)
             except OSError:  # an unwritable home: compile in memory only
                 set_compilation_cache(None)
+
+
+def export_directory() -> Path | None:
+    """Where exported programs go: ``export/`` in the compilation cache's directory
+    (jaxmixed's, or the one the user chose for JAX); None without a disk cache."""
+    if _SETTINGS.cache_dir is not None:
+        return Path(_SETTINGS.cache_dir) / "export"
+    chosen = jax.config.jax_compilation_cache_dir  # pyright: ignore[reportAttributeAccessIssue]
+    enabled = jax.config.jax_enable_compilation_cache  # pyright: ignore[reportAttributeAccessIssue]
+    return Path(chosen) / "jaxmixed-export" if chosen and enabled else None
 
 
 # XLA's lines that are false alarms once the cache directory is keyed by the CPU:
@@ -300,15 +317,65 @@ class CompiledFunction:
         with matmul_precision():
             return jax.jit(run).lower(dynamic)
 
-    def _compile(self, dynamic, static):
+    def _compile(self, dynamic, static) -> Callable:
+        """The program for these arguments: through the export cache where there is a
+        disk cache (``_export_cache``), else lowered and compiled here."""
         _decide_cache()
-        lowered = self.lower(dynamic, static)
         options = None
         if self.compiler_options is not None:
             args, kwargs = eqx.combine(dynamic, static)
             options = self.compiler_options(*args, **kwargs) or None
+        directory = export_directory()
+        if directory is not None:
+            try:
+                program = self._compile_exported(dynamic, static, options, directory)
+            except Exception:  # anything the export path cannot do: the plain path
+                program = None
+            if program is not None:
+                return program
+        lowered = self.lower(dynamic, static)
         with _filtered_stderr():
             return lowered.compile(compiler_options=options)
+
+    def _compile_exported(self, dynamic, static, options: dict | None, directory: Path) -> Callable | None:
+        """The program from its exported form on disk, exported first if absent; None where
+        it is not exported (see ``_export_cache``) or the export fails."""
+        leaves, in_def = jax.tree.flatten(dynamic)
+        in_skeleton = jax.tree.unflatten(in_def, [0] * len(leaves))
+        x64 = jax.dtypes.canonicalize_dtype(float) == jnp.float64
+        key = disk_key(self.fun, leaves, in_skeleton, static, x64, options)
+        if key is None:
+            return None
+        avals = [
+            jax.ShapeDtypeStruct(np.shape(a), jax.dtypes.canonicalize_dtype(a.dtype), weak_type=bool(getattr(a, "weak_type", False)))
+            for a in leaves
+        ]
+        found = load(directory, key)
+        if found is None:
+            try:
+                found = self._export(in_def, static, avals)
+            except Exception:  # not exportable (a host callback, an effect): the plain path
+                return None
+            store(directory, key, *found)
+        exported, skeleton = found
+        out_def = jax.tree.structure(skeleton)
+        with _filtered_stderr():
+            program = jax.jit(exported.call).lower(*avals).compile(compiler_options=options)
+        return lambda dyn: jax.tree.unflatten(out_def, program(*jax.tree.leaves(dyn)))
+
+    def _export(self, in_def, static, avals) -> tuple[Any, Any]:
+        """(``jax.export.Exported`` of the flat program, the skeleton of its output pytree)."""
+        skeletons: list = []
+
+        def run_flat(*flat):
+            args, kwargs = eqx.combine(jax.tree.unflatten(in_def, flat), static)
+            out_leaves, out_def = jax.tree.flatten(self.fun(*args, **kwargs))
+            skeletons.append(jax.tree.unflatten(out_def, [0] * len(out_leaves)))
+            return out_leaves
+
+        with matmul_precision():
+            exported = jax.export.export(jax.jit(run_flat))(*avals)
+        return exported, skeletons[-1]
 
     def __call__(self, *args, **kwargs):
         dynamic, static = eqx.partition((args, kwargs), eqx.is_array)

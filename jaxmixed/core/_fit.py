@@ -248,6 +248,7 @@ def _free_hessian(phi, zero, stats, reml):
 
 
 @_optimum.def_bwd
+@highest_precision  # traced in the backward pass, after the decorated caller returned
 def _optimum_bwd(residuals, grad_obj, perturbed, stats, options):
     del perturbed
     opt: _Optimum = residuals

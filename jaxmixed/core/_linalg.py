@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jaxtyping import Array, Float, Int
 
+from ._precision import highest_precision
 from ._typing import HostOrDevice
 
 __all__ = [
@@ -172,6 +173,7 @@ def _logdet_quad_fwd(s, t):
     return (log_det_from_chol(chol), r.T @ r), (chol, r)
 
 
+@highest_precision  # traced in the backward pass, after the decorated caller returned
 def _logdet_quad_bwd(residuals, cotangents):
     chol, r = residuals
     g_logdet, g_quad = cotangents
@@ -219,6 +221,7 @@ def _pair_sum_fwd(w, pairs, size):
     return pair_sum(w, pairs, size), (pairs, w)
 
 
+@highest_precision  # traced in the backward pass, after the decorated caller returned
 def _pair_sum_bwd(size, residuals, g):
     pairs, w = residuals
     n_levels = w.shape[0]

@@ -83,7 +83,9 @@ PROFILE_SOLVER = LBFGS(max_steps=1000, gtol=1e-10, ftol=1e-11)
 SD_FLOOR = 1e-6
 COR_MARGIN = 1e-10
 # A start at the boundary moves off it by this much (D is even in each sd: its gradient
-# vanishes at sd = 0, which the solver would never leave): sd = START_SD·σ̂,
+# vanishes at sd = 0, which the solver would never leave): sd = START_SD·σ̂·z_k (z_k
+# the term's column scale, ``sd_units``: the floor is START_SD in the fit's standardised
+# units, whatever the covariate's units),
 # |cor| <= 1 − START_COR.
 START_SD = 0.05
 START_COR = 5e-3
@@ -246,7 +248,8 @@ def to_solver(values, kinds):
     edge = 1.0 - COR_MARGIN
     cor = xp.arcsin(xp.clip(xp.where(kinds == COR, values, 0.0), -edge, edge))
     out = xp.where(kinds == COR, cor, values)
-    return xp.where(kinds == SIGMA, xp.log(xp.where(kinds == SIGMA, values, 1.0)), out)
+    with np.errstate(divide="ignore"):  # a σ of 0 (a point that failed) is at −inf
+        return xp.where(kinds == SIGMA, xp.log(xp.where(kinds == SIGMA, values, 1.0)), out)
 
 
 def internal(values, kinds):
@@ -395,7 +398,7 @@ class QuadraticApproximation(eqx.Module):
         move per unit of parameter w (the implicit function theorem's ``dx*/dψ_w`` of
         the quadratic); 0 where Σ_ww ≤ 0."""
         cov, diag, ok = self._diag()
-        return np.where(ok[:, None], cov[:, :n_x] / diag[:, None], 0.0)
+        return np.nan_to_num(np.where(ok[:, None], cov[:, :n_x] / diag[:, None], 0.0), nan=0.0)
 
     def factors(self, n_x: int) -> np.ndarray:
         """(m, n_x, n_x) per parameter w, a lower-triangular P with ``PPᵀ`` the inverse
@@ -406,11 +409,12 @@ class QuadraticApproximation(eqx.Module):
         cov, diag, ok = self._diag()
         m = len(diag)
         out = np.tile(np.eye(n_x), (m, 1, 1))
+        unknown = ~ok[:n_x]  # no curvature known there: that coordinate unscaled
         for w in np.flatnonzero(ok):
             cond = 0.5 * (cov[:n_x, :n_x] - np.outer(cov[:n_x, w], cov[w, :n_x]) / diag[w])
-            if w < n_x:
-                cond[w, :] = cond[:, w] = 0.0
-                cond[w, w] = 1.0
+            for k in ([w] if w < n_x else []) + list(np.flatnonzero(unknown)):
+                cond[k, :] = cond[:, k] = 0.0
+                cond[k, k] = 1.0
             try:
                 out[w] = np.linalg.cholesky(0.5 * (cond + cond.T))
             except np.linalg.LinAlgError:
@@ -424,17 +428,36 @@ def quadratic_approximation(
     """:class:`QuadraticApproximation` at x (n_x,) and β (p,), user units."""
     z = jnp.concatenate([x, beta])
     # Reverse over reverse: the pair sums of the dense block are a custom VJP (no jvp).
-    hess = jax.jacrev(jax.grad(lambda v: _joint_deviance(v, stats, layout)))(z)
-    return QuadraticApproximation(covariance=2.0 * jnp.linalg.inv(0.5 * (hess + hess.T)))
+    raw = jnp.asarray(jax.jacrev(jax.grad(lambda v: _joint_deviance(v, stats, layout)))(z))
+    hess = 0.5 * (raw + raw.T)
+    # A parameter D does not depend on there (the correlations of a term whose sd is 0)
+    # has a zero row: inverted on the others, its own entries NaN (unknown).
+    scale = jnp.max(jnp.abs(hess))
+    flat = jnp.max(jnp.abs(hess), axis=1) <= 1e-12 * scale
+    both = flat[:, None] | flat[None, :]
+    cov = 2.0 * jnp.linalg.inv(jnp.where(both, 0.0, hess) + jnp.diag(flat.astype(hess.dtype)))
+    return QuadraticApproximation(covariance=jnp.asarray(jnp.where(both, jnp.nan, cov)))
 
 
-def start_point(psi_hat: Float[np.ndarray, "*K m"], layout: ProfileLayout) -> Float[np.ndarray, "*K n_x"]:
-    """x₀ (n_x,): ψ̂'s variance parameters moved off their bounds (see START_SD); rows
-    of a (K, m) ``psi_hat`` each."""
+def sd_units(stats: ModelStatistics, layout: ProfileLayout) -> Float[np.ndarray, " n_x"]:
+    """(n_x,) per sd the scale z_k of its column of Z (``Λ = S Λ̃``): an sd of σ·z_k is
+    1 in the fit's standardised units; 1 for the other parameters."""
+    units = np.ones(layout.n_x)
+    for (f, a, b), (k, q) in zip(layout.terms, layout._term_offsets(), strict=True):
+        units[k : k + q] = np.asarray(stats.design.scaling.z_scale[f], float)[a:b]
+    return units
+
+
+def start_point(
+    psi_hat: Float[np.ndarray, "*K m"], layout: ProfileLayout, units: Float[np.ndarray, " n_x"] | None = None
+) -> Float[np.ndarray, "*K n_x"]:
+    """x₀ (n_x,): ψ̂'s variance parameters moved off their bounds (see START_SD; ``units``
+    from :func:`sd_units`, default 1); rows of a (K, m) ``psi_hat`` each."""
     kinds = layout.kinds[: layout.n_x]
+    units = np.ones(layout.n_x) if units is None else units
     v = np.asarray(psi_hat, float)[..., : layout.n_x]
     sigma = v[..., -1:]
-    v = np.where(kinds == SD, np.maximum(v, START_SD * sigma), v)
+    v = np.where(kinds == SD, np.maximum(v, START_SD * sigma * units), v)
     v = np.where(kinds == COR, np.clip(v, -1 + START_COR, 1 - START_COR), v)
     return np.asarray(to_solver(v, kinds), float)
 
@@ -548,11 +571,11 @@ def _side_values(g: _Grid, side: float, targets, found: _Found | None, w: int, s
     return _next_values(g.u_hat, found.u[mine, w], found.zeta[mine], side, targets, g.lo, g.hi)
 
 
-def _off_bounds(x: Float[np.ndarray, "K n_x"], layout: ProfileLayout) -> np.ndarray:
+def _off_bounds(x: Float[np.ndarray, "K n_x"], layout: ProfileLayout, units: np.ndarray) -> np.ndarray:
     """Starts (K, n_x) moved off the bounds as :func:`start_point` moves ψ̂: |sd| at
-    least START_SD·σ (its sign kept), |cor| at most 1 − START_COR."""
+    least START_SD·σ·z_k (its sign kept), |cor| at most 1 − START_COR."""
     kinds = layout.kinds[: layout.n_x]
-    floor = START_SD * np.exp(x[:, -1:])
+    floor = START_SD * np.exp(x[:, -1:]) * units
     sd = np.where(x < 0, -1.0, 1.0) * np.maximum(np.abs(x), floor)
     edge = np.arcsin(1 - START_COR)
     x = np.where(kinds == SD, sd, x)
@@ -619,6 +642,7 @@ def _warm_starts(
     anchor: tuple[np.ndarray, np.ndarray],
     slopes: np.ndarray,
     layout: ProfileLayout,
+    units: np.ndarray,
 ) -> np.ndarray:
     """(K, n_x) starts near each point's solution (fewer L-BFGS steps: the slowest
     point sets the vmapped loop's length); ``held`` (K,) each point's held value, user units.
@@ -644,7 +668,7 @@ def _warm_starts(
             t_known = np.concatenate([t_known, found_z[ok, w]])
             x_known = np.concatenate([x_known, found_z[ok, :n_x]])
         starts[lanes] = _along(t_known, x_known, t[lanes], slopes[w])
-    starts = _off_bounds(starts, layout)
+    starts = _off_bounds(starts, layout, units)
     var_lanes = np.flatnonzero(var)  # the held coordinate at its value, where the solver holds it
     starts[var_lanes, which[var_lanes]] = t[var_lanes]
     return _positive_definite(starts, which, layout)
@@ -677,6 +701,7 @@ def profile_grid(
     cutoff: float,
     n_points: int = 8,
     max_rounds: int = 4,
+    units: Float[np.ndarray, " n_x"] | None = None,
 ) -> ProfileTrace:
     """Rounds of :func:`profile_points` until every side passes ``cutoff`` or its bound.
 
@@ -693,9 +718,12 @@ def profile_grid(
     sigma = float(psi_hat[layout.n_x - 1])
     lo, hi = _bounds(kinds, sigma)
     u_hat = np.asarray(internal(np.asarray(psi_hat, float), kinds), float)
-    # The quadratic's step per unit of ζ, from its z-coordinates to the grid's (d log sd = d sd/sd).
-    with np.errstate(divide="ignore"):  # an sd of 0: at its bound, se unused
-        se = quadratic.se / np.where(kinds == SD, np.abs(psi_hat), 1.0)
+    # The quadratic's step per unit of ζ, from its z-coordinates to the grid's: d log sd =
+    # d sd / sd, and d atanh r = d asin r / sqrt(1 − r²).
+    per_unit = np.where(kinds == SD, np.abs(psi_hat), 1.0)
+    per_unit = np.where(kinds == COR, np.sqrt(np.clip(1.0 - np.asarray(psi_hat, float) ** 2, 0.0, 1.0)), per_unit)
+    with np.errstate(divide="ignore", invalid="ignore"):  # an sd of 0 or |cor| 1: at a bound, se unused
+        se = quadratic.se / per_unit
     se = np.where(np.isfinite(se) & (se > 0), se, 1.0)
     slopes, factors = quadratic.slopes(layout.n_x), quadratic.factors(layout.n_x)
     grids = [_Grid(u_hat[w], se[w], lo[w], hi[w], not u_hat[w] > lo[w]) for w in range(m)]
@@ -706,13 +734,14 @@ def profile_grid(
     which = np.repeat([w for w, _ in streams], len(fractions))
     rows: list[ProfilePoints] = []
     found = None
-    x0 = np.asarray(start_point(psi_hat, layout), float)
+    units = np.ones(layout.n_x) if units is None else np.asarray(units, float)
+    x0 = np.asarray(start_point(psi_hat, layout, units), float)
     anchor = (np.concatenate([x0, np.asarray(psi_hat, float)[layout.n_x :]]), x0)
     for r in range(max_rounds):
         targets = cutoff * (fractions - (0.5 if r % 2 else 0.0))
         u = np.concatenate([_side_values(grids[w], s, targets, found, w, sigma) for w, s in streams])
         held = _to_user(u, kinds[which])
-        starts = _warm_starts(found, which, held, anchor, slopes, layout)
+        starts = _warm_starts(found, which, held, anchor, slopes, layout, units)
         rows.append(jax.tree.map(np.asarray, evaluate(which, held, starts, factors[which])))
         found = _found(rows, which, psi_hat, base, kinds)
         if r >= 1 and all(_side_done(grids[w], s, found, w, cutoff) for w, s in streams):
@@ -781,6 +810,8 @@ def _side_limit(u: np.ndarray, zeta: np.ndarray, target: float) -> tuple[float |
     for k in range(1, len(a)):  # (the same ζ up to round-off) would distort the slopes
         if a[k] >= a[keep[-1]] + MIN_ZETA_GAP:
             keep.append(k)
+        elif k == len(a) - 1 and a[k] > a[keep[-1]] and len(keep) > 1:
+            keep[-1] = k  # the outermost point stands for its near-duplicate: the side's reach
     u, a = u[keep], a[keep]
     if len(a) >= 2 and a[-1] >= abs(target):
         return _pchip(a, u, abs(target)), False
@@ -803,7 +834,8 @@ def parameter_limits(
     m = len(kinds)
     lower, upper, monotone = np.full(m, np.nan), np.full(m, np.nan), np.ones(m, bool)
     for w in range(m):
-        mine = (trace.which == w) & np.isfinite(trace.zeta)
+        # Points whose re-optimisation did not converge are left out (their ζ is too high).
+        mine = (trace.which == w) & np.isfinite(trace.zeta) & np.asarray(trace.converged, bool)
         u = np.asarray(internal(trace.params[mine, w], np.full(int(mine.sum()), kinds[w])), float)
         zeta = trace.zeta[mine]
         ok = np.isfinite(u)

@@ -370,7 +370,9 @@ def response_statistics(
     y = y / big  # no overflow in the squares below, whatever the units
     shift = x.T @ y
     resid = y - x @ shift
-    spread = jnp.sqrt(jnp.mean(resid * resid))
+    # Over the real rows (padded rows are 0): the scale, and so the constant-response
+    # test, do not depend on how far the rows were padded.
+    spread = jnp.sqrt(jnp.sum(resid * resid) / jnp.asarray(design.n_obs, resid.dtype))
     rms = jnp.where(spread > 0, spread, 1.0)
     resid = resid / rms
     z1 = rows.Z[0]

@@ -36,6 +36,7 @@ from ..core._profile import (
     profile_grid,
     profile_points,
     quadratic_approximation,
+    sd_units,
     start_point,
 )
 from ..core._statistics import ModelStatistics, model_statistics
@@ -145,8 +146,9 @@ def _cutoff(alphamax: float, n_params: int) -> float:
 
 class ProfileProblem(eqx.Module):
     """What every profile point of one model shares: the statistics, the
-    parameters' layout, the ML optimum ψ̂ (m,) and deviance, the start x₀ and the
-    deviance's quadratic approximation there (host arrays)."""
+    parameters' layout, the ML optimum ψ̂ (m,) and deviance, the start x₀, the
+    deviance's quadratic approximation there (host arrays) and the sds' column
+    scales (``core._profile.sd_units``)."""
 
     stats: ModelStatistics
     layout: ProfileLayout
@@ -154,6 +156,7 @@ class ProfileProblem(eqx.Module):
     deviance: float
     x0: jax.Array
     quadratic: QuadraticApproximation
+    units: np.ndarray
 
     def evaluate(
         self,
@@ -195,12 +198,13 @@ def profile_problem(results: MixedModelResults) -> ProfileProblem:
     fit_ml = jax.tree.map(np.asarray, fit_design(results.design, results.arrays, options, dtype=dtype))
     warn_unconverged(fit_ml)
     psi_hat = np.asarray(optimum(fit_ml, layout), float)
-    x0 = jnp.asarray(start_point(psi_hat, layout), dtype)
+    units = sd_units(stats, layout)
+    x0 = jnp.asarray(start_point(psi_hat, layout, units), dtype)
     beta = jnp.asarray(psi_hat[layout.n_x :], dtype)
     x_hat = jnp.asarray(optimum_x(psi_hat, layout), dtype)
     quadratic = jax.tree.map(np.asarray, _jit_quadratic(stats, layout, x_hat, beta))
     assert isinstance(quadratic, QuadraticApproximation)
-    return ProfileProblem(stats, layout, psi_hat, float(fit_ml.objective), x0, quadratic)
+    return ProfileProblem(stats, layout, psi_hat, float(fit_ml.objective), x0, quadratic, units)
 
 
 def profile_model(results: MixedModelResults, *, alphamax: float = 0.01, n_points: int = 8) -> ProfileResults:
@@ -217,6 +221,7 @@ def profile_model(results: MixedModelResults, *, alphamax: float = 0.01, n_point
             problem.layout,
             cutoff=_cutoff(alphamax, len(problem.psi_hat)),
             n_points=n_points,
+            units=problem.units,
         )
     n_bad = int(np.sum(~np.asarray(trace.converged, bool)))
     if n_bad:
