@@ -21,6 +21,9 @@ _CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compila
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))  # inherited by subprocesses
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Exporting each program costs 0.1-0.3 s more per compilation, hundreds of times in the
+# suite: off here, and test_export_cache runs its processes with it on.
+os.environ.setdefault("JAXMIXED_EXPORT_CACHE", "0")
 
 DATA = Path(__file__).parent / "data"
 

@@ -32,6 +32,7 @@ print(json.dumps({"objective": m.objective.hex(), "theta": [float(t).hex() for t
 def _run(cache) -> dict:
     env = dict(os.environ, JAXMIXED_COMPILATION_CACHE=str(cache))
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the suite's shared cache: this test's own instead
+    env.pop("JAXMIXED_EXPORT_CACHE", None)  # off in the rest of the suite (conftest)
     out = subprocess.run([sys.executable, "-c", _FIT], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -88,3 +89,13 @@ def test_export_keeps_the_output_structure():
     program = CompiledFunction(ec.__dict__["prune"])  # any module-level function has a name
     assert ec._exportable(program.fun) == "jaxmixed.core._export_cache.prune"
     assert jax.tree.structure({"a": 0, "b": (0, 0)}) == jax.tree.structure({"a": 1, "b": (2, 3)})
+
+
+def test_the_switch_turns_exports_off(monkeypatch, tmp_path):
+    from jaxmixed.core import _compile
+
+    monkeypatch.setattr(_compile._SETTINGS, "cache_dir", str(tmp_path))
+    monkeypatch.setenv("JAXMIXED_EXPORT_CACHE", "1")
+    assert _compile.export_directory() == tmp_path / "export"
+    monkeypatch.setenv("JAXMIXED_EXPORT_CACHE", "0")
+    assert _compile.export_directory() is None

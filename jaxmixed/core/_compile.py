@@ -182,9 +182,15 @@ def _decide_cache() -> None:
                 set_compilation_cache(None)
 
 
+_EXPORT_SWITCH = "JAXMIXED_EXPORT_CACHE"  # "0"/"off"/"false"/"no": programs not exported
+
+
 def export_directory() -> Path | None:
     """Where exported programs go: ``export/`` in the compilation cache's directory
-    (jaxmixed's, or the one the user chose for JAX); None without a disk cache."""
+    (jaxmixed's, or the one the user chose for JAX); None without a disk cache or with
+    ``JAXMIXED_EXPORT_CACHE=0`` in the environment."""
+    if os.environ.get(_EXPORT_SWITCH, "").strip().lower() in ("0", "off", "false", "no"):
+        return None
     if _SETTINGS.cache_dir is not None:
         return Path(_SETTINGS.cache_dir) / "export"
     chosen = jax.config.jax_compilation_cache_dir  # pyright: ignore[reportAttributeAccessIssue]
