@@ -9,6 +9,7 @@ they are compared to 3e-4 relative, and the p-values to what that allows.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,15 +69,19 @@ def test_df_against_a_finite_difference_hessian(fits):
         phi = jnp.asarray(fit.fit_result.phi)
         free = np.arange(phi.shape[0])
         zero = jnp.zeros(phi.shape[0], bool)
-        exact = satterthwaite(stats, phi, tuple(int(k) for k in free), True, jnp.eye(1))
+        exact = eqx.filter_jit(satterthwaite)(stats, phi, tuple(int(k) for k in free), True, jnp.eye(1))
         _, r2 = inf._criterion(inf._factorize(phi, stats, zero), stats, True)
         psi = np.concatenate([np.asarray(phi), [0.5 * np.log(float(r2) / float(inf._dof(stats, True)))]])
 
+        # compiled once each: evaluated op by op the 4m² + 2m points took 40 s
+        dev_jit = jax.jit(lambda x: inf._deviance(x, phi, free, zero, stats, True))
+        var_jit = jax.jit(lambda x: inf._covariance(x, phi, free, zero, stats)[0, 0])
+
         def dev(x):
-            return float(inf._deviance(jnp.asarray(x), phi, free, zero, stats, True))
+            return float(dev_jit(jnp.asarray(x)))
 
         def var(x):
-            return float(inf._covariance(jnp.asarray(x), phi, free, zero, stats)[0, 0])
+            return float(var_jit(jnp.asarray(x)))
 
         m, h = len(psi), 1e-4
         hess = np.zeros((m, m))

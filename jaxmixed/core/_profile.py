@@ -241,25 +241,27 @@ def _user_params(
     return jnp.concatenate([var, beta])
 
 
+def _coordinates(values, kinds, cor_map, *, log_sd: bool):
+    """``values`` with each correlation through ``cor_map``, each σ (and each sd when
+    ``log_sd``) logged, the rest unchanged; numpy or jax by the input."""
+    xp = jnp if isinstance(values, jax.Array) else np
+    logged = (kinds == SIGMA) | ((kinds == SD) & log_sd)
+    safe_cor = xp.where(kinds == COR, values, 0.0)
+    with np.errstate(divide="ignore"):  # an sd or σ of 0 (boundary, failed point) is at −inf
+        out = xp.where(kinds == COR, cor_map(xp, safe_cor), values)
+        return xp.where(logged, xp.log(xp.where(logged, values, 1.0)), out)
+
+
 def to_solver(values, kinds):
     """The solver's x-coordinates (sd, asin cor, log σ) of user-unit variance
     parameters; a correlation is first kept COR_MARGIN inside ±1."""
-    xp = jnp if isinstance(values, jax.Array) else np
     edge = 1.0 - COR_MARGIN
-    cor = xp.arcsin(xp.clip(xp.where(kinds == COR, values, 0.0), -edge, edge))
-    out = xp.where(kinds == COR, cor, values)
-    with np.errstate(divide="ignore"):  # a σ of 0 (a point that failed) is at −inf
-        return xp.where(kinds == SIGMA, xp.log(xp.where(kinds == SIGMA, values, 1.0)), out)
+    return _coordinates(values, kinds, lambda xp, c: xp.arcsin(xp.clip(c, -edge, edge)), log_sd=False)
 
 
 def internal(values, kinds):
     """The grid's u-coordinates (log sd, atanh cor, log σ; β unchanged) of user-unit values."""
-    xp = jnp if isinstance(values, jax.Array) else np
-    safe_cor = xp.where(kinds == COR, values, 0.0)
-    safe_pos = xp.where((kinds == SD) | (kinds == SIGMA), values, 1.0)
-    with np.errstate(divide="ignore"):  # an sd of 0 (at the boundary) is at −inf
-        out = xp.where(kinds == COR, xp.arctanh(safe_cor), values)
-        return xp.where((kinds == SD) | (kinds == SIGMA), xp.log(safe_pos), out)
+    return _coordinates(values, kinds, lambda xp, c: xp.arctanh(c), log_sd=True)
 
 
 class ProfilePoints(eqx.Module):

@@ -132,32 +132,33 @@ def fit_design(
     mesh: Mesh | None = None,
     memory_limit: int | None = None,
 ) -> FitResult:
-    """The fit of one built design (numpy leaves), its levels padded to bucket sizes
-    for the compile cache and the padding dropped from the result."""
+    """The fit of one built design (numpy leaves): the rows padded by :func:`padded_model`,
+    fitted on one device or with the rows split over ``mesh``, and the padded levels
+    dropped from the result."""
     with jax.enable_x64(True):
-        real_levels = [f.n_levels for f in design.factors]
-        rows = prepare(
-            design,
-            arrays,
-            dtype=dtype,
-            memory_limit=memory_limit,
-            n_levels=padded_levels(real_levels),
-            on_device=False,
-        )
-        result = _fit_rows(rows, arrays.y, options, mesh)
-        return drop_padded_levels(result, real_levels)
+        multiple = 1 if mesh is None else n_devices(mesh)
+        data, y, n_obs = padded_model(design, arrays, dtype, memory_limit=memory_limit, multiple=multiple)
+        if mesh is None:
+            result = jax.device_get(jit_fit_data(data, y, options, n_obs=n_obs))
+        else:
+            placed, (y_placed,) = shard_rows(data, [y], mesh)
+            result = to_host(jit_fit_data(placed, y_placed, options, n_obs=jnp.asarray(n_obs)))
+        return drop_padded_levels(result, [f.n_levels for f in design.factors])
 
 
 def padded_model(
-    design: Design, arrays: ModelArrays, dtype: Any
+    design: Design, arrays: ModelArrays, dtype: Any, *, memory_limit: int | None = None, multiple: int = 1
 ) -> tuple[ModelData, Float[np.ndarray, " n_padded"], Float[np.ndarray, ""]]:
-    """The rows padded as :func:`fit_design` pads them (levels, rows, cross entries), so
-    that programs run on them after a fit (Satterthwaite's derivatives, the profile) are
-    shared by every data set of the structure and a similar size: (the rows, y padded with
-    zeros, ``n_obs`` the real row count to pass to the statistics). Host arrays."""
+    """The rows as :func:`fit_design` fits them: levels, rows (to a multiple of
+    ``multiple``, the devices' count) and cross entries padded to bucket sizes, so that
+    data sets of one structure and a similar size share one program (the fit,
+    Satterthwaite's derivatives, the profile). Returns (the rows, y padded with zeros,
+    ``n_obs`` the real row count to pass to the statistics), host arrays."""
     real_levels = [f.n_levels for f in design.factors]
-    rows = prepare(design, arrays, dtype=dtype, n_levels=padded_levels(real_levels), on_device=False)
-    padded = pad_to_buckets(rows)
+    rows = prepare(
+        design, arrays, dtype=dtype, memory_limit=memory_limit, n_levels=padded_levels(real_levels), on_device=False
+    )
+    padded = pad_to_buckets(rows, multiple=multiple)
     n = len(arrays.y)
     y = np.pad(np.asarray(arrays.y, dtype), (0, padded.X.shape[0] - n))
     return padded, y, np.asarray(n, dtype)
@@ -179,20 +180,3 @@ def refit(
     result = fit_design(design, arrays, options, dtype=dtype)
     warn_unconverged(result)
     return build_results(design, arrays, result, options)
-
-
-def _fit_rows(
-    rows: ModelData, y: Float[np.ndarray, " n"], options: FitOptions, mesh: Mesh | None
-) -> FitResult:
-    """The compiled fit of ``rows`` (levels already padded) with response ``y``
-    (n,), its rows padded to their bucket size, on one device or with the rows
-    split over ``mesh``."""
-    dtype = rows.X.dtype
-    n = len(y)
-    padded = pad_to_buckets(rows, multiple=1 if mesh is None else n_devices(mesh))
-    y_padded = np.pad(np.asarray(y, dtype), (0, padded.X.shape[0] - n))
-    n_obs = np.asarray(n, dtype)
-    if mesh is None:
-        return jax.device_get(jit_fit_data(padded, y_padded, options, n_obs=n_obs))
-    placed, (y_placed,) = shard_rows(padded, [y_padded], mesh)
-    return to_host(jit_fit_data(placed, y_placed, options, n_obs=jnp.asarray(n_obs)))

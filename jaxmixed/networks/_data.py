@@ -89,6 +89,8 @@ def random_part(fit: RandomEffects, data: TrainingSet) -> Float[Array, " n"]:
 jit_random_part = eqx.filter_jit(highest_precision(random_part))
 
 
-def masked_mse(data: TrainingSet, pred: Float[Array, " n"]) -> Float[Array, ""]:
-    """Mean of ``(y − pred)²`` (scalar) over the real rows of ``data``."""
-    return jnp.sum(jnp.where(data.mask, (data.y - pred) ** 2, 0.0)) / data.n_obs
+def masked_mse(data: TrainingSet, pred: Float[Array, " n"], target: Float[Array, " n"] | None = None) -> Float[Array, ""]:
+    """Mean of ``(target − pred)²`` (scalar) over the real rows of ``data``; ``target``
+    (n,) defaults to the response ``data.y``."""
+    err = jnp.where(data.mask, (data.y if target is None else target) - pred, 0.0)
+    return jnp.sum(err * err) / data.n_obs

@@ -48,8 +48,7 @@ def _mse_chunk(
     opt = options.network_optimizer()
 
     def loss_fn(p):
-        err = jnp.where(data.mask, target - network_output(eqx.combine(p, static), data.x), 0.0)
-        return jnp.sum(err * err) / data.n_obs
+        return masked_mse(data, network_output(eqx.combine(p, static), data.x), target)
 
     def step(carry, _):
         p, s = carry
@@ -87,12 +86,6 @@ def _with_last(model: Any, weight: jax.Array, bias: jax.Array | None) -> Any:
     return eqx.tree_at(lambda m: (where(m).weight, where(m).bias), model, (weight, bias))
 
 
-def _target_mse(model: Callable, data: TrainingSet, target: Float[Array, " n"]) -> Float[Array, ""]:
-    """The mean of ``(target − f(x))²`` over the real rows."""
-    err = jnp.where(data.mask, target - network_output(model, data.x), 0.0)
-    return jnp.sum(err * err) / data.n_obs
-
-
 @eqx.filter_jit
 @highest_precision
 def _solve_last_layer(model: Any, data: TrainingSet, target: Float[Array, " n"]):
@@ -114,7 +107,8 @@ def _solve_last_layer(model: Any, data: TrainingSet, target: Float[Array, " n"])
     d = h.shape[1]
     dtype = layer.weight.dtype
     new = _with_last(model, coef[:d][None, :].astype(dtype), None if bias is None else coef[d:].astype(dtype))
-    return new, _target_mse(model, data, target), _target_mse(new, data, target)
+    before = masked_mse(data, network_output(model, data.x), target)
+    return new, before, masked_mse(data, network_output(new, data.x), target)
 
 
 class NetworkFixed:
