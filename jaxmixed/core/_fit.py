@@ -48,7 +48,7 @@ from ._covariance import diagonal_mask
 from ._objective import lambdas, scale_correction, solve, standard_criterion
 from ._options import FitOptions
 from ._precision import highest_precision
-from ._solvers import LBFGS
+from ._solvers import LBFGS, batched_like
 from ._statistics import ModelData, ModelStatistics, design_statistics, model_statistics
 from ._status import RESULTS, LoopStatus, is_converged, loop_status, to_results
 from ._tolerances import CONSTANT_SPREAD_EPS, START_FLOOR, resolve
@@ -214,6 +214,7 @@ def _optimize(stats: ModelStatistics, options: FitOptions) -> _Optimum:
     int0 = jnp.zeros((), jnp.int32)
     inf = jnp.asarray(jnp.inf, dtype)
     start = _Optimum(phi0, nothing, inf, jnp.zeros_like(phi0), int0, _SUCCESSFUL, jnp.zeros((), bool))
+    start = batched_like(start, stats.response.yty)  # one batching pass of the scan (see there)
     if not isinstance(options.solver, LBFGS):
         main = options.solver.minimise(lambda x: standard_criterion(x, stats, options.reml, nothing), phi0)
         start = _Optimum(main.params, nothing, main.value, main.grad, main.n_iter, main.status, start.revisit)
