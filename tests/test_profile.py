@@ -324,3 +324,29 @@ def test_unknown_curvature_is_left_unscaled():
         assert np.all(np.isfinite(p)) and p[2, 2] == 1.0 and p[2, 0] == p[2, 1] == 0.0
     cond = 0.5 * (cov[:2, :2] - np.outer(cov[:2, 3], cov[3, :2]) / cov[3, 3])  # β held: x's conditional
     np.testing.assert_allclose((factors[3] @ factors[3].T)[:2, :2], cond, rtol=1e-6)  # float32 Σ
+
+
+def test_a_flat_hessian_row_is_unknown_and_the_rest_exact(fits):
+    """With the slope's sd at exactly 0 the correlation enters D only through sd·cor: its
+    second derivative is 0 (its mixed one with the sd is not), its entries of the
+    approximation are NaN, and the others are the inverse of the Hessian without that row
+    and column (a dense reference), not NaN."""
+    from jaxmixed.core._profile import _joint_deviance, quadratic_approximation
+
+    with jax.enable_x64(True):
+        problem = profile_problem(fits["sleepstudy"])
+        layout, stats = problem.layout, problem.stats
+        n_x = layout.n_x
+        x = optimum_x(problem.psi_hat, layout)
+        x[1] = 0.0  # sleepstudy's x: sd(Intercept), sd(Days), asin(cor), log σ
+        beta = jnp.asarray(problem.psi_hat[n_x:])
+        approx = jax.jit(lambda s, x_, b: quadratic_approximation(s, layout, x_, b))(stats, jnp.asarray(x), beta)
+        z = jnp.concatenate([jnp.asarray(x), beta])
+        hess = np.asarray(jax.jit(jax.jacrev(jax.grad(lambda v: _joint_deviance(v, stats, layout))))(z))
+    cov = np.asarray(approx.covariance)
+    cor = int(np.flatnonzero(layout.kinds == COR)[0])
+    assert abs(hess[cor, cor]) <= 1e-12 * np.abs(hess).max() and np.abs(hess[cor]).max() > 1.0
+    assert np.all(np.isnan(cov[cor])) and np.all(np.isnan(cov[:, cor]))
+    rest = np.arange(len(z)) != cor
+    expected = 2.0 * np.linalg.inv(0.5 * (hess + hess.T)[np.ix_(rest, rest)])
+    np.testing.assert_allclose(cov[np.ix_(rest, rest)], expected, rtol=1e-8, atol=1e-12)

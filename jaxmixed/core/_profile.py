@@ -432,10 +432,11 @@ def quadratic_approximation(
     # Reverse over reverse: the pair sums of the dense block are a custom VJP (no jvp).
     raw = jnp.asarray(jax.jacrev(jax.grad(lambda v: _joint_deviance(v, stats, layout)))(z))
     hess = 0.5 * (raw + raw.T)
-    # A parameter D does not depend on there (the correlations of a term whose sd is 0)
-    # has a zero row: inverted on the others, its own entries NaN (unknown).
+    # A correlation of a term whose sd is 0 enters D only through sd·cor: its second
+    # derivative is 0 though its mixed one with that sd is not (found by a test). Such a
+    # parameter is unknown there: inverted on the others, its own entries NaN.
     scale = jnp.max(jnp.abs(hess))
-    flat = jnp.max(jnp.abs(hess), axis=1) <= 1e-12 * scale
+    flat = jnp.abs(jnp.diagonal(hess)) <= 1e-12 * scale
     both = flat[:, None] | flat[None, :]
     cov = 2.0 * jnp.linalg.inv(jnp.where(both, 0.0, hess) + jnp.diag(flat.astype(hess.dtype)))
     return QuadraticApproximation(covariance=jnp.asarray(jnp.where(both, jnp.nan, cov)))
