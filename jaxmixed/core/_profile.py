@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -241,14 +241,14 @@ def _user_params(
     return jnp.concatenate([var, beta])
 
 
-def _coordinates(values, kinds, cor_map, *, log_sd: bool):
+def _coordinates(values, kinds, cor_map, *, log_sd: bool) -> Any:
     """``values`` with each correlation through ``cor_map``, each σ (and each sd when
     ``log_sd``) logged, the rest unchanged; numpy or jax by the input."""
     xp = jnp if isinstance(values, jax.Array) else np
     logged = (kinds == SIGMA) | ((kinds == SD) & log_sd)
     safe_cor = xp.where(kinds == COR, values, 0.0)
     with np.errstate(divide="ignore"):  # an sd or σ of 0 (boundary, failed point) is at −inf
-        out = xp.where(kinds == COR, cor_map(xp, safe_cor), values)
+        out: Any = xp.where(kinds == COR, cor_map(xp, safe_cor), values)  # numpy or jax
         return xp.where(logged, xp.log(xp.where(logged, values, 1.0)), out)
 
 
@@ -295,7 +295,7 @@ def profile_point(
     kinds = jnp.asarray(layout.kinds)
     is_var = which < n_x
     held = jnp.arange(n_x, dtype=which.dtype) == jnp.where(is_var, which, -1)
-    fixed_x = to_solver(value, kinds[which])
+    fixed_x = jnp.asarray(to_solver(value, kinds[which]))
     j = jnp.clip(which - n_x, 0, max(layout.n_fixed - 1, 0))
     con = _constraint(stats, j, value, ~is_var)
     root_sd = jnp.asarray(layout.root_sds)[which]
