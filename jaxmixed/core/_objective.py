@@ -50,7 +50,7 @@ from ._linalg import (
 from ._precision import highest_precision
 from ._statistics import ModelStatistics
 
-__all__ = ["Solution", "objective", "solve", "standard_criterion"]
+__all__ = ["Modes", "Solution", "conditional_modes", "objective", "solve", "standard_criterion"]
 
 
 def _scalar_diagonal(lams: Sequence[jax.Array], layout: DenseLayout) -> jax.Array | None:
@@ -267,7 +267,7 @@ class Solution(eqx.Module):
 
 
 def _dense_modes(fac: _Factorization, stats: ModelStatistics, beta: jax.Array):
-    """b̃ of the dense factors, the chol of S, and ``C_j b₂`` summed per level."""
+    """û₂ and b̃₂ of the dense factors, the chol of S, and ``C_j b₂`` summed per level."""
     d = stats.design
     p = beta.shape[0]
     chol2 = jnp.linalg.cholesky(lower_as_symmetric(fac.schur), symmetrize_input=False)
@@ -281,7 +281,7 @@ def _dense_modes(fac: _Factorization, stats: ModelStatistics, beta: jax.Array):
     cb = jax.ops.segment_sum(
         d.cross_values * b2[dense.cross_column][:, None], dense.cross_level, d.ZtZ.shape[0]
     )
-    return b2, chol2, cb
+    return u2, b2, chol2, cb
 
 
 def _factor1_inner(fac: _Factorization, stats: ModelStatistics, g: jax.Array, s_inv: jax.Array):
@@ -326,27 +326,54 @@ def solve(
     vcov = sigma2 * (l_x_inv.T @ l_x_inv)
     lam1 = fac.lams[0]
     layout = stats.design.dense_layout
-    rhs1 = fac.r1[..., p] - fac.r1[..., :p] @ beta  # (J₁, q₁)
     g = batched_solve_lower(fac.chol1, jnp.broadcast_to(lam1.T, fac.chol1.shape))  # L_j⁻¹Λ₁ᵀ
-    bs, covs = [], []
+    modes = conditional_modes(fac, stats, beta)
+    covs = []
     if layout.size:
-        b2, chol2, cb = _dense_modes(fac, stats, beta)
-        rhs1 = rhs1 - batched_solve_lower(fac.chol1, (cb @ lam1)[..., None])[..., 0]
         # (A⁻¹)₁₁,j = L_j⁻ᵀ (I + B_j S⁻¹ B_jᵀ) L_j⁻¹ with B_j = L_j⁻¹Λ₁ᵀC_jΛ₂, so
         # B_j S⁻¹ B_jᵀ = G_j (C_j T C_jᵀ) G_jᵀ, T = Λ₂S⁻¹Λ₂ᵀ: a sum over the stored
         # pairs (each off-diagonal pair stands for itself and its mirror).
-        s_inv = inverse_from_chol(chol2)
+        s_inv = inverse_from_chol(modes.chol_schur)
         inner = _factor1_inner(fac, stats, g, s_inv)
     else:
         inner = jnp.broadcast_to(jnp.eye(lam1.shape[0], dtype=phi.dtype), fac.chol1.shape)
-    u1 = batched_solve_upper_t(fac.chol1, rhs1[..., None])[..., 0]
-    bs.append(u1 @ lam1.T)
     covs.append(sigma2 * jnp.einsum("jab,jac,jcd->jbd", g, inner, g))  # Λ L⁻ᵀ inner L⁻¹ Λᵀ
     if layout.size:
         for (off, j, q), lam in zip(layout.blocks, fac.lams[1:], strict=True):
-            bs.append(b2[off : off + j * q].reshape(j, q))
             cols = off + q * jnp.arange(j)[:, None] + jnp.arange(q)[None, :]  # (j, q)
             block_inv = s_inv[cols[:, :, None], cols[:, None, :]]  # diagonal blocks of S⁻¹
             block_inv = 0.5 * (block_inv + block_inv.transpose(0, 2, 1))  # exactly symmetric
             covs.append(sigma2 * jnp.einsum("ab,jbc,dc->jad", lam, block_inv, lam))
-    return Solution(beta, vcov, jnp.sqrt(sigma2), tuple(bs), tuple(covs), value)
+    return Solution(beta, vcov, jnp.sqrt(sigma2), modes.b, tuple(covs), value)
+
+
+class Modes(eqx.Module):
+    """The conditional modes at given β (standardised units): ``u`` per factor
+    (J_f, q_f) the spherical modes û, ``b`` per factor the modes b̃ = Λ̃û, and
+    ``chol_schur`` the Cholesky factor of the dense factors' Schur complement S
+    ((0, 0) with one factor)."""
+
+    u: tuple[Float[Array, "J q"], ...]
+    b: tuple[Float[Array, "J q"], ...]
+    chol_schur: Float[Array, "Q Q"]
+
+
+def conditional_modes(fac: _Factorization, stats: ModelStatistics, beta: Float[Array, " p"]) -> Modes:
+    """û = A⁻¹ Λ̃ᵀZ̃ᵀ(ỹ − Qβ) for any β (p,) in the standardised units (the profiled β̂
+    gives the LMM's modes; a fixed β the GLMM's PIRLS step), through the blocked factor."""
+    p = stats.n_fixed
+    lam1 = fac.lams[0]
+    layout = stats.design.dense_layout
+    rhs1 = fac.r1[..., p] - fac.r1[..., :p] @ beta  # (J₁, q₁)
+    us, bs = [], []
+    chol2 = jnp.zeros((0, 0), beta.dtype)
+    if layout.size:
+        u2, b2, chol2, cb = _dense_modes(fac, stats, beta)
+        rhs1 = rhs1 - batched_solve_lower(fac.chol1, (cb @ lam1)[..., None])[..., 0]
+    u1 = batched_solve_upper_t(fac.chol1, rhs1[..., None])[..., 0]
+    us.append(u1)
+    bs.append(u1 @ lam1.T)
+    if layout.size:
+        us.extend(u2[off : off + j * q].reshape(j, q) for off, j, q in layout.blocks)
+        bs.extend(b2[off : off + j * q].reshape(j, q) for off, j, q in layout.blocks)
+    return Modes(tuple(us), tuple(bs), chol2)
