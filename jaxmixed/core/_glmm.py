@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from ._agq import agq_deviance, check_agq
 from ._family import Binomial, Family
 from ._laplace import laplace_deviance, user_lambdas
 from ._precision import highest_precision
@@ -53,7 +54,7 @@ class GLMMResult(eqx.Module):
 
     ``theta`` (n_params,) lme4's θ (diagonal entries ≥ 0, exactly 0 at a boundary);
     ``beta`` (p,); ``vcov_beta`` (p, p) from the Hessian; ``hessian`` (n_params + p,
-    n_params + p) of the deviance in (θ, β); ``deviance``: −2 log L (Laplace, every
+    n_params + p) of the deviance in (θ, β); ``deviance``: −2 log L (Laplace or quadrature, every
     constant); ``u`` and ``b`` per factor (J_f, q_f): spherical and scaled
     conditional modes; ``result``, ``n_iter``, ``grad_norm`` from the solver;
     ``pirls_converged``: PIRLS settled at the optimum; ``at_boundary``: the diagonal
@@ -87,17 +88,26 @@ class _Problem(eqx.Module):
     offset: jax.Array
     n_obs: jax.Array | None
     n_theta: int = eqx.field(static=True)
+    n_nodes: int = eqx.field(static=True, default=1)
 
     def laplace(self, x: jax.Array):
         theta, beta = x[: self.n_theta], x[self.n_theta :]
         return laplace_deviance(theta, beta, self.data, self.y, self.family, offset=self.offset, n_obs=self.n_obs)
+
+    def deviance(self, x: jax.Array) -> jax.Array:
+        """−2 log L at x = (θ, β): Laplace, or adaptive quadrature with ``n_nodes`` > 1."""
+        if self.n_nodes == 1:
+            return self.laplace(x).deviance
+        theta, beta = x[: self.n_theta], x[self.n_theta :]
+        args = (self.data, self.y, self.family, self.n_nodes)
+        return agq_deviance(theta, beta, *args, offset=self.offset, n_obs=self.n_obs)[0]
 
 
 def _value_and_forward_grad(problem: _Problem, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(deviance, its gradient) at x, the gradient by one forward tangent per entry."""
 
     def along(v):
-        return jax.jvp(lambda z: problem.laplace(z).deviance, (x,), (v,))
+        return jax.jvp(problem.deviance, (x,), (v,))
 
     values, slopes = jax.vmap(along)(jnp.eye(x.shape[0], dtype=x.dtype))
     return values[0], slopes
@@ -105,7 +115,7 @@ def _value_and_forward_grad(problem: _Problem, x: jax.Array) -> tuple[jax.Array,
 
 @eqx.filter_custom_vjp
 def _deviance(x: jax.Array, problem: _Problem) -> jax.Array:
-    return problem.laplace(x).deviance
+    return problem.deviance(x)
 
 
 @_deviance.def_fwd
@@ -166,13 +176,17 @@ def fit_glmm_data(
     offset: Float[Array, " n"] | None = None,
     n_obs: jax.Array | int | None = None,
     solver: AbstractSolver | None = None,
+    nagq: int = 1,
 ) -> GLMMResult:
     """Fits the GLMM by the Laplace approximation (see the module docstring).
 
     ``data.weights``: prior weights (binomial trials; 0 on padded rows); ``y`` (n,)
     in the family's convention (binomial: proportions). ``solver``: default
-    ``LBFGS()``. Pure JAX: jittable and vmappable.
+    ``LBFGS()``. ``nagq``: 1 (default) the Laplace approximation; 2–25 adaptive
+    Gauss–Hermite quadrature (``_agq``; one scalar random effect per level). Pure JAX:
+    jittable and vmappable.
     """
+    check_agq(data, nagq)
     if len(data.structures) > 1:
         raise NotImplementedError(
             f"fit_glmm_data fits one grouping factor for now, got {len(data.structures)}: the crossed "
@@ -181,7 +195,8 @@ def fit_glmm_data(
     dtype = jnp.asarray(data.X).dtype
     offset = jnp.zeros(y.shape, dtype) if offset is None else offset
     n_theta = sum(st.n_params for st in data.structures)
-    problem = _Problem(data, y, family, offset, None if n_obs is None else jnp.asarray(n_obs), n_theta)
+    n_obs = None if n_obs is None else jnp.asarray(n_obs)
+    problem = _Problem(data, y, family, offset, n_obs, n_theta, nagq)
     x0 = jnp.concatenate([_theta_start(data, dtype), glm_start(data, y, family, offset)])
     solver = LBFGS() if solver is None else solver
     res = solver.minimise(lambda x: _deviance(x, problem), x0)
@@ -198,7 +213,7 @@ def fit_glmm_data(
         beta=x_hat[n_theta:],
         vcov_beta=vcov,
         hessian=hess,
-        deviance=at.deviance,
+        deviance=problem.deviance(x_hat),
         u=at.u,
         b=b,
         result=to_results(res.status),
