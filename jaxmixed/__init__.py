@@ -29,6 +29,7 @@ _LAZY = {
     "core": ".core",
     "design": ".design",
     "linear": ".linear",
+    "glmm": ".glmm",
     "networks": ".networks",
     "sklearn": ".sklearn",
     "list_datasets": "._datasets",
@@ -39,12 +40,16 @@ _LAZY = {
     "n_compiled_programs": ".core._compile",
     "set_compilation_cache": ".core._compile",
     "set_max_compiled_programs": ".core._compile",
+    "Binomial": ".core._family",
+    "Poisson": ".core._family",
     "BoundaryTrials": ".core._options",
     "FitOptions": ".core._options",
     "LBFGS": ".core._solvers",
     "OptaxSolver": ".core._solvers",
     "RESULTS": ".core._status",
     "FormulaError": ".design._formula",
+    "fit_glmm": ".glmm._api",
+    "GLMMResults": ".glmm._results",
     "anova": ".linear._anova",
     "ConvergenceWarning": ".linear._api",
     "fit_reml": ".linear._api",
@@ -63,7 +68,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
-    from . import core, design
+    from . import core, design, glmm
     from ._datasets import list_datasets, load_dataset, mixedml_simulation
     from .core._compile import (
         clear_compiled_programs,
@@ -72,10 +77,13 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         set_compilation_cache,
         set_max_compiled_programs,
     )
+    from .core._family import Binomial, Poisson
     from .core._options import BoundaryTrials, FitOptions
     from .core._solvers import LBFGS, OptaxSolver
     from .core._status import RESULTS
     from .design._formula import FormulaError
+    from .glmm._api import fit_glmm
+    from .glmm._results import GLMMResults
     from .linear._anova import anova
     from .linear._api import ConvergenceWarning, fit_reml
     from .linear._bootstrap import BootstrapResults
@@ -108,6 +116,11 @@ __version__ = "0.8.0"
 
 __all__ = [
     "anova",
+    "Binomial",
+    "fit_glmm",
+    "GLMMResults",
+    "glmm",
+    "Poisson",
     "BootstrapResults",
     "PowerCurve",
     "PowerResult",

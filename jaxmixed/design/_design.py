@@ -106,7 +106,12 @@ class Design:
 
 
 def build_design(
-    formula: str, data: pd.DataFrame, missing: str = "raise", weights: str | None = None
+    formula: str,
+    data: pd.DataFrame,
+    missing: str = "raise",
+    weights: str | None = None,
+    *,
+    levels_below_rows: bool = True,
 ) -> tuple[Design, ModelArrays]:
     """Validates the data and builds the model arrays for ``formula``.
 
@@ -118,6 +123,10 @@ def build_design(
             in the result.
         weights: the name of a column of positive prior weights (lme4's
             ``weights``: observation i has residual variance σ²/wᵢ), or None.
+        levels_below_rows: lmer's check that each factor has fewer levels than
+            rows (a linear model's residual would be confounded with them);
+            False for a GLMM, where an observation-level effect is identifiable
+            (glmer does not check it).
 
     Returns:
         The design (names, specs, factors) and the arrays: y (n,), X (n, p)
@@ -149,7 +158,7 @@ def build_design(
     groups = groupings(data, terms)
     random = assemble_factors(terms, groups)
     arrays = ModelArrays(y=fixed.y, X=kept.X, codes=random.codes, Z=random.Z, weights=w)
-    _check_identifiable(n, random.factors, kept.basis, terms, groups)
+    _check_identifiable(n, random.factors, kept.basis, terms, groups, levels_below_rows=levels_below_rows)
     design = Design(
         response=fixed.response,
         fixed_names=kept.names,
@@ -250,11 +259,14 @@ def _check_identifiable(
     basis: Float[np.ndarray, "n p"],
     terms: Sequence[TermBlock],
     groups: Mapping[tuple[str, ...], Grouping],
+    *,
+    levels_below_rows: bool = True,
 ) -> None:
     """lme4's checks of the numbers of levels and random effects against the n
-    observations, per factor; then, per term, that its random effects are not
-    all in the span of the fixed effects (``basis``: (n, p) orthonormal)."""
-    for info in factors:
+    observations, per factor (lmer's; not with ``levels_below_rows=False``); then,
+    per term, that its random effects are not all in the span of the fixed effects
+    (``basis``: (n, p) orthonormal)."""
+    for info in factors if levels_below_rows else ():
         sizes = [hi - lo for lo, hi in info.structure.term_slices]
         check_factor_size(info.name, info.n_levels, list(zip(info.term_names, sizes, strict=True)), n)
     for term in terms:
