@@ -78,6 +78,20 @@ def test_poisson_with_an_offset_column_matches_lme4(cbpp):
     np.testing.assert_allclose(fit.fixef, conv["fixef"], rtol=1e-5)
 
 
+def test_a_two_level_response_is_read_as_r_reads_it():
+    """A factor, string or boolean response: its first level is failure (0), as in R."""
+    from jaxmixed.glmm._response import RESPONSE, glmm_frame
+
+    frame = pd.DataFrame({"r": ["N", "Y", "Y", "N"], "g": list("aabb")})
+    _, out, _ = glmm_frame("r ~ 1 + (1 | g)", frame, None, None, binomial=True)
+    np.testing.assert_array_equal(out[RESPONSE], [0.0, 1.0, 1.0, 0.0])
+    flags = frame.assign(r=[True, False, True, True])
+    _, out, _ = glmm_frame("r ~ 1 + (1 | g)", flags, None, None, binomial=True)
+    np.testing.assert_array_equal(out[RESPONSE], [1.0, 0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="categorical with 3 levels"):
+        glmm_frame("r ~ 1 + (1 | g)", frame.assign(r=list("xyzx")), None, None, binomial=True)
+
+
 def test_bad_input_is_named(cbpp):
     with pytest.raises(ValueError, match="weights= must not be given too"):
         jm.fit_glmm(CBIND, cbpp, weights="size")
@@ -93,6 +107,19 @@ def test_bad_input_is_named(cbpp):
         jm.fit_glmm(CBIND, cbpp.assign(jaxmixed_glmm_response=1.0))
     with pytest.raises(ValueError, match="cbind\\(\\) of a binomial response takes"):
         jm.fit_glmm("cbind(incidence) ~ period + (1 | herd)", cbpp)
+    with pytest.raises(ValueError, match="cbind\\(successes, failures\\) is a binomial response"):
+        jm.fit_glmm(CBIND, cbpp, family="poisson")
+    with pytest.raises(ValueError, match="offset\\(\\) in the formula is not read yet"):
+        jm.fit_glmm("incidence ~ period + offset(log(size)) + (1 | herd)", cbpp, family="poisson")
+    with pytest.raises(ValueError, match="offset has 1 missing or non-finite"):
+        jm.fit_glmm(CBIND, cbpp, offset=np.r_[np.nan, np.zeros(len(cbpp) - 1)])
+    with pytest.raises(ValueError, match="nAGQ must be an integer from 1 to 25, got 2.7"):
+        jm.fit_glmm(CBIND, cbpp, nAGQ=2.7)
+    with pytest.raises(ValueError, match="nAGQ = 0"):
+        jm.fit_glmm(CBIND, cbpp, nAGQ=0)
+    with pytest.raises(ValueError, match="numbers of trials: 1 row"):
+        some = cbpp.assign(p=(cbpp["incidence"] > 0).astype(float))
+        jm.fit_glmm("p ~ period + (1 | herd)", some, weights=np.r_[1.5, np.ones(len(cbpp) - 1)])
     with pytest.raises(NotImplementedError, match="one grouping factor for now"):
         # an observation-level effect beside the herd's, as often fitted to cbpp
         obs = cbpp.assign(obs=[f"o{i}" for i in range(len(cbpp))])

@@ -7,17 +7,17 @@ product of one-dimensional integrals
     L_j = ∫ Π_{i∈j} f(yᵢ | ηᵢ = η⁰ᵢ + θu) φ(u) du,    η⁰ = offset + Xβ.
 
 Each is centred at its conditional mode ũⱼ (from PIRLS, ``_laplace``) and
-scaled by sⱼ = Aⱼ^(−1/2), Aⱼ = 1 + θ² Σ_{i∈j} wᵢ the level's block of the
+scaled by sⱼ = Aⱼ^(−1/2), Aⱼ = 1 + θ² Σ_{i∈j} wᵢzᵢ² the level's block of the
 PIRLS matrix at the mode (wᵢ the working weights): with the K Gauss–Hermite
 nodes xₖ and weights ωₖ (∫ e^(−x²) h(x) dx ≈ Σ ωₖ h(xₖ)),
 
     L_j ≈ √2 sⱼ Σₖ ωₖ e^(xₖ²) Π_{i∈j} f(yᵢ | ũⱼ + √2 sⱼ xₖ) φ(ũⱼ + √2 sⱼ xₖ).
 
 With K = 1 (node 0, weight √π) this is the Laplace approximation exactly.
-The deviance is −2 Σⱼ log Lⱼ with every constant of the density; lme4
-1.1-31's nAGQ > 1 deviance leaves out the saturated model's log-likelihood
-(its ``logLik`` is this one's plus Σ log f(yᵢ | μᵢ = yᵢ)); see the README of
-``tests/data``.
+(zᵢ the random effect's column of Z). The deviance is −2 Σⱼ log Lⱼ with every
+constant of the density; lme4 1.1-31's nAGQ > 1 deviance leaves out the
+saturated model's log-likelihood (its ``logLik`` is this one's minus
+Σ log f(yᵢ | μᵢ = yᵢ)); see the README of ``tests/data``.
 """
 
 from __future__ import annotations

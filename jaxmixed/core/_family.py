@@ -80,7 +80,8 @@ class Logit(Link):
 
     def inverse(self, eta):
         eps = _eps(eta)
-        mu = 1.0 / (1.0 + jnp.exp(-eta))
+        a = jnp.exp(-jnp.abs(eta))  # no overflow on either side (nor in its derivative)
+        mu = jnp.where(eta >= 0, 1.0 / (1.0 + a), a / (1.0 + a))
         return jnp.where(eta < -_LOGIT_THRESH, eps, jnp.where(eta > _LOGIT_THRESH, 1.0 - eps, mu))
 
     def mu_eta(self, eta):
@@ -174,7 +175,8 @@ class Family(eqx.Module):
 
     @abc.abstractmethod
     def log_likelihood(self, y, mu, weights) -> Float[Array, "*n"]:
-        """Each row's log-likelihood at μ, with every constant, shape of y."""
+        """Each row's log-likelihood at μ, with every constant; y, μ and the prior
+        weights of one shape (*n)."""
 
     @abc.abstractmethod
     def saturated_log_likelihood(self, y, weights) -> Float[Array, "*n"]:
@@ -225,6 +227,9 @@ class Binomial(Family):
                 f"{bad} row(s) are outside it"
             )
         k = y * weights
+        if np.any(weights != np.round(weights)):
+            bad = int(np.sum(weights != np.round(weights)))
+            raise ValueError(f"binomial weights are numbers of trials: {bad} row(s) are not whole numbers")
         off = ~np.isclose(k, np.round(k), rtol=0.0, atol=1e-7 * np.maximum(1.0, weights))
         if np.any(off):
             raise ValueError(

@@ -10,8 +10,9 @@ jointly over θ and β, as lme4's ``glmer`` does after its first stage:
    deviance depends on Λ only through ΛΛᵀ, so a negative diagonal entry is
    the same model as its absolute value (the column's sign flipped), and the
    reported θ has every diagonal entry ≥ 0. A variance driven to 0 ends
-   within the solver's tolerance of it; below ``SINGULAR_TOL`` it is reported
-   as exactly 0 (lme4's ``isSingular`` tolerance is 1e-4).
+   within the solver's tolerance of it: a diagonal entry below ``SINGULAR_TOL``
+   is set to exactly 0 (that entry alone) when the deviance does not rise by
+   more than ``BOUNDARY_TOL`` relative, and the fit is reported singular.
 3. **Standard errors** from the Hessian of the deviance in (θ, β), exact,
    as lme4's default ``vcov`` takes it by finite differences:
    ``vcov(β̂) = 2 (H⁻¹)_ββ``.
@@ -46,7 +47,8 @@ from ._status import RESULTS, is_converged, to_results
 __all__ = ["GLMMResult", "fit_glmm_data", "glm_start"]
 
 GLM_STEPS = 30  # IRLS steps of the start (Fisher scoring converges in a few)
-SINGULAR_TOL = 1e-4  # a diagonal entry of Λ below this is at the boundary (lme4's)
+SINGULAR_TOL = 1e-4  # a diagonal entry of Λ below this is tried at 0 (lme4's isSingular tolerance)
+BOUNDARY_TOL = 1e-7  # ...and kept there when the deviance rises by less than this, relative
 
 
 class GLMMResult(eqx.Module):
@@ -80,8 +82,9 @@ class GLMMResult(eqx.Module):
         return is_converged(self.result) & self.pirls_converged
 
 
-
 class _Problem(eqx.Module):
+    """What the deviance at x = (θ, β) (n_params + p,) depends on besides x."""
+
     data: ModelData
     y: jax.Array
     family: Family
@@ -115,6 +118,7 @@ def _value_and_forward_grad(problem: _Problem, x: jax.Array) -> tuple[jax.Array,
 
 @eqx.filter_custom_vjp
 def _deviance(x: jax.Array, problem: _Problem) -> jax.Array:
+    """The deviance at x, with a reverse-mode gradient from forward tangents."""
     return problem.deviance(x)
 
 
@@ -155,16 +159,35 @@ def _theta_start(data: ModelData, dtype) -> jax.Array:
     return jnp.asarray(_diagonal(data), dtype)
 
 
-def _normalised(theta: jax.Array, data: ModelData) -> jax.Array:
-    """θ with each Λ's columns signed so that its diagonal is ≥ 0 (the same ΛΛᵀ), and a
-    diagonal entry below ``SINGULAR_TOL`` set to exactly 0 with its column."""
+def _signed(theta: jax.Array, data: ModelData) -> jax.Array:
+    """θ with each Λ's columns signed so that its diagonal is ≥ 0: the same ΛΛᵀ."""
     out = []
     for lam, st in zip(user_lambdas(theta, data), data.structures, strict=True):
-        diag = jnp.diagonal(lam)
-        sign = jnp.where(jnp.abs(diag) < SINGULAR_TOL, 0.0, jnp.where(diag < 0, -1.0, 1.0))
-        lam = lam * sign[None, :]
-        out.append(lam[np.asarray(st.rows), np.asarray(st.cols)])
+        sign = jnp.where(jnp.diagonal(lam) < 0, -1.0, 1.0)
+        out.append((lam * sign[None, :])[np.asarray(st.rows), np.asarray(st.cols)])
     return jnp.concatenate(out)
+
+
+def _zero_boundary(x: jax.Array, problem: _Problem) -> jax.Array:
+    """Each diagonal entry of θ below ``SINGULAR_TOL`` set to exactly 0 (alone: the rest
+    of its column stays) where the deviance does not rise by more than
+    ``BOUNDARY_TOL`` relative: the optimiser stops short of a boundary, where the
+    gradient vanishes with the entry."""
+    value = problem.deviance(x)
+    for i in np.flatnonzero(_diagonal(problem.data)):
+        trial = x.at[i].set(0.0)
+        no_worse = problem.deviance(trial) <= value + BOUNDARY_TOL * (1.0 + jnp.abs(value))
+        x = jnp.where((jnp.abs(x[i]) < SINGULAR_TOL) & no_worse, trial, x)
+    return x
+
+
+def _vcov_beta(hess: jax.Array, zero: jax.Array, n_theta: int) -> jax.Array:
+    """``2 (H⁻¹)_ββ`` with the θ entries held at 0 left out (their rows of H are about 0
+    there: the deviance is even in each)."""
+    held = jnp.concatenate([zero, jnp.zeros(hess.shape[0] - n_theta, bool)])
+    out = held[:, None] | held[None, :]
+    free = jnp.where(out, jnp.eye(hess.shape[0], dtype=hess.dtype), hess)
+    return 2.0 * jnp.linalg.inv(free)[n_theta:, n_theta:]
 
 
 @highest_precision
@@ -200,11 +223,13 @@ def fit_glmm_data(
     x0 = jnp.concatenate([_theta_start(data, dtype), glm_start(data, y, family, offset)])
     solver = LBFGS() if solver is None else solver
     res = solver.minimise(lambda x: _deviance(x, problem), x0)
-    x_hat = jnp.concatenate([_normalised(res.params[:n_theta], data), res.params[n_theta:]])
+    x_hat = jnp.concatenate([_signed(res.params[:n_theta], data), res.params[n_theta:]])
+    x_hat = _zero_boundary(x_hat, problem)
+    zero = (x_hat[:n_theta] == 0.0) & jnp.asarray(_diagonal(data))
     grad = lambda z: _value_and_forward_grad(problem, z)[1]  # noqa: E731
     hess = jax.jacfwd(grad)(x_hat)
     hess = 0.5 * (hess + hess.T)
-    vcov = 2.0 * jnp.linalg.inv(hess)[n_theta:, n_theta:]
+    vcov = _vcov_beta(hess, zero, n_theta)
     at = problem.laplace(x_hat)
     lams = user_lambdas(x_hat[:n_theta], data)
     b = tuple(uf @ lam.T for uf, lam in zip(at.u, lams, strict=True))
@@ -220,7 +245,7 @@ def fit_glmm_data(
         n_iter=res.n_iter,
         grad_norm=res.grad_norm,
         pirls_converged=at.converged,
-        at_boundary=(x_hat[:n_theta] == 0.0) & jnp.asarray(_diagonal(data)),
+        at_boundary=zero,
     )
 
 

@@ -40,8 +40,9 @@ from ._statistics import ModelData, model_statistics
 
 __all__ = ["LaplaceDeviance", "laplace_deviance", "user_lambdas"]
 
-# PIRLS stops when the penalised deviance changes by less than this, relative.
-PIRLS_TOL = 1e-12
+# PIRLS stops when no mode changes by more than this, relative to the largest (the
+# change of the penalised deviance would bound the modes' error only to its square root).
+PIRLS_TOL = 1e-10
 PIRLS_MAX_STEPS = 100
 MAX_HALVINGS = 20
 
@@ -51,8 +52,9 @@ class LaplaceDeviance(eqx.Module):
 
     ``deviance``: −2 log L, every constant included; ``u`` per factor (J_f, q_f)
     the spherical modes ũ; ``eta`` (n,) the linear predictor at them;
-    ``log_det``: log|A|; ``n_iter``: PIRLS steps; ``converged``: the penalised
-    deviance settled within ``PIRLS_TOL`` before ``PIRLS_MAX_STEPS``.
+    ``log_det``: log|A|; ``n_iter``: PIRLS steps; ``converged``: the modes settled
+    within ``PIRLS_TOL`` before ``PIRLS_MAX_STEPS``, without a step that no halving
+    could make descend.
     """
 
     deviance: Float[Array, ""]
@@ -95,8 +97,13 @@ class _Step(eqx.Module):
 def _pls_step(eta, fixed, y, lams, data: ModelData, family: Family, n_obs) -> _Step:
     """The modes of the weighted penalised least squares problem at η (see the module
     docstring), in the user's units, and log|A| at η's working weights."""
+    real = data.weights > 0
     w, z = family.working(y, eta, data.weights)
-    stats = model_statistics(eqx.tree_at(lambda d: d.weights, data, w), z - fixed, None, n_obs)
+    # Rows of prior weight 0 (padding) get working weight 1 and response 0: their X and Z
+    # are 0, so they add nothing, and √w stays differentiable (forward tangents).
+    w = jnp.where(real, w, 1.0)
+    resid = jnp.asarray(jnp.where(real, z - fixed, 0.0))
+    stats = model_statistics(eqx.tree_at(lambda d: d.weights, data, w), resid, None, n_obs)
     scales = stats.design.scaling.z_scale
     standard = tuple(lam / s[:, None] for lam, s in zip(lams, scales, strict=True))
     fac = factorize_lambdas(standard, stats)
@@ -139,22 +146,23 @@ def laplace_deviance(
     dtype = jnp.asarray(data.X).dtype
     fixed = jnp.asarray(data.X) @ beta + (0.0 if offset is None else offset)
     lams = user_lambdas(theta, data)
-    u0 = tuple(jnp.zeros((st_levels, st.q), dtype) for st_levels, st in zip(_levels(data), data.structures, strict=True))
+    u0 = tuple(jnp.zeros((j, st.q), dtype) for j, st in zip(_levels(data), data.structures, strict=True))
     pdev0, _ = _penalised(u0, lams, fixed, y, data, family)
 
     def step(carry):
-        u, pdev, it, _ = carry
+        u, pdev, it, _, _ = carry
         eta = fixed + _random_part(u, lams, data)
         target = _pls_step(eta, fixed, y, lams, data, family, n_obs).u
-        u_new, pdev_new = _halve(u, target, pdev, lams, fixed, y, data, family)
-        done = jnp.abs(pdev - pdev_new) <= PIRLS_TOL * (1.0 + jnp.abs(pdev_new))
-        return u_new, pdev_new, it + 1, done
+        u_new, pdev_new, stalled = _halve(u, target, pdev, lams, fixed, y, data, family)
+        done = (_largest(u_new, u) <= PIRLS_TOL * (1.0 + _largest(u_new))) | stalled
+        return u_new, pdev_new, it + 1, done, stalled
 
     def running(carry):
         return ~carry[3] & (carry[2] < PIRLS_MAX_STEPS)
 
-    start = (u0, pdev0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    u, _, n_iter, done = jax.lax.while_loop(running, step, start)
+    start = (u0, pdev0, jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.zeros((), bool))
+    u, _, n_iter, done, stalled = jax.lax.while_loop(running, step, start)
+    done = done & ~stalled
     eta = fixed + _random_part(u, lams, data)
     log_det = _pls_step(eta, fixed, y, lams, data, family, n_obs).log_det
     mu = family.link.inverse(eta)
@@ -170,7 +178,8 @@ def _levels(data: ModelData) -> list[int]:
 
 def _halve(u, target, pdev, lams, fixed, y, data: ModelData, family: Family):
     """The step from u towards ``target``, halved (at most ``MAX_HALVINGS`` times) while
-    the penalised deviance rises above ``pdev``; returns (new u, its penalised deviance)."""
+    the penalised deviance rises above ``pdev`` or is NaN; returns (new u, its penalised
+    deviance, whether every halving failed)."""
 
     def at(t):
         cand = tuple(a + t * (b - a) for a, b in zip(u, target, strict=True))
@@ -178,7 +187,8 @@ def _halve(u, target, pdev, lams, fixed, y, data: ModelData, family: Family):
 
     def cond(c):
         t, value, k = c
-        return (value > pdev * (1.0 + 1e-15)) & (k < MAX_HALVINGS)
+        # not "value > pdev": a NaN (an overflowing step) must be halved too
+        return ~(value <= pdev + 1e-15 * jnp.abs(pdev)) & (k < MAX_HALVINGS)
 
     def body(c):
         t, _, k = c
@@ -186,5 +196,12 @@ def _halve(u, target, pdev, lams, fixed, y, data: ModelData, family: Family):
         return t, at(t)[1], k + 1
 
     one = jnp.ones((), pdev.dtype)
-    t, _, _ = jax.lax.while_loop(cond, body, (one, at(one)[1], jnp.zeros((), jnp.int32)))
-    return at(t)
+    t, _, k = jax.lax.while_loop(cond, body, (one, at(one)[1], jnp.zeros((), jnp.int32)))
+    cand, value = at(t)
+    return cand, value, k >= MAX_HALVINGS
+
+
+def _largest(u: tuple[jax.Array, ...], v: tuple[jax.Array, ...] | None = None) -> jax.Array:
+    """max |u| over every factor's modes, or max |u − v|."""
+    diffs = u if v is None else tuple(a - b for a, b in zip(u, v, strict=True))
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(d)) for d in diffs]))

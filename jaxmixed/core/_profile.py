@@ -434,7 +434,9 @@ def quadratic_approximation(
     hess = 0.5 * (raw + raw.T)
     # A correlation of a term whose sd is 0 enters D only through sd·cor: its second
     # derivative is 0 though its mixed one with that sd is not (found by a test). Such a
-    # parameter is unknown there: inverted on the others, its own entries NaN.
+    # parameter is unknown there: inverted on the others, its own entries NaN. (The
+    # test is relative to H's largest entry, so it depends on β's units; a unit-free
+    # one must not flag the sd coupled to that correlation: not yet found.)
     scale = jnp.max(jnp.abs(hess))
     flat = jnp.abs(jnp.diagonal(hess)) <= 1e-12 * scale
     both = flat[:, None] | flat[None, :]

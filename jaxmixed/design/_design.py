@@ -263,12 +263,14 @@ def _check_identifiable(
     levels_below_rows: bool = True,
 ) -> None:
     """lme4's checks of the numbers of levels and random effects against the n
-    observations, per factor (lmer's; not with ``levels_below_rows=False``); then,
+    observations, per factor (those against n are lmer's: not with
+    ``levels_below_rows=False``); then,
     per term, that its random effects are not all in the span of the fixed effects
     (``basis``: (n, p) orthonormal)."""
-    for info in factors if levels_below_rows else ():
+    for info in factors:
         sizes = [hi - lo for lo, hi in info.structure.term_slices]
-        check_factor_size(info.name, info.n_levels, list(zip(info.term_names, sizes, strict=True)), n)
+        terms_sizes = list(zip(info.term_names, sizes, strict=True))
+        check_factor_size(info.name, info.n_levels, terms_sizes, n, below_rows=levels_below_rows)
     for term in terms:
         grouping = groups[term.bar.group]
         check_not_confounded(

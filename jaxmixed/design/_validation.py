@@ -243,14 +243,19 @@ def drop_aliased(X: Float[np.ndarray, "n k"], names: Sequence[str], n: int) -> F
     return FullRank(X=X, names=tuple(names), dropped=tuple(dropped), basis=basis)
 
 
-def check_factor_size(name: str, n_levels: int, terms: Sequence[tuple[str, int]], n: int) -> None:
-    """lme4's identifiability checks of one grouping factor: 2 to n−1 levels,
+def check_factor_size(
+    name: str, n_levels: int, terms: Sequence[tuple[str, int]], n: int, *, below_rows: bool = True
+) -> None:
+    """lme4's identifiability checks of one grouping factor: at least 2 levels and
+    (``below_rows``, lmer's: glmer allows observation-level effects) at most n−1,
     and each term (name, number of columns) has fewer random effects (levels
     × columns) than the n observations."""
     if n_levels < 2:
         raise ValueError(
             f"grouping factor {name!r} has {n_levels} level(s); a grouping factor needs at least 2"
         )
+    if not below_rows:
+        return
     if n_levels >= n:
         raise ValueError(
             f"grouping factor {name!r} has {n_levels} levels for {n} "

@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pandas as pd
 
+from ..core._agq import check_agq
 from ..core._compile import compiled
-from ..core._family import Family, family_from_name
+from ..core._family import Binomial, Family, family_from_name
 from ..core._glmm import fit_glmm_data
 from ..design._design import build_design
 from ..design._prepare import prepare
@@ -60,7 +61,9 @@ def fit_glmm(
         exactly 0 (singular).
     """
     fam = family_from_name(family)
-    work_formula, frame, response = glmm_frame(formula, data, weights, offset)
+    if nAGQ == 0:
+        raise ValueError("nAGQ = 0 (lme4's fast first stage alone) is not supported: use nAGQ = 1 (Laplace) to 25")
+    work_formula, frame, response = glmm_frame(formula, data, weights, offset, binomial=isinstance(fam, Binomial))
     design, arrays = build_design(work_formula, frame, "raise", weights=WEIGHTS, levels_below_rows=False)
     if arrays.weights is None:  # pragma: no cover - the working frame always has weights
         raise AssertionError("prior weights missing")
@@ -68,6 +71,7 @@ def fit_glmm(
     off = None if offset is None else frame[OFFSET].to_numpy(float)
     with jax.enable_x64(True):
         model = prepare(design, arrays, dtype=np.float64, on_device=False)
+        check_agq(model, nAGQ)  # before int(): 2.7 or True are errors, not 2 or 1
         fit = _jit_fit_glmm(model, np.asarray(arrays.y), fam, offset=off, nagq=int(nAGQ))
         fit = jax.tree.map(np.asarray, fit)
     results = GLMMResults(design, arrays, fam, int(nAGQ), fit, formula, response)

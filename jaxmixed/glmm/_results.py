@@ -141,6 +141,8 @@ class GLMMResults:
         levels = ", ".join(f"{f.name}, {f.n_levels}" for f in self.design.factors)
         lines += [f"Number of obs: {self.n_obs}, groups:  {levels}", "", "Fixed effects:"]
         lines.append(self.coef_table().to_string(float_format=lambda v: f"{v:.5g}"))
+        if self.nagq > 1:
+            lines += ["", "logLik, AIC and BIC include the saturated model's log-likelihood, which lme4 leaves out at nAGQ > 1"]
         if self.singular:
             lines += ["", "boundary (singular) fit: a variance is exactly 0"]
         if not self.converged:
