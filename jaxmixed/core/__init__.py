@@ -43,6 +43,13 @@ The pipeline, in the order a reader meets it:
    (``pad_data``: rows, levels and cross entries that add nothing).
 8. Simulation (``_simulate``): ``simulate(key, data, result, n)`` draws
    responses from a fitted model (draw k from ``fold_in(key, k)``).
+9. Generalized linear mixed models: families and links (``Binomial(link)``,
+   ``Poisson()``; ``_family``); ``laplace_deviance(theta, beta, data, y, family)``,
+   lme4's Laplace deviance by PIRLS in the same blocked factor (any random
+   part; ``_laplace``); ``agq_deviance(..., n_nodes)``, adaptive Gauss–Hermite
+   quadrature for one scalar random effect (``_agq``); ``fit_glmm_data(data, y,
+   family, nagq=1)`` → :class:`GLMMResult`, the fit over (θ, β) (one grouping
+   factor for now; ``_glmm``).
 
 Covariance parameterisation: ``CovarianceStructure`` (which entries of a
 factor's Λ are free; ``structure_for_terms`` builds one from the sizes of a
@@ -52,6 +59,7 @@ Call these inside ``with jax.enable_x64(True):`` for float64 (``fit_reml``
 does so itself).
 """
 
+from ._agq import agq_deviance
 from ._covariance import (
     CovarianceStructure,
     lambda_from_phi,
@@ -59,9 +67,12 @@ from ._covariance import (
     structure_for_terms,
     theta_from_phi,
 )
+from ._family import Binomial, Family, Poisson
 from ._fit import FitResult, fit, fit_at, fit_data
+from ._glmm import GLMMResult, fit_glmm_data
 from ._index import DenseIndex, DesignIndex
 from ._inference import SatterthwaiteResult, satterthwaite
+from ._laplace import LaplaceDeviance, laplace_deviance
 from ._many import fit_responses, fit_stacked
 from ._mixed_loss import (
     GroupLayout,
@@ -91,6 +102,14 @@ from ._statistics import (
 from ._status import RESULTS, is_converged
 
 __all__ = [
+    "Binomial",
+    "Family",
+    "GLMMResult",
+    "LaplaceDeviance",
+    "Poisson",
+    "agq_deviance",
+    "fit_glmm_data",
+    "laplace_deviance",
     "stack_data",
     "simulate_one",
     "simulate",
