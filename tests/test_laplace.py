@@ -43,6 +43,20 @@ def _cbpp():
     return data, (df["incidence"] / df["size"]).to_numpy()
 
 
+def _padded(data, pad: int):
+    """cbpp's rows with ``pad`` padding rows: X, Z and prior weight 0, level 0."""
+    return eqx.tree_at(
+        lambda d: (d.X, d.Z, d.weights, d.index.codes),
+        data,
+        (
+            np.pad(np.asarray(data.X), ((0, pad), (0, 0))),
+            (np.pad(np.asarray(data.Z[0]), ((0, pad), (0, 0))),),
+            np.pad(np.asarray(data.weights), (0, pad)),
+            np.pad(np.asarray(data.index.codes), (0, pad)),
+        ),
+    )
+
+
 def _grouseticks():
     df = pd.read_csv(DATA / "grouseticks.csv")
     n = len(df)
@@ -152,16 +166,7 @@ def test_forward_tangents_are_finite_on_padded_rows():
     with jax.enable_x64(True):
         data, y = _cbpp()
         pad = 4
-        padded = eqx.tree_at(
-            lambda d: (d.X, d.Z, d.weights, d.index.codes),
-            data,
-            (
-                np.pad(np.asarray(data.X), ((0, pad), (0, 0))),
-                (np.pad(np.asarray(data.Z[0]), ((0, pad), (0, 0))),),
-                np.pad(np.asarray(data.weights), (0, pad)),
-                np.pad(np.asarray(data.index.codes), (0, pad)),
-            ),
-        )
+        padded = _padded(data, pad)
         y_padded = jnp.asarray(np.pad(y, (0, pad)))
         x = jnp.asarray([0.6, -1.4, -1.0, -1.1, -1.6])
 
@@ -192,16 +197,7 @@ def test_padded_rows_change_nothing():
         data, y = _cbpp()
     n = data.X.shape[0]
     pad = 9
-    padded = eqx.tree_at(
-        lambda d: (d.X, d.Z, d.weights, d.index.codes),
-        data,
-        (
-            np.pad(np.asarray(data.X), ((0, pad), (0, 0))),
-            (np.pad(np.asarray(data.Z[0]), ((0, pad), (0, 0))),),
-            np.pad(np.asarray(data.weights), (0, pad)),
-            np.pad(np.asarray(data.index.codes), (0, pad)),
-        ),
-    )
+    padded = _padded(data, pad)
     with jax.enable_x64(True):
         theta, beta = jnp.asarray([0.6]), jnp.asarray([-1.4, -1.0, -1.1, -1.6])
         full = jax.jit(lambda th, b: laplace_deviance(th, b, data, jnp.asarray(y), Binomial()))(theta, beta)

@@ -238,7 +238,7 @@ def fit_glmm_data(
         beta=x_hat[n_theta:],
         vcov_beta=vcov,
         hessian=hess,
-        deviance=problem.deviance(x_hat),
+        deviance=at.deviance if nagq == 1 else problem.deviance(x_hat),  # PIRLS once for Laplace
         u=at.u,
         b=b,
         result=to_results(res.status),

@@ -181,9 +181,11 @@ def _halve(u, target, pdev, lams, fixed, y, data: ModelData, family: Family):
     the penalised deviance rises above ``pdev`` or is NaN; returns (new u, its penalised
     deviance, whether every halving failed)."""
 
+    def step_to(t):
+        return tuple(a + t * (b - a) for a, b in zip(u, target, strict=True))
+
     def at(t):
-        cand = tuple(a + t * (b - a) for a, b in zip(u, target, strict=True))
-        return cand, _penalised(cand, lams, fixed, y, data, family)[0]
+        return _penalised(step_to(t), lams, fixed, y, data, family)[0]
 
     def cond(c):
         t, value, k = c
@@ -193,12 +195,12 @@ def _halve(u, target, pdev, lams, fixed, y, data: ModelData, family: Family):
     def body(c):
         t, _, k = c
         t = 0.5 * t
-        return t, at(t)[1], k + 1
+        return t, at(t), k + 1
 
     one = jnp.ones((), pdev.dtype)
-    t, _, k = jax.lax.while_loop(cond, body, (one, at(one)[1], jnp.zeros((), jnp.int32)))
-    cand, value = at(t)
-    return cand, value, k >= MAX_HALVINGS
+    # the loop carries the last value: the accepted step is not evaluated again
+    t, value, k = jax.lax.while_loop(cond, body, (one, at(one), jnp.zeros((), jnp.int32)))
+    return step_to(t), value, k >= MAX_HALVINGS
 
 
 def _largest(u: tuple[jax.Array, ...], v: tuple[jax.Array, ...] | None = None) -> jax.Array:
