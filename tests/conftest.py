@@ -10,14 +10,18 @@ import jax
 import numpy as np
 import pytest
 
+from jaxmixed.core._compile import compilation_cache_dir
+
 # float32 and float64 must never mix silently: every test runs with JAX's strict
 # dtype promotion (an implicit promotion is an error).
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 # The suite compiles the same programs in many modules (the per-module cache clearing
 # below drops them) and in both pytest-xdist workers and the subprocess tests: a
-# persistent compilation cache under .pytest_cache (git-ignored) compiles each once.
-_CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation"
+# persistent compilation cache under .pytest_cache (git-ignored) compiles each once,
+# in a directory per jax version and CPU (jaxmixed's fingerprint): XLA's CPU programs
+# from another machine may use instructions this one lacks.
+_CACHE = compilation_cache_dir(Path(__file__).resolve().parent.parent / ".pytest_cache")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))  # inherited by subprocesses
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -45,11 +45,21 @@ def test_fit_matches_lme4(key):
     np.testing.assert_allclose(np.sqrt(np.diag(fit.vcov_beta)), ref["se"], rtol=1e-3)
 
 
-def test_several_factors_are_refused_clearly():
+def test_three_crossed_factors_match_lme4():
+    """grouseticks: Poisson counts with INDEX, BROOD and LOCATION (the dense block and
+    its Schur complement); the Hessian through two Newton steps gives lme4's SEs."""
+    ref = REF["models"]["grouseticks_poisson"]
+    conv = ref["converged"]
     with jax.enable_x64(True):
         data, y, _ = _grouseticks()
-        with pytest.raises(NotImplementedError, match="one grouping factor for now, got 3"):
-            fit_glmm_data(data, jnp.asarray(y), Poisson())
+        fit = eqx.filter_jit(fit_glmm_data)(data, jnp.asarray(y), Poisson())
+    assert bool(fit.converged) and not bool(jnp.any(fit.at_boundary))
+    assert float(fit.deviance) == pytest.approx(conv["minus2logLik"], abs=1e-6)
+    np.testing.assert_allclose(fit.theta, conv["theta"], rtol=2e-5)
+    np.testing.assert_allclose(fit.beta, conv["fixef"], rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(np.sqrt(np.diag(fit.vcov_beta)), ref["se"], rtol=1e-3)
+    # lme4's Hessian (finite differences, at its optimum) in (θ, β)
+    np.testing.assert_allclose(fit.hessian, ref["hessian"], rtol=2e-3, atol=0.05)
 
 
 def test_a_response_with_no_herd_variation_is_at_the_boundary():

@@ -160,9 +160,8 @@ def test_verbagg_bernoulli_responses_with_crossed_factors_match_lme4():
     assert float(out.deviance) == pytest.approx(conv["minus2logLik"], abs=1e-6)
 
 
-def test_forward_tangents_are_finite_on_padded_rows():
-    """Padded rows (prior weight 0) keep the derivatives finite: the fit's gradient is
-    made of forward tangents through PIRLS."""
+def test_gradients_are_finite_and_unchanged_on_padded_rows():
+    """Padded rows (prior weight 0) keep the reverse-mode gradient finite and equal."""
     with jax.enable_x64(True):
         data, y = _cbpp()
         pad = 4
@@ -171,12 +170,57 @@ def test_forward_tangents_are_finite_on_padded_rows():
         x = jnp.asarray([0.6, -1.4, -1.0, -1.1, -1.6])
 
         def dev(d, yy, z):
-            return laplace_deviance(z[:1], z[1:], d, yy, Binomial()).deviance
+            return laplace_deviance(z[:1], z[1:], d, yy, Binomial(), newton_steps=1).deviance
 
-        full = jax.jit(jax.jacfwd(lambda z: dev(data, jnp.asarray(y), z)))(x)
-        more = jax.jit(jax.jacfwd(lambda z: dev(padded, y_padded, z)))(x)
+        full = jax.jit(jax.grad(lambda z: dev(data, jnp.asarray(y), z)))(x)
+        more = jax.jit(jax.grad(lambda z: dev(padded, y_padded, z)))(x)
     assert np.all(np.isfinite(np.asarray(more)))
     np.testing.assert_allclose(np.asarray(more), np.asarray(full), rtol=1e-8, atol=1e-10)
+
+
+def _central(fun, x, step=1e-6):
+    """Central differences of ``fun`` (vector or scalar valued) at x, one column per entry."""
+    cols = []
+    for i in range(x.shape[0]):
+        h = step * max(1.0, abs(float(x[i])))
+        e = jnp.zeros_like(x).at[i].set(h)
+        cols.append((np.asarray(fun(x + e)) - np.asarray(fun(x - e))) / (2 * h))
+    return np.stack(cols, axis=-1)
+
+
+def test_gradient_through_three_crossed_factors_against_finite_differences():
+    """One Newton step at the modes gives the implicit gradient, away from the optimum too."""
+    conv = REF["models"]["grouseticks_poisson"]["converged"]
+    with jax.enable_x64(True):
+        data, y, _ = _grouseticks()
+        y = jnp.asarray(y)
+        x = 0.9 * jnp.asarray(conv["theta"] + conv["fixef"])
+
+        def dev(z, steps):
+            return laplace_deviance(z[:3], z[3:], data, y, Poisson(), newton_steps=steps).deviance
+
+        grad = jax.jit(jax.grad(lambda z: dev(z, 1)))(x)
+        fd = _central(jax.jit(lambda z: dev(z, 0)), x)
+    np.testing.assert_allclose(np.asarray(grad), fd, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("link", ["probit", "logit"])
+def test_hessian_from_two_newton_steps_against_differences_of_the_gradient(link):
+    """Two Newton steps with the observed information (probit: not the working weights)
+    give the exact Hessian; one step would not (its second derivative is off)."""
+    with jax.enable_x64(True):
+        data, y = _cbpp()
+        y = jnp.asarray(y)
+        x = jnp.asarray([0.7, -1.3, -1.0, -1.1, -1.6])
+
+        def dev(z, steps):
+            return laplace_deviance(z[:1], z[1:], data, y, Binomial(link), newton_steps=steps).deviance
+
+        hess = np.asarray(jax.jit(jax.hessian(lambda z: dev(z, 2)))(x))
+        one_step = np.asarray(jax.jit(jax.hessian(lambda z: dev(z, 1)))(x))
+        fd = _central(jax.jit(jax.grad(lambda z: dev(z, 1))), x, step=1e-5)
+    np.testing.assert_allclose(hess, fd, rtol=1e-6, atol=1e-6)
+    assert np.max(np.abs(one_step - fd)) > 1e-3
 
 
 def test_vmap_over_parameters_equals_one_at_a_time():

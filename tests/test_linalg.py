@@ -133,3 +133,28 @@ def test_pair_sum_and_its_reverse_rule_match_a_dense_scatter():
         g_custom = jax.grad(lambda w: jnp.vdot(cot, pair_sum(w, pairs, size)))(w)
         g_dense = jax.grad(lambda w: jnp.vdot(cot, dense(w)))(w)
         np.testing.assert_allclose(np.asarray(g_custom), np.asarray(g_dense), rtol=1e-12)
+
+
+def test_lower_as_symmetric_gives_exact_second_derivatives_whatever_the_upper_triangle_holds():
+    """A lower triangle built from t with an upper triangle that moves with t too: the
+    Cholesky factor's second derivative (forward over reverse, as jax.hessian) is the
+    symmetric matrix's, also through the rule's own primal output."""
+    rng = np.random.default_rng(5)
+    with jax.enable_x64(True):
+        a = rng.normal(size=(5, 5))
+        base = jnp.asarray(a @ a.T + 5 * np.eye(5))
+        d = jnp.asarray(rng.normal(size=(5, 5)))
+        junk = jnp.asarray(rng.normal(size=(5, 5)))
+        weights = jnp.asarray(rng.normal(size=(5, 5)))
+
+        def through_rule(t):
+            s = jnp.tril(base + t * (d + d.T) + t**2 * jnp.eye(5)) + jnp.triu(junk * jnp.exp(t), 1)
+            chol = jnp.linalg.cholesky(linalg.lower_as_symmetric(s), symmetrize_input=False)
+            return jnp.sum(weights * chol)
+
+        def symmetric(t):
+            return jnp.sum(weights * jnp.linalg.cholesky(base + t * (d + d.T) + t**2 * jnp.eye(5)))
+
+        ours = jax.jit(jax.hessian(through_rule))(0.3)
+        plain = jax.jit(jax.hessian(symmetric))(0.3)
+    np.testing.assert_allclose(float(ours), float(plain), rtol=1e-10)

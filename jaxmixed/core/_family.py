@@ -32,6 +32,7 @@ from __future__ import annotations
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erfinv, gammaln, ndtr, xlogy
@@ -168,6 +169,7 @@ class Family(eqx.Module):
 
     link: Link
     name: str = eqx.field(static=True, init=False)
+    canonical: str = eqx.field(static=True, init=False)  # the canonical link's name
 
     @abc.abstractmethod
     def variance(self, mu: Float[Array, "*n"]) -> Float[Array, "*n"]:
@@ -197,12 +199,35 @@ class Family(eqx.Module):
         d = self.link.mu_eta(eta)
         return weights * d * d / self.variance(mu), eta + (y - mu) / d
 
+    def newton_working(self, y, eta, weights) -> tuple[Float[Array, "*n"], Float[Array, "*n"]]:
+        """(observed information hᵢ = −∂²ℓᵢ/∂ηᵢ², η + sᵢ/hᵢ with the score sᵢ = ∂ℓᵢ/∂ηᵢ) at η:
+        the weighted least squares problem of a Newton step on the log-likelihood.
+
+        With r(η) = (dμ/dη)/V(μ): sᵢ = aᵢ(yᵢ − μᵢ)r and hᵢ = wᵢ − aᵢ(yᵢ − μᵢ)r′(η), wᵢ the
+        working weight. For the canonical link r = 1 and this is :meth:`working`. The
+        families here are log-concave in η (h ≥ 0); a round-off h ≤ 0 falls back to w.
+        """
+        w, z = self.working(y, eta, weights)
+        if self.link.name == self.canonical:
+            return w, z
+        mu = self.link.inverse(eta)
+
+        def ratio(e):
+            return self.link.mu_eta(e) / self.variance(self.link.inverse(e))
+
+        r, dr = jax.jvp(ratio, (eta,), (jnp.ones_like(eta),))
+        resid = weights * (y - mu)
+        h = w - resid * dr
+        h = jnp.where(h > 0, h, w)
+        return h, eta + resid * r / h
+
 
 class Binomial(Family):
     """Binomial proportions y ∈ [0, 1] with trials as prior weights; links logit
     (default), probit, cloglog."""
 
     name: str = eqx.field(default="binomial", static=True, init=False)
+    canonical: str = eqx.field(default="logit", static=True, init=False)
 
     def __init__(self, link: str | Link = "logit"):
         self.link = _make_link(link, ("logit", "probit", "cloglog"), "binomial")
@@ -243,6 +268,7 @@ class Poisson(Family):
     poisson offers besides identity and sqrt, which are not supported)."""
 
     name: str = eqx.field(default="poisson", static=True, init=False)
+    canonical: str = eqx.field(default="log", static=True, init=False)
 
     def __init__(self, link: str | Link = "log"):
         self.link = _make_link(link, ("log",), "poisson")

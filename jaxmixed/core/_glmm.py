@@ -17,15 +17,11 @@ jointly over θ and β, as lme4's ``glmer`` does after its first stage:
    as lme4's default ``vcov`` takes it by finite differences:
    ``vcov(β̂) = 2 (H⁻¹)_ββ``.
 
-Gradients. PIRLS is a ``while_loop``, which JAX differentiates in forward
-mode only; the deviance is wrapped so that its reverse-mode gradient is the
-forward-mode one (one batched tangent per parameter: a handful). At a
-converged mode this is the implicit derivative of the Laplace deviance.
-
-One grouping factor for now: the crossed block's pair sums
-(``_linalg.pair_sum``) define only a reverse-mode derivative, so the forward
-tangents stop there. The Laplace deviance itself takes any random part
-(``_laplace``; tested on three crossed factors against lme4).
+Gradients. PIRLS is not differentiated: from its modes, one Newton step with
+the observed information gives the implicit derivative of the modes, hence the
+exact gradient of the deviance by reverse mode, and two steps its exact
+Hessian (``_laplace.laplace_deviance``'s ``newton_steps``). Any random part
+``fit_reml`` takes: slopes, nested and crossed factors.
 """
 
 from __future__ import annotations
@@ -93,46 +89,20 @@ class _Problem(eqx.Module):
     n_theta: int = eqx.field(static=True)
     n_nodes: int = eqx.field(static=True, default=1)
 
-    def laplace(self, x: jax.Array):
+    def laplace(self, x: jax.Array, newton_steps: int = 0):
         theta, beta = x[: self.n_theta], x[self.n_theta :]
-        return laplace_deviance(theta, beta, self.data, self.y, self.family, offset=self.offset, n_obs=self.n_obs)
+        return laplace_deviance(
+            theta, beta, self.data, self.y, self.family, offset=self.offset, n_obs=self.n_obs, newton_steps=newton_steps
+        )
 
-    def deviance(self, x: jax.Array) -> jax.Array:
-        """−2 log L at x = (θ, β): Laplace, or adaptive quadrature with ``n_nodes`` > 1."""
+    def deviance(self, x: jax.Array, newton_steps: int = 0) -> jax.Array:
+        """−2 log L at x = (θ, β): Laplace, or adaptive quadrature with ``n_nodes`` > 1.
+        Its derivatives are exact up to order 2^``newton_steps`` − 1 (``_laplace``)."""
         if self.n_nodes == 1:
-            return self.laplace(x).deviance
+            return self.laplace(x, newton_steps).deviance
         theta, beta = x[: self.n_theta], x[self.n_theta :]
         args = (self.data, self.y, self.family, self.n_nodes)
-        return agq_deviance(theta, beta, *args, offset=self.offset, n_obs=self.n_obs)[0]
-
-
-def _value_and_forward_grad(problem: _Problem, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(deviance, its gradient) at x, the gradient by one forward tangent per entry."""
-
-    def along(v):
-        return jax.jvp(problem.deviance, (x,), (v,))
-
-    values, slopes = jax.vmap(along)(jnp.eye(x.shape[0], dtype=x.dtype))
-    return values[0], slopes
-
-
-@eqx.filter_custom_vjp
-def _deviance(x: jax.Array, problem: _Problem) -> jax.Array:
-    """The deviance at x, with a reverse-mode gradient from forward tangents."""
-    return problem.deviance(x)
-
-
-@_deviance.def_fwd
-def _deviance_fwd(perturbed, x, problem):
-    del perturbed
-    value, grad = _value_and_forward_grad(problem, x)
-    return value, grad
-
-
-@_deviance.def_bwd
-def _deviance_bwd(residuals, cotangent, perturbed, x, problem):
-    del perturbed, x, problem
-    return cotangent * residuals
+        return agq_deviance(theta, beta, *args, offset=self.offset, n_obs=self.n_obs, newton_steps=newton_steps)[0]
 
 
 def glm_start(data: ModelData, y: jax.Array, family: Family, offset: jax.Array) -> jax.Array:
@@ -210,11 +180,6 @@ def fit_glmm_data(
     jittable and vmappable.
     """
     check_agq(data, nagq)
-    if len(data.structures) > 1:
-        raise NotImplementedError(
-            f"fit_glmm_data fits one grouping factor for now, got {len(data.structures)}: the crossed "
-            "block has no forward-mode derivative yet (laplace_deviance evaluates any random part)"
-        )
     dtype = jnp.asarray(data.X).dtype
     offset = jnp.zeros(y.shape, dtype) if offset is None else offset
     n_theta = sum(st.n_params for st in data.structures)
@@ -222,12 +187,11 @@ def fit_glmm_data(
     problem = _Problem(data, y, family, offset, n_obs, n_theta, nagq)
     x0 = jnp.concatenate([_theta_start(data, dtype), glm_start(data, y, family, offset)])
     solver = LBFGS() if solver is None else solver
-    res = solver.minimise(lambda x: _deviance(x, problem), x0)
+    res = solver.minimise(lambda x: problem.deviance(x, newton_steps=1), x0)
     x_hat = jnp.concatenate([_signed(res.params[:n_theta], data), res.params[n_theta:]])
     x_hat = _zero_boundary(x_hat, problem)
     zero = (x_hat[:n_theta] == 0.0) & jnp.asarray(_diagonal(data))
-    grad = lambda z: _value_and_forward_grad(problem, z)[1]  # noqa: E731
-    hess = jax.jacfwd(grad)(x_hat)
+    hess = jax.hessian(lambda z: problem.deviance(z, newton_steps=2))(x_hat)
     hess = 0.5 * (hess + hess.T)
     vcov = _vcov_beta(hess, zero, n_theta)
     at = problem.laplace(x_hat)

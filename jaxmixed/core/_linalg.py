@@ -162,7 +162,9 @@ def lower_as_symmetric(s: jnp.ndarray) -> jnp.ndarray:
 @lower_as_symmetric.defjvp
 def _lower_as_symmetric_jvp(primals, tangents):
     (s,), (ds,) = primals, tangents
-    return s, jnp.tril(ds) + jnp.tril(ds, -1).T
+    # The primal output goes through lower_as_symmetric again: differentiating this rule
+    # (second derivatives) then mirrors the outer tangent as well.
+    return lower_as_symmetric(s), jnp.tril(ds) + jnp.tril(ds, -1).T
 
 
 def _logdet_quad_fwd(s, t):
@@ -213,12 +215,18 @@ class PairSum(NamedTuple):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def pair_sum(w: jnp.ndarray, pairs: PairSum, size: int) -> jnp.ndarray:
     """Applies the map of :class:`PairSum` to ``w`` (J, k); returns (size,)."""
+    return _pair_sum_value(w, pairs, size)
+
+
+def _pair_sum_value(w, pairs: PairSum, size: int) -> jnp.ndarray:
     values = jnp.sum(pairs.products * w[pairs.level], axis=1)
     return jax.ops.segment_sum(values, pairs.target, size, indices_are_sorted=True)
 
 
 def _pair_sum_fwd(w, pairs, size):
-    return pair_sum(w, pairs, size), (pairs, w)
+    # the plain sum, not pair_sum itself: forward mode over this reverse pass (a
+    # Hessian by jax.hessian) then differentiates ordinary operations
+    return _pair_sum_value(w, pairs, size), (pairs, w)
 
 
 @highest_precision  # traced in the backward pass, after the decorated caller returned
