@@ -74,3 +74,24 @@ def test_a_response_with_no_herd_variation_is_at_the_boundary():
     assert float(fit.theta[0]) == 0.0 and bool(fit.at_boundary[0])
     se = np.sqrt(np.diag(fit.vcov_beta))  # from the Hessian without the held θ
     assert np.all(np.isfinite(se)) and np.all(se > 0)
+
+
+def test_conditional_modes_and_variances_match_lme4_with_crossed_factors():
+    """ranef(condVar = TRUE) of grouseticks: modes and variances per level of each factor,
+    matched by level name (lme4's values are at its own optimum, 1e-6 from ours)."""
+    import pandas as pd
+    from conftest import DATA
+
+    ref = REF["models"]["grouseticks_poisson"]["ranef"]
+    df = pd.read_csv(DATA / "grouseticks.csv")
+    with jax.enable_x64(True):
+        data, y, order = _grouseticks()
+        fit = eqx.filter_jit(fit_glmm_data)(data, jnp.asarray(y), Poisson())
+    names = ["BROOD", "INDEX", "LOCATION"]
+    for f, k in enumerate(order):
+        levels = pd.factorize(df[names[k]].astype(str), sort=True)[1]
+        theirs = ref[names[k]]
+        mode = pd.Series(theirs["mode"]["(Intercept)"], index=theirs["levels"])[levels]
+        var = pd.Series(theirs["condvar"]["(Intercept)"], index=theirs["levels"])[levels]
+        np.testing.assert_allclose(np.asarray(fit.b[f])[:, 0], mode, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(fit.b_cov[f])[:, 0, 0], var, rtol=1e-4)

@@ -34,7 +34,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._agq import agq_deviance, check_agq
 from ._family import Binomial, Family
-from ._laplace import laplace_deviance, user_lambdas
+from ._laplace import laplace_deviance, mode_covariances, user_lambdas
 from ._precision import highest_precision
 from ._solvers import LBFGS, AbstractSolver
 from ._statistics import ModelData
@@ -55,7 +55,8 @@ class GLMMResult(eqx.Module):
     n_params + p) of the deviance in (θ, β); ``deviance``: −2 log L (Laplace or quadrature, every
     constant); ``u`` and ``b`` per factor (J_f, q_f): spherical and scaled
     conditional modes; ``result``, ``n_iter``, ``grad_norm`` from the solver;
-    ``pirls_converged``: PIRLS settled at the optimum; ``at_boundary``: the diagonal
+    ``b_cov`` per factor (J_f, q_f, q_f): the conditional covariances of b (lme4's
+    ``condVar``, ``_laplace.mode_covariances``); ``pirls_converged``: PIRLS settled at the optimum; ``at_boundary``: the diagonal
     entries of θ reported as exactly 0.
     """
 
@@ -66,6 +67,7 @@ class GLMMResult(eqx.Module):
     deviance: Float[Array, ""]
     u: tuple[Float[Array, "J q"], ...]
     b: tuple[Float[Array, "J q"], ...]
+    b_cov: tuple[Float[Array, "J q q"], ...]
     result: RESULTS
     n_iter: Int[Array, ""]
     grad_norm: Float[Array, ""]
@@ -205,6 +207,7 @@ def fit_glmm_data(
         deviance=at.deviance if nagq == 1 else problem.deviance(x_hat),  # PIRLS once for Laplace
         u=at.u,
         b=b,
+        b_cov=mode_covariances(x_hat[:n_theta], at.eta, data, y, family, n_obs=n_obs),
         result=to_results(res.status),
         n_iter=res.n_iter,
         grad_norm=res.grad_norm,

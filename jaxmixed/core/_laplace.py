@@ -34,11 +34,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ._family import Family
-from ._objective import conditional_modes, factorize_lambdas
+from ._objective import conditional_covariances, conditional_modes, factorize_lambdas
 from ._precision import highest_precision
 from ._statistics import ModelData, model_statistics
 
-__all__ = ["LaplaceDeviance", "laplace_deviance", "user_lambdas"]
+__all__ = ["LaplaceDeviance", "laplace_deviance", "mode_covariances", "user_lambdas"]
 
 # PIRLS stops when no mode changes by more than this, relative to the largest (the
 # change of the penalised deviance would bound the modes' error only to its square root).
@@ -98,20 +98,50 @@ def _pls_step(eta, fixed, y, lams, data: ModelData, family: Family, n_obs, newto
     """The modes of the weighted penalised least squares problem at η (see the module
     docstring), in the user's units, and log|A| at η's working weights; with ``newton``
     the observed information's weights: a Newton step on the penalised deviance."""
-    real = data.weights > 0
-    w, z = (family.newton_working if newton else family.working)(y, eta, data.weights)
-    # Rows of prior weight 0 (padding) get working weight 1 and response 0: their X and Z
-    # are 0, so they add nothing, and √w stays differentiable (forward tangents).
-    w = jnp.where(real, w, 1.0)
-    resid = jnp.asarray(jnp.where(real, z - fixed, 0.0))
-    stats = model_statistics(eqx.tree_at(lambda d: d.weights, data, w), resid, None, n_obs)
-    scales = stats.design.scaling.z_scale
-    standard = tuple(lam / s[:, None] for lam, s in zip(lams, scales, strict=True))
-    fac = factorize_lambdas(standard, stats)
+    fac, stats = _factor_at(eta, fixed, y, lams, data, family, n_obs, newton)
     # β of the residual problem is 0 in the user's units: −shift in the standardised ones.
     modes = conditional_modes(fac, stats, -stats.response.beta_shift)
     u = _spherical(modes.u, stats.response.y_scale)
     return _Step(u, fac.log_det_a)
+
+
+def _factor_at(eta, fixed, y, lams, data: ModelData, family: Family, n_obs, newton: bool = False):
+    """(the blocked factor of A, the statistics) of the PLS problem at η."""
+    real = data.weights > 0
+    w, z = (family.newton_working if newton else family.working)(y, eta, data.weights)
+    # Rows of prior weight 0 (padding) get working weight 1 and response 0: their X and Z
+    # are 0, so they add nothing, and √w stays differentiable.
+    w = jnp.where(real, w, 1.0)
+    resid = jnp.asarray(jnp.where(real, z - fixed, 0.0))
+    # β is fixed here: the statistics of Z and the residual alone (X with no columns),
+    # without the QR of X or the Schur complement of [X y] the profiled LMM needs.
+    rows = eqx.tree_at(lambda d: (d.weights, d.X), data, (w, jnp.zeros((w.shape[0], 0), w.dtype)))
+    stats = model_statistics(rows, resid, None, n_obs)
+    scales = stats.design.scaling.z_scale
+    standard = tuple(lam / s[:, None] for lam, s in zip(lams, scales, strict=True))
+    return factorize_lambdas(standard, stats), stats
+
+
+@highest_precision
+def mode_covariances(
+    theta: Float[Array, " n_params"],
+    eta: Float[Array, " n"],
+    data: ModelData,
+    y: Float[Array, " n"],
+    family: Family,
+    *,
+    n_obs: jax.Array | int | None = None,
+) -> tuple[Float[Array, "J q q"], ...]:
+    """lme4's conditional variances for glmer: ``Λ (A⁻¹)_jj Λᵀ`` per level of each factor
+    (J_f, q_f, q_f), A = ΛᵀZᵀWZΛ + I with the working weights at η (the modes'
+    :attr:`LaplaceDeviance.eta`): the covariance of b given y in the Laplace
+    approximation's Gaussian."""
+    lams = user_lambdas(theta, data)
+    fac, stats = _factor_at(eta, jnp.zeros_like(eta), y, lams, data, family, n_obs)
+    chol_schur = conditional_modes(fac, stats, -stats.response.beta_shift).chol_schur
+    covs = conditional_covariances(fac, stats, chol_schur)
+    # A is the same in both units (Z̃Λ̃ = ZΛ); b = diag(z_scale) b̃ per factor
+    return tuple(z[:, None] * c * z[None, :] for c, z in zip(covs, stats.design.scaling.z_scale, strict=True))
 
 
 def _spherical(u_standard: tuple[jax.Array, ...], y_scale: jax.Array) -> tuple[jax.Array, ...]:

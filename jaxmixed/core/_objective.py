@@ -324,27 +324,36 @@ def solve(
     beta = jax.scipy.linalg.solve_triangular(l_x, fac.chol_m[p, :p], lower=True, trans="T")
     l_x_inv = jax.scipy.linalg.solve_triangular(l_x, jnp.eye(p, dtype=phi.dtype), lower=True)
     vcov = sigma2 * (l_x_inv.T @ l_x_inv)
+    modes = conditional_modes(fac, stats, beta)
+    covs = tuple(sigma2 * c for c in conditional_covariances(fac, stats, modes.chol_schur))
+    return Solution(beta, vcov, jnp.sqrt(sigma2), modes.b, covs, value)
+
+
+def conditional_covariances(
+    fac: _Factorization, stats: ModelStatistics, chol_schur: Float[Array, "Q Q"]
+) -> tuple[Float[Array, "J q q"], ...]:
+    """``Λ̃ (A⁻¹)_jj Λ̃ᵀ`` per level of each factor (J_f, q_f, q_f), standardised units,
+    without σ² (the GLMM's conditional covariances; the LMM's times σ̂²); ``chol_schur``
+    from :func:`conditional_modes`."""
     lam1 = fac.lams[0]
     layout = stats.design.dense_layout
     g = batched_solve_lower(fac.chol1, jnp.broadcast_to(lam1.T, fac.chol1.shape))  # L_j⁻¹Λ₁ᵀ
-    modes = conditional_modes(fac, stats, beta)
-    covs = []
     if layout.size:
         # (A⁻¹)₁₁,j = L_j⁻ᵀ (I + B_j S⁻¹ B_jᵀ) L_j⁻¹ with B_j = L_j⁻¹Λ₁ᵀC_jΛ₂, so
         # B_j S⁻¹ B_jᵀ = G_j (C_j T C_jᵀ) G_jᵀ, T = Λ₂S⁻¹Λ₂ᵀ: a sum over the stored
         # pairs (each off-diagonal pair stands for itself and its mirror).
-        s_inv = inverse_from_chol(modes.chol_schur)
+        s_inv = inverse_from_chol(chol_schur)
         inner = _factor1_inner(fac, stats, g, s_inv)
     else:
-        inner = jnp.broadcast_to(jnp.eye(lam1.shape[0], dtype=phi.dtype), fac.chol1.shape)
-    covs.append(sigma2 * jnp.einsum("jab,jac,jcd->jbd", g, inner, g))  # Λ L⁻ᵀ inner L⁻¹ Λᵀ
+        inner = jnp.broadcast_to(jnp.eye(lam1.shape[0], dtype=lam1.dtype), fac.chol1.shape)
+    covs = [jnp.einsum("jab,jac,jcd->jbd", g, inner, g)]  # Λ L⁻ᵀ inner L⁻¹ Λᵀ
     if layout.size:
         for (off, j, q), lam in zip(layout.blocks, fac.lams[1:], strict=True):
             cols = off + q * jnp.arange(j)[:, None] + jnp.arange(q)[None, :]  # (j, q)
             block_inv = s_inv[cols[:, :, None], cols[:, None, :]]  # diagonal blocks of S⁻¹
             block_inv = 0.5 * (block_inv + block_inv.transpose(0, 2, 1))  # exactly symmetric
-            covs.append(sigma2 * jnp.einsum("ab,jbc,dc->jad", lam, block_inv, lam))
-    return Solution(beta, vcov, jnp.sqrt(sigma2), modes.b, tuple(covs), value)
+            covs.append(jnp.einsum("ab,jbc,dc->jad", lam, block_inv, lam))
+    return tuple(covs)
 
 
 class Modes(eqx.Module):

@@ -272,7 +272,8 @@ def _dense_rows(rows: ModelData) -> jax.Array:
 def _dense_sum(dense: DenseIndex, q2: int, vals: jax.Array, rhs: jax.Array) -> jax.Array:
     """``Z₂ᵀ rhs``: (Q₂, k) from (n, K) dense values and rhs (n, k)."""
     contrib = vals[:, :, None] * rhs[:, None, :]
-    return jax.ops.segment_sum(contrib.reshape(-1, rhs.shape[1]), dense.dense_cols.reshape(-1), q2)
+    flat = contrib.reshape(contrib.shape[0] * contrib.shape[1], rhs.shape[1])  # k may be 0
+    return jax.ops.segment_sum(flat, dense.dense_cols.reshape(-1), q2)
 
 
 def _pair_sum_map(index: DenseIndex, cross_values: jax.Array) -> PairSum:
