@@ -162,6 +162,71 @@ def _vcov_beta(hess: jax.Array, zero: jax.Array, n_theta: int) -> jax.Array:
     return 2.0 * jnp.linalg.inv(free)[n_theta:, n_theta:]
 
 
+class _Optimum(eqx.Module):
+    """The optimiser's answer: x = (θ, β) signed, with the boundary entries exactly 0."""
+
+    x: jax.Array
+    zero: jax.Array  # (n_params,) diagonal entries of θ held at 0
+    status: jax.Array
+    n_iter: jax.Array
+    grad_norm: jax.Array
+
+
+def _optimize(problem: _Problem, solver: AbstractSolver) -> _Optimum:
+    """GLM start, the solver on the deviance (exact gradients: one Newton step), signs, boundary."""
+    data, n_theta = problem.data, problem.n_theta
+    dtype = jnp.asarray(data.X).dtype
+    x0 = jnp.concatenate([_theta_start(data, dtype), glm_start(data, problem.y, problem.family, problem.offset)])
+    res = solver.minimise(lambda x: problem.deviance(x, newton_steps=1), x0)
+    x_hat = jnp.concatenate([_signed(res.params[:n_theta], data), res.params[n_theta:]])
+    x_hat = _zero_boundary(x_hat, problem)
+    zero = (x_hat[:n_theta] == 0.0) & jnp.asarray(_diagonal(data))
+    return _Optimum(x_hat, zero, res.status, res.n_iter, res.grad_norm)
+
+
+@eqx.filter_custom_vjp
+def _optimum(problem: _Problem, solver: AbstractSolver) -> _Optimum:
+    return _optimize(problem, solver)
+
+
+@_optimum.def_fwd
+def _optimum_fwd(perturbed, problem, solver):
+    del perturbed
+    out = _optimize(problem, solver)
+    return out, out
+
+
+def _held(opt: _Optimum, n_beta: int) -> jax.Array:
+    """(n_params + p,) the entries of x held fixed: θ's boundary entries."""
+    return jnp.concatenate([opt.zero, jnp.zeros(n_beta, bool)])
+
+
+@_optimum.def_bwd
+@highest_precision  # traced in the backward pass, after the decorated caller returned
+def _optimum_bwd(residuals, grad_obj, perturbed, problem, solver):
+    """Implicit function theorem at x̂: ∇ₓD(x̂, s) = 0 for the data s, so the cotangent
+    v̄ of x̂ gives s̄ = −∂/∂s [∇ₓD(x̂, s) · w] with H w = v̄ (H the Hessian in the free
+    entries, exact with two Newton steps; held entries get an identity row)."""
+    del perturbed, solver
+    opt: _Optimum = residuals
+    v = grad_obj.x
+    if v is None:
+        return jax.tree.map(lambda _: None, problem)
+    held = _held(opt, opt.x.shape[0] - problem.n_theta)
+    v = jnp.where(held, 0.0, v)
+    hess = jax.hessian(lambda z: problem.deviance(z, newton_steps=2))(opt.x)
+    hess = jnp.where(held[:, None] | held[None, :], jnp.eye(hess.shape[0], dtype=hess.dtype), hess)
+    w = jnp.linalg.solve(0.5 * (hess + hess.T), v)
+
+    def stationarity(p: _Problem) -> jax.Array:
+        return jax.grad(lambda z: p.deviance(z, newton_steps=2))(opt.x)
+
+    diff, static = eqx.partition(problem, eqx.is_inexact_array)
+    _, vjp = jax.vjp(lambda d: stationarity(eqx.combine(d, static)), diff)
+    (cot,) = vjp(-w)
+    return cot
+
+
 @highest_precision
 def fit_glmm_data(
     data: ModelData,
@@ -179,7 +244,8 @@ def fit_glmm_data(
     in the family's convention (binomial: proportions). ``solver``: default
     ``LBFGS()``. ``nagq``: 1 (default) the Laplace approximation; 2–25 adaptive
     Gauss–Hermite quadrature (``_agq``; one scalar random effect per level). Pure JAX:
-    jittable and vmappable.
+    jittable and vmappable; reverse-mode differentiable with respect to y, the offset,
+    X, Z and the prior weights (implicit function theorem at the optimum).
     """
     check_agq(data, nagq)
     dtype = jnp.asarray(data.X).dtype
@@ -187,16 +253,12 @@ def fit_glmm_data(
     n_theta = sum(st.n_params for st in data.structures)
     n_obs = None if n_obs is None else jnp.asarray(n_obs)
     problem = _Problem(data, y, family, offset, n_obs, n_theta, nagq)
-    x0 = jnp.concatenate([_theta_start(data, dtype), glm_start(data, y, family, offset)])
-    solver = LBFGS() if solver is None else solver
-    res = solver.minimise(lambda x: problem.deviance(x, newton_steps=1), x0)
-    x_hat = jnp.concatenate([_signed(res.params[:n_theta], data), res.params[n_theta:]])
-    x_hat = _zero_boundary(x_hat, problem)
-    zero = (x_hat[:n_theta] == 0.0) & jnp.asarray(_diagonal(data))
+    opt = _optimum(problem, LBFGS() if solver is None else solver)
+    x_hat, zero = opt.x, opt.zero
     hess = jax.hessian(lambda z: problem.deviance(z, newton_steps=2))(x_hat)
     hess = 0.5 * (hess + hess.T)
     vcov = _vcov_beta(hess, zero, n_theta)
-    at = problem.laplace(x_hat)
+    at = problem.laplace(x_hat, newton_steps=1)  # modes with derivatives (first order)
     lams = user_lambdas(x_hat[:n_theta], data)
     b = tuple(uf @ lam.T for uf, lam in zip(at.u, lams, strict=True))
     return GLMMResult(
@@ -204,13 +266,13 @@ def fit_glmm_data(
         beta=x_hat[n_theta:],
         vcov_beta=vcov,
         hessian=hess,
-        deviance=at.deviance if nagq == 1 else problem.deviance(x_hat),  # PIRLS once for Laplace
+        deviance=at.deviance if nagq == 1 else problem.deviance(x_hat, newton_steps=1),
         u=at.u,
         b=b,
         b_cov=mode_covariances(x_hat[:n_theta], at.eta, data, y, family, n_obs=n_obs),
-        result=to_results(res.status),
-        n_iter=res.n_iter,
-        grad_norm=res.grad_norm,
+        result=to_results(opt.status),
+        n_iter=opt.n_iter,
+        grad_norm=opt.grad_norm,
         pirls_converged=at.converged,
         at_boundary=zero,
     )
