@@ -117,3 +117,22 @@ def test_gradients_through_the_fit_match_refits():
             e = jnp.zeros(len(y)).at[i].set(1e-4)
             fd.append((float(value(jnp.asarray(y) + e)) - float(value(jnp.asarray(y) - e))) / 2e-4)
     np.testing.assert_allclose(grad[rows], fd, rtol=1e-4, atol=1e-7)
+
+
+def test_vmap_over_responses_equals_separate_fits():
+    """Three binomial responses on cbpp's design as one vmapped fit, against one at a time."""
+    rng = np.random.default_rng(11)
+    with jax.enable_x64(True):
+        data, _ = _cbpp()
+        size = np.asarray(data.weights).astype(int)
+        herd = rng.normal(scale=0.7, size=(3, data.index.n_levels))
+        p = 1.0 / (1.0 + np.exp(1.5 - herd[:, np.asarray(data.index.codes)]))
+        ys = jnp.asarray(rng.binomial(size[None, :], p) / size[None, :])
+        batched = eqx.filter_jit(eqx.filter_vmap(lambda yy: fit_glmm_data(data, yy, Binomial())))(ys)
+        single = eqx.filter_jit(fit_glmm_data)
+        for k in range(3):
+            one = single(data, ys[k], Binomial())
+            assert bool(one.converged) and bool(batched.converged[k])
+            np.testing.assert_allclose(batched.deviance[k], one.deviance, rtol=1e-12)
+            np.testing.assert_allclose(batched.beta[k], one.beta, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(batched.vcov_beta[k], one.vcov_beta, rtol=1e-8, atol=1e-14)
