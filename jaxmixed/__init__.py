@@ -49,6 +49,8 @@ _LAZY = {
     "RESULTS": ".core._status",
     "FormulaError": ".design._formula",
     "fit_glmm": ".glmm._api",
+    "fit_glmm_many": ".glmm._many_api",
+    "GLMMTable": ".glmm._many_api",
     "GLMMResults": ".glmm._results",
     "anova": ".linear._anova",
     "ConvergenceWarning": ".linear._api",
@@ -83,6 +85,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from .core._status import RESULTS
     from .design._formula import FormulaError
     from .glmm._api import fit_glmm
+    from .glmm._many_api import GLMMTable, fit_glmm_many
     from .glmm._results import GLMMResults
     from .linear._anova import anova
     from .linear._api import ConvergenceWarning, fit_reml
@@ -118,6 +121,8 @@ __all__ = [
     "anova",
     "Binomial",
     "fit_glmm",
+    "fit_glmm_many",
+    "GLMMTable",
     "GLMMResults",
     "glmm",
     "Poisson",

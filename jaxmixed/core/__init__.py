@@ -46,10 +46,12 @@ The pipeline, in the order a reader meets it:
 9. Generalized linear mixed models: families and links (``Binomial(link)``,
    ``Poisson()``; ``_family``); ``laplace_deviance(theta, beta, data, y, family)``,
    lme4's Laplace deviance by PIRLS in the same blocked factor (any random
-   part; ``_laplace``); ``agq_deviance(..., n_nodes)``, adaptive Gauss–Hermite
-   quadrature for one scalar random effect (``_agq``); ``fit_glmm_data(data, y,
-   family, nagq=1)`` → :class:`GLMMResult`, the fit over (θ, β) (one grouping
-   factor for now; ``_glmm``).
+   part; exact gradients and Hessians by Newton steps at the modes;
+   ``_laplace``), ``mode_covariances`` (lme4's condVar); ``agq_deviance(...,
+   n_nodes)``, adaptive Gauss–Hermite quadrature for one scalar random effect
+   (``_agq``); ``fit_glmm_data(data, y, family, nagq=1)`` → :class:`GLMMResult`,
+   the fit over (θ, β), differentiable through the optimum, and
+   ``fit_glmm_responses(data, ys, family)``, many responses vmapped (``_glmm``).
 
 Covariance parameterisation: ``CovarianceStructure`` (which entries of a
 factor's Λ are free; ``structure_for_terms`` builds one from the sizes of a
@@ -69,10 +71,10 @@ from ._covariance import (
 )
 from ._family import Binomial, Family, Poisson
 from ._fit import FitResult, fit, fit_at, fit_data
-from ._glmm import GLMMResult, fit_glmm_data
+from ._glmm import GLMMResult, fit_glmm_data, fit_glmm_responses
 from ._index import DenseIndex, DesignIndex
 from ._inference import SatterthwaiteResult, satterthwaite
-from ._laplace import LaplaceDeviance, laplace_deviance
+from ._laplace import LaplaceDeviance, laplace_deviance, mode_covariances
 from ._many import fit_responses, fit_stacked
 from ._mixed_loss import (
     GroupLayout,
@@ -109,7 +111,9 @@ __all__ = [
     "Poisson",
     "agq_deviance",
     "fit_glmm_data",
+    "fit_glmm_responses",
     "laplace_deviance",
+    "mode_covariances",
     "stack_data",
     "simulate_one",
     "simulate",

@@ -15,10 +15,11 @@ from ..core._glmm import fit_glmm_data
 from ..design._design import build_design
 from ..design._prepare import prepare
 from ..linear._results import ConvergenceWarning
-from ._response import OFFSET, WEIGHTS, glmm_frame
+from ._response import WEIGHTS, glmm_frame
 from ._results import GLMMResults
+from ._separation import SeparationWarning, separated_coefficients, separation_message
 
-__all__ = ["fit_glmm"]
+__all__ = ["SeparationWarning", "fit_glmm"]
 
 _jit_fit_glmm = compiled(fit_glmm_data)
 
@@ -45,40 +46,59 @@ def fit_glmm(
         formula: lme4-style. The response: ``cbind(successes, failures)``
             (expressions of columns allowed: ``cbind(incidence, size - incidence)``),
             a 0/1 or proportion column (binomial; trials as ``weights``), or counts
-            (Poisson). One grouping factor for now, e.g. ``(1 | herd)``.
+            (Poisson). Any random part: ``(1 | herd)``, slopes, nested and crossed
+            factors. ``+ offset(expr)`` terms (one or several; columns or expressions of
+            them such as ``offset(log(size))``) are added to the linear predictor.
         data: a DataFrame with the columns the formula uses (no missing values).
         family: ``"binomial"`` (logit), ``"poisson"`` (log), or
             ``jm.Binomial(link="probit" | "cloglog")`` and the like.
         nAGQ: 1 (default, Laplace) to 25 (quadrature points; ``(1 | g)`` models only).
         weights: prior weights, a column name or an array (n,): binomial trials
             for a proportion response (not with ``cbind``).
-        offset: a column name or an array (n,) added to the linear predictor
-            (e.g. ``np.log(exposure)`` for Poisson rates).
+        offset: a column name or expression (``"log(exposure)"``) or an array (n,)
+            added to the linear predictor; summed with the formula's ``offset()`` terms,
+            as lme4 sums them.
 
     Returns:
         A :class:`GLMMResults`. A fit that did not converge emits a
         ``ConvergenceWarning``; a variance below 1e-4 on θ's scale is reported as
-        exactly 0 (singular).
+        exactly 0 (singular). Fixed effects whose estimates lie at infinity (complete or
+        quasi-complete separation, a linear-programming test on the data: ``_separation``)
+        emit a ``SeparationWarning`` naming them.
     """
     fam = family_from_name(family)
     if nAGQ == 0:
         raise ValueError("nAGQ = 0 (lme4's fast first stage alone) is not supported: use nAGQ = 1 (Laplace) to 25")
-    work_formula, frame, response = glmm_frame(formula, data, weights, offset, binomial=isinstance(fam, Binomial))
-    design, arrays = build_design(work_formula, frame, "raise", weights=WEIGHTS, levels_below_rows=False)
+    work = glmm_frame(formula, data, weights, offset, binomial=isinstance(fam, Binomial))
+    design, arrays = build_design(work.formula, work.frame, "raise", weights=WEIGHTS, levels_below_rows=False)
     if arrays.weights is None:  # pragma: no cover - the working frame always has weights
         raise AssertionError("prior weights missing")
     fam.check_response(arrays.y, arrays.weights)
-    off = None if offset is None else frame[OFFSET].to_numpy(float)
+    off = work.offsets.values
     with jax.enable_x64(True):
         model = prepare(design, arrays, dtype=np.float64, on_device=False)
         check_agq(model, nAGQ)  # before int(): 2.7 or True are errors, not 2 or 1
         fit = _jit_fit_glmm(model, np.asarray(arrays.y), fam, offset=off, nagq=int(nAGQ))
         fit = jax.tree.map(np.asarray, fit)
-    results = GLMMResults(design, arrays, fam, int(nAGQ), fit, formula, response)
+    separated = separated_coefficients(arrays.X, arrays.y, list(design.fixed_names), binomial=isinstance(fam, Binomial))
+    results = GLMMResults(
+        design, arrays, fam, int(nAGQ), fit, formula, work.response, work.offsets, data.index, tuple(separated)
+    )
+    _warn(results)
+    return results
+
+
+def _warn(results: GLMMResults) -> None:
+    """A ``SeparationWarning`` naming separated fixed effects; a ``ConvergenceWarning``
+    for a fit that did not converge (both at the caller of ``fit_glmm``)."""
+    if results.separated:
+        warnings.warn(
+            separation_message(list(results.separated), results.coef_table()), SeparationWarning, stacklevel=3
+        )
     if not results.converged:
+        fit = results.fit_result
         warnings.warn(
             f"the GLMM fit did not converge ({fit.result}; PIRLS settled: {bool(fit.pirls_converged)})",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return results

@@ -1,34 +1,50 @@
 """A fitted GLMM with lme4's names: fixed effects and their z tests, θ, the variance
-components, the conditional modes, the log-likelihood and information criteria."""
+components, the conditional modes and variances, the log-likelihood and information
+criteria, predictions, residuals, simulated responses and the printed summary.
+
+Everything is read on the host (numpy, pandas) from the pure layer's
+:class:`~jaxmixed.core._glmm.GLMMResult` and the design; predictions, residuals and
+simulation live in ``_predict``, the summary in ``_summary``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
 import pandas as pd
+from jaxtyping import Float
 
 from ..core._family import Family
 from ..core._glmm import GLMMResult
 from ..core._status import is_converged
 from ..design._design import Design, ModelArrays
-from ..design._names import theta_names
+from ..design._names import theta_names, varcorr_table
 from ..linear._tails import two_sided_p
+from . import _predict, _summary
+from ._response import Offsets, Response
 
 __all__ = ["GLMMResults"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class GLMMResults:
     """What ``fit_glmm`` returns (host arrays; lme4's names).
 
     Attributes:
-        design, arrays: the model as built from the formula and data.
+        design, arrays: the model as built from the formula and data (factors in the
+            computation's order; lme4's order is ``design.report_order``).
         family: the :class:`~jaxmixed.core._family.Family` and its link.
         nagq: 1 (Laplace) or the number of quadrature points.
         fit_result: the pure layer's :class:`~jaxmixed.core._glmm.GLMMResult`.
-        formula, response: as the user wrote them.
+        formula: as the user wrote it.
+        response: how the response was read (:class:`~jaxmixed.glmm._response.Response`).
+        offsets: the formula's ``offset()`` terms, the ``offset=`` argument and their sum.
+        index: the data's row labels (the rows of ``simulate``'s table).
+        separated: the fixed effects found separated (estimates at infinity; see
+            ``_separation``).
     """
 
     design: Design
@@ -37,7 +53,12 @@ class GLMMResults:
     nagq: int
     fit_result: GLMMResult
     formula: str
-    response: str
+    response: Response
+    offsets: Offsets = dataclasses.field(default_factory=Offsets)
+    index: pd.Index | None = None
+    separated: tuple[str, ...] = ()
+
+    # ---------------------------------------------------------------- fit
 
     @property
     def converged(self) -> bool:
@@ -59,9 +80,16 @@ class GLMMResults:
         return pd.Series(np.asarray(self.fit_result.beta, float), index=list(self.design.fixed_names), name="fixef")
 
     @property
+    def vcov(self) -> pd.DataFrame:
+        """The covariance (p, p) of β̂ from the exact Hessian of the deviance (lme4's ``vcov``)."""
+        names = list(self.design.fixed_names)
+        return pd.DataFrame(np.asarray(self.fit_result.vcov_beta, float), index=names, columns=names)
+
+    @property
     def theta(self) -> pd.Series:
         """θ̂ in lme4's order and names (``getME(m, "theta")``)."""
-        return pd.Series(np.asarray(self.fit_result.theta, float), index=theta_names(self.design), name="theta")
+        theta = np.asarray(self.fit_result.theta, float)[self.design.theta_order]
+        return pd.Series(theta, index=theta_names(self.design), name="theta")
 
     @property
     def loglik(self) -> float:
@@ -92,62 +120,152 @@ class GLMMResults:
         table = {"Estimate": est, "Std. Error": se, "z value": z, "Pr(>|z|)": two_sided_p(z, np.inf)}
         return pd.DataFrame(table, index=list(self.design.fixed_names))
 
-    def varcorr(self) -> pd.DataFrame:
-        """The random effects' standard deviations (and correlations), lme4's
-        ``as.data.frame(VarCorr(m))`` columns grp, var1, var2, vcov, sdcor."""
-        rows, start = [], 0
-        for info in self.design.factors:
-            st = info.structure
-            lam = np.zeros((st.q, st.q))
-            lam[np.asarray(st.rows), np.asarray(st.cols)] = np.asarray(self.fit_result.theta, float)[
-                start : start + st.n_params
-            ]
-            start += st.n_params
-            cov = lam @ lam.T
-            names = [c for cols in info.term_columns for c in cols]
-            sd = np.sqrt(np.diag(cov))
-            for a in range(st.q):
-                rows.append((info.name, names[a], "", cov[a, a], sd[a]))
-            for a in range(st.q):
-                for b in range(a + 1, st.q):
-                    cor = cov[a, b] / (sd[a] * sd[b]) if sd[a] * sd[b] > 0 else float("nan")
-                    rows.append((info.name, names[a], names[b], cov[a, b], cor))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+    # ---------------------------------------------------------------- random effects
 
-    def ranef(self) -> dict[str, pd.DataFrame]:
-        """The conditional modes b̂ per grouping factor (levels × effects), lme4's ``ranef``."""
+    @functools.cached_property
+    def lambdas(self) -> tuple[Float[np.ndarray, "q q"], ...]:
+        """Each grouping factor's Λ̂ (q_f, q_f), computation order: b = Λ̂u, Var(b) = Λ̂Λ̂ᵀ."""
+        theta, out, start = np.asarray(self.fit_result.theta, float), [], 0
+        for st in self.design.structures:
+            lam = np.zeros((st.q, st.q))
+            lam[np.asarray(st.rows), np.asarray(st.cols)] = theta[start : start + st.n_params]
+            out.append(lam)
+            start += st.n_params
+        return tuple(out)
+
+    @functools.cached_property
+    def modes(self) -> tuple[Float[np.ndarray, "J q"], ...]:
+        """Each grouping factor's conditional modes b̂ (J_f, q_f), computation order."""
+        return tuple(
+            np.asarray(b, float)[: info.n_levels] for info, b in zip(self.design.factors, self.fit_result.b, strict=True)
+        )
+
+    def varcorr(self) -> pd.DataFrame:
+        """The random effects' variances, standard deviations and correlations: lme4's
+        ``as.data.frame(VarCorr(m))`` columns grp, var1, var2 (None for a variance),
+        vcov, sdcor, terms in lme4's order (no Residual row: a GLMM has no σ)."""
+        table = varcorr_table(self.design, self.lambdas, 1.0)
+        return table.iloc[:-1].reset_index(drop=True)  # the last row is σ's (Residual)
+
+    def _level_table(self, info, values: Float[np.ndarray, "J q"]) -> pd.DataFrame:
+        index = pd.Index(info.levels, name=info.name)
+        return pd.DataFrame(np.asarray(values, float), index=index, columns=list(info.column_names))
+
+    @functools.cached_property
+    def random_effects(self) -> dict[str, pd.DataFrame]:
+        """Factor name → conditional modes (levels × terms), as the linear results name them."""
+        return {info.name: self._level_table(info, b) for info, b in zip(self.design.factors, self.modes, strict=True)}
+
+    @functools.cached_property
+    def random_effects_cov(self) -> dict[str, Float[np.ndarray, "J q q"]]:
+        """Factor name → conditional covariances of the modes (J_f, q_f, q_f) (lme4's
+        ``condVar``: the inverse of the penalised Hessian at the modes, in b's units)."""
+        return {
+            info.name: np.asarray(cov, float)[: info.n_levels]
+            for info, cov in zip(self.design.factors, self.fit_result.b_cov, strict=True)
+        }
+
+    @functools.cached_property
+    def random_effects_var(self) -> dict[str, pd.DataFrame]:
+        """Factor name → conditional variances of the modes (levels × terms)."""
+        return {
+            info.name: self._level_table(info, np.diagonal(self.random_effects_cov[info.name], axis1=1, axis2=2))
+            for info in self.design.factors
+        }
+
+    def ranef(self, condVar: bool = False) -> dict[str, pd.DataFrame]:  # noqa: N803 (lme4's name)
+        """The conditional modes b̂ per grouping factor (levels × terms), lme4's ``ranef``.
+
+        ``condVar=True``: each table also carries ``attrs["condVar"]``, the conditional
+        covariances (J_f, q_f, q_f) of its levels' modes (lme4's ``postVar`` attribute, with
+        the levels first, as ``random_effects_cov``); their diagonals are
+        ``random_effects_var``."""
         out = {}
-        for info, b in zip(self.design.factors, self.fit_result.b, strict=True):
-            names = [c for cols in info.term_columns for c in cols]
-            out[info.name] = pd.DataFrame(np.asarray(b, float)[: info.n_levels], index=info.levels, columns=names)
+        for name, table in self.random_effects.items():
+            table = table.copy()
+            if condVar:
+                table.attrs["condVar"] = self.random_effects_cov[name].copy()
+            out[name] = table
         return out
 
+    # ---------------------------------------------------------------- predictions
+
+    def predict(
+        self,
+        newdata: pd.DataFrame | None = None,
+        type: str = "link",  # noqa: A002 (lme4's name)
+        re_form: object = None,
+        allow_new_levels: bool = False,
+        *,
+        offset: str | np.ndarray | None = None,
+    ) -> Float[np.ndarray, " m"]:
+        """Predictions (m,) as lme4's ``predict(m, newdata, re.form, type, allow.new.levels)``.
+
+        Args:
+            newdata: a DataFrame with the columns of the fixed part, the grouping factors and
+                the offsets; None (default): the fitted rows (m = n).
+            type: ``"link"`` (default), η = xβ̂ + offset + Σ z b̂; ``"response"``, μ = g⁻¹(η).
+            re_form: None (default, every random effect) or ``"~0"`` / NA (none: the
+                population prediction xβ̂ + offset).
+            allow_new_levels: a level of a grouping factor not seen in fitting gets no random
+                effect (the population level) when True; when False (default) it is an
+                error naming the level.
+            offset: with ``newdata``, the ``offset=`` part of the new rows' offset (an array
+                (m,), or a column name or expression). Default: the fit's ``offset=`` when it
+                was a column name or expression, evaluated on ``newdata``; a fit with an
+                array ``offset=`` needs it. (lme4 drops the argument's offset on new data;
+                the formula's ``offset()`` terms are always evaluated on ``newdata``.)
+        """
+        if type not in ("link", "response"):
+            raise ValueError(f"type must be 'link' or 'response', got {type!r}")
+        random = _predict.include_random(re_form)
+        eta = _predict.linear_predictor(
+            self, newdata, random=random, allow_new_levels=allow_new_levels, offset=offset
+        )
+        return _predict.mean_of(self, eta) if type == "response" else eta
+
+    def fitted(self) -> Float[np.ndarray, " n"]:
+        """The fitted means μ̂ = g⁻¹(η̂) (n,) on the response scale (binomial: proportions), lme4's ``fitted``."""
+        return self.predict(type="response")
+
+    def residuals(self, type: str = "deviance") -> Float[np.ndarray, " n"]:  # noqa: A002 (lme4's name)
+        """lme4's ``residuals(m, type)`` (n,): ``"deviance"`` (default), ``"pearson"``,
+        ``"working"`` or ``"response"`` (formulas in ``_predict.residuals``)."""
+        return _predict.residuals(self, type)
+
+    def simulate(self, nsim: int = 1, seed: int | None = None, re_form: object = "~0") -> pd.DataFrame:
+        """Responses drawn from the fitted model, lme4's ``simulate(m, nsim, seed, re.form)``.
+
+        η = xβ̂ + offset + Zb per simulation, then y from the family at μ = g⁻¹(η):
+
+        - ``re_form="~0"`` (default; or NA, lme4's default ``re.form = NA``): conditional on
+          none of the random effects: new b = Λ̂u, u ~ N(0, I), per simulation and level;
+        - ``re_form=None`` (lme4's ``NULL``): conditional on all of them, b = b̂ (the modes).
+
+        Binomial draws take the response's form, as R's binomial family simulates: for
+        ``cbind(k, f)`` two columns per simulation (successes, failures), a MultiIndex
+        (``sim_1``, k's expression), …; for a two-level factor its labels; else proportions
+        k/trials (0/1 for a 0/1 response). Poisson draws are counts (prior weights ignored
+        with a warning, as lme4 does).
+
+        Args:
+            nsim: the number of simulations (default 1).
+            seed: numpy's ``default_rng(seed)`` makes the draws (None: fresh entropy).
+
+        Returns:
+            A DataFrame with one row per fitted row (the data's index) and columns
+            ``sim_1`` … ``sim_<nsim>``; ``attrs["seed"]`` holds ``seed``.
+        """
+        return _predict.simulate(self, nsim, seed, re_form)
+
+    # ---------------------------------------------------------------- printing
+
     def summary(self) -> str:
-        """A printable summary in the manner of lme4's ``summary(glmer)``."""
-        method = "Laplace Approximation" if self.nagq == 1 else f"Adaptive Gauss-Hermite Quadrature (nAGQ = {self.nagq})"
-        lines = [
-            f"Generalized linear mixed model fit by maximum likelihood ({method})",
-            f" Family: {self.family.name}  ( {self.family.link.name} )",
-            f"Formula: {self.formula}",
-            "",
-            "     AIC      BIC   logLik deviance df.resid",
-            f"{self.aic:8.1f} {self.bic:8.1f} {self.loglik:8.1f} {-2 * self.loglik:8.1f} {self.n_obs - self.df:8d}",
-            "",
-            "Random effects:",
-        ]
-        vc = self.varcorr()
-        for _, row in vc[vc["var2"] == ""].iterrows():
-            lines.append(f" {row['grp']:<10} {row['var1']:<12} Variance {row['vcov']:.4g}  Std.Dev. {row['sdcor']:.4g}")
-        levels = ", ".join(f"{f.name}, {f.n_levels}" for f in self.design.factors)
-        lines += [f"Number of obs: {self.n_obs}, groups:  {levels}", "", "Fixed effects:"]
-        lines.append(self.coef_table().to_string(float_format=lambda v: f"{v:.5g}"))
-        if self.nagq > 1:
-            lines += ["", "logLik, AIC and BIC include the saturated model's log-likelihood, which lme4 leaves out at nAGQ > 1"]
-        if self.singular:
-            lines += ["", "boundary (singular) fit: a variance is exactly 0"]
-        if not self.converged:
-            lines += ["", f"the fit did not converge: {self.fit_result.result}"]
-        return "\n".join(lines)
+        """A printable summary laid out as lme4's ``summary(glmer)`` (see ``_summary``)."""
+        return _summary.summary_text(self)
+
+    def __str__(self) -> str:
+        return self.summary()
 
     def __repr__(self) -> str:
         return f"<GLMMResults {self.formula!r}, {self.family.name}({self.family.link.name}), logLik {self.loglik:.4f}>"
