@@ -30,6 +30,7 @@ validation a user-level fit calls first.
 from __future__ import annotations
 
 import abc
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -215,10 +216,10 @@ class Family(eqx.Module):
         def ratio(e):
             return self.link.mu_eta(e) / self.variance(self.link.inverse(e))
 
-        r, dr = jax.jvp(ratio, (eta,), (jnp.ones_like(eta),))
+        r, dr = cast(tuple[Array, Array], jax.jvp(ratio, (eta,), (jnp.ones_like(eta),)))
         resid = weights * (y - mu)
         h = w - resid * dr
-        h = jnp.where(h > 0, h, w)
+        h = cast(Array, jnp.where(h > 0, h, w))
         return h, eta + resid * r / h
 
 

@@ -26,6 +26,8 @@ Hessian (``_laplace.laplace_deviance``'s ``newton_steps``). Any random part
 
 from __future__ import annotations
 
+from typing import cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -38,7 +40,7 @@ from ._laplace import LaplaceDeviance, laplace_deviance, mode_covariances, user_
 from ._precision import highest_precision
 from ._solvers import LBFGS, AbstractSolver
 from ._statistics import ModelData
-from ._status import RESULTS, is_converged, to_results
+from ._status import RESULTS, LoopStatus, is_converged, to_results
 
 __all__ = ["GLMMResult", "fit_glmm_data", "fit_glmm_responses", "glm_start"]
 
@@ -172,7 +174,7 @@ class _Optimum(eqx.Module):
 
     x: jax.Array
     zero: jax.Array  # (n_params,) diagonal entries of θ held at 0
-    status: jax.Array
+    status: LoopStatus
     n_iter: jax.Array
     grad_norm: jax.Array
 
@@ -219,7 +221,7 @@ def _optimum_bwd(residuals, grad_obj, perturbed, problem, solver):
         return jax.tree.map(lambda _: None, problem)
     held = _held(opt, opt.x.shape[0] - problem.n_theta)
     v = jnp.where(held, 0.0, v)
-    hess = jax.hessian(lambda z: problem.deviance(z, newton_steps=2))(opt.x)
+    hess = cast(jax.Array, jax.hessian(lambda z: problem.deviance(z, newton_steps=2))(opt.x))
     hess = jnp.where(held[:, None] | held[None, :], jnp.eye(hess.shape[0], dtype=hess.dtype), hess)
     w = jnp.linalg.solve(0.5 * (hess + hess.T), v)
 

@@ -184,8 +184,8 @@ def laplace_deviance(
     reverse-mode derivatives, so differentiate with ``jax.grad`` (or ``jax.hessian``,
     forward over reverse); ``newton_steps=0`` leaves ũ without derivatives.
     """
-    frozen = _stopped((theta, beta, data, y, offset))
-    u, n_iter, done = _pirls(*frozen, family, n_obs)
+    th0, b0, data0, y0, off0 = _stopped((theta, beta, data, y, offset))
+    u, n_iter, done = _pirls(th0, b0, data0, y0, off0, family, n_obs)
     fixed = jnp.asarray(data.X) @ beta + (0.0 if offset is None else offset)
     lams = user_lambdas(theta, data)
     for _ in range(newton_steps):

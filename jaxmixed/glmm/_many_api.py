@@ -191,7 +191,7 @@ def _fit_chunks(design, arrays, ys, reasons, fam, nagq, offset, batch_size, verb
     filler = ys[good[0]] if good else np.r_[1.0, np.zeros(ys.shape[1] - 1)]
     ys = ys.copy()
     ys[list(reasons)] = filler
-    progress = Progress(n_fits, "fit", verbose and n_fits > size)
+    progress = Progress(n_fits, "fit", bool(verbose and n_fits > size))
     chunks = []
     with jax.enable_x64(True):
         model = prepare(design, arrays, dtype=np.float64, on_device=False)
@@ -200,7 +200,7 @@ def _fit_chunks(design, arrays, ys, reasons, fam, nagq, offset, batch_size, verb
             ids: Int[np.ndarray, " b"] = np.arange(start, start + size)
             ids = np.where(ids < n_fits, ids, start)
             out = _jit_fit_responses(model, ys[ids], fam, offset=offset, nagq=int(nagq))
-            real = min(size, n_fits - start)
+            real = int(min(size, n_fits - start))
             chunks.append(jax.tree.map(lambda a, m=real: np.asarray(a)[:m], out))
             progress.update(real)
     progress.close()
