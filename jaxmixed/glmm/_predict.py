@@ -150,18 +150,45 @@ def _new_random_part(
     return total
 
 
-def simulate(results: GLMMResults, nsim: int = 1, seed: int | None = None, re_form: object = "~0") -> pd.DataFrame:
-    """lme4's ``simulate(m, nsim, seed, re.form)`` of a glmer fit; see
-    ``GLMMResults.simulate``."""
-    if int(nsim) != nsim or nsim < 1:
+def _checked_nsim(nsim: object) -> int:
+    if isinstance(nsim, bool) or not isinstance(nsim, int | np.integer | float) or int(nsim) != nsim or nsim < 1:
         raise ValueError(f"nsim must be a positive integer, got {nsim!r}")
-    nsim = int(nsim)
-    rng = np.random.default_rng(seed)
+    return int(nsim)
+
+
+def _simulated_means(
+    results: GLMMResults, rng: np.random.Generator, nsim: int, re_form: object
+) -> Float[np.ndarray, "nsim n"]:
+    """μ (nsim, n) of each simulation: new random effects (``re_form`` "~0", lme4's
+    default) or the fitted modes (None)."""
     conditional = include_random(re_form)
     eta = np.broadcast_to(linear_predictor(results, random=conditional), (nsim, results.n_obs))
     if not conditional:
         eta = eta + _new_random_part(results, rng, nsim)
-    mu = mean_of(results, eta)
+    return mean_of(results, eta)
+
+
+def draw_responses(
+    results: GLMMResults, nsim: int, seed: int | None = None, re_form: object = "~0"
+) -> Float[np.ndarray, "nsim n"]:
+    """``nsim`` responses (nsim, n) from the fitted model in the family's working convention
+    (binomial: successes / trials with the fitted trials; Poisson: counts), for refitting
+    (the parametric bootstrap); random effects as in :func:`simulate`."""
+    nsim = _checked_nsim(nsim)
+    rng = np.random.default_rng(seed)
+    mu = _simulated_means(results, rng, nsim, re_form)
+    if isinstance(results.family, Binomial):
+        trials = np.asarray(results.arrays.weights, float)
+        return rng.binomial(trials.astype(np.int64), mu) / trials
+    return rng.poisson(mu).astype(float)
+
+
+def simulate(results: GLMMResults, nsim: int = 1, seed: int | None = None, re_form: object = "~0") -> pd.DataFrame:
+    """lme4's ``simulate(m, nsim, seed, re.form)`` of a glmer fit; see
+    ``GLMMResults.simulate``."""
+    nsim = _checked_nsim(nsim)
+    rng = np.random.default_rng(seed)
+    mu = _simulated_means(results, rng, nsim, re_form)
     names = [f"sim_{k + 1}" for k in range(nsim)]
     index = results.index if results.index is not None else pd.RangeIndex(results.n_obs)
     weights = np.ones(results.n_obs) if results.arrays.weights is None else np.asarray(results.arrays.weights, float)

@@ -22,6 +22,7 @@ from ..core._glmm import GLMMResult
 from ..core._status import is_converged
 from ..design._design import Design, ModelArrays
 from ..design._names import theta_names, varcorr_table
+from ..linear._bootstrap import BootstrapResults
 from ..linear._tails import two_sided_p
 from . import _predict, _summary
 from ._response import Offsets, Response
@@ -257,6 +258,24 @@ class GLMMResults:
             ``sim_1`` … ``sim_<nsim>``; ``attrs["seed"]`` holds ``seed``.
         """
         return _predict.simulate(self, nsim, seed, re_form)
+
+    def bootstrap(
+        self, n: int = 1000, seed: int | None = 0, *, batch_size: int | None = None, verbose: bool = True
+    ) -> BootstrapResults:
+        """Parametric bootstrap (lme4's ``bootMer``, ``use.u = FALSE``): ``n`` responses
+        drawn from the fit with new random effects, each refitted with the same settings
+        (family, nAGQ, offsets, trials) in vmapped chunks of ``batch_size`` (default
+        min(n, 256)), compiled once.
+
+        Returns a :class:`~jaxmixed.linear._bootstrap.BootstrapResults`: the replicate
+        estimates (the random effects' ``sd_``/``cor_`` in lme4's ``confint(oldNames =
+        FALSE)`` names, then the fixed effects), ``std_error``, ``bias`` and
+        ``conf_int(level)`` percentile intervals. A replicate that cannot be fitted
+        (a constant response) counts as not converged.
+        """
+        from ._bootstrap import glmm_bootstrap  # the refits use fit_glmm_many's chunks
+
+        return glmm_bootstrap(self, n, seed, batch_size=batch_size, verbose=verbose)
 
     # ---------------------------------------------------------------- printing
 

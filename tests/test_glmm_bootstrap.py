@@ -1,0 +1,47 @@
+"""GLMMResults.bootstrap: replicates drawn from the fit and refitted (lme4's bootMer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import DATA
+
+import jaxmixed as jm
+from jaxmixed.glmm._predict import draw_responses
+
+
+@pytest.fixture(scope="module")
+def fit():
+    cbpp = pd.read_csv(DATA / "cbpp.csv").astype({"herd": str, "period": str})
+    return cbpp, jm.fit_glmm("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp)
+
+
+@pytest.fixture(scope="module")
+def boot(fit):
+    return fit[1].bootstrap(120, seed=4, batch_size=64, verbose=False)
+
+
+def test_each_replicate_is_the_refit_of_its_drawn_response(fit, boot):
+    cbpp, m = fit
+    ys = draw_responses(m, 120, seed=4)
+    for k in (0, 77):
+        data = cbpp.assign(k=np.round(ys[k] * cbpp["size"]))
+        one = jm.fit_glmm("cbind(k, size - k) ~ period + (1 | herd)", data)
+        row = boot.replicates.iloc[k]
+        np.testing.assert_allclose(row[list(one.fixef.index)].to_numpy(float), one.fixef, rtol=1e-7, atol=1e-10)
+        assert row["sd_(Intercept)|herd"] == pytest.approx(float(one.theta.iloc[0]), rel=1e-7, abs=1e-12)
+
+
+def test_the_spread_of_the_replicates_is_the_hessians_standard_errors(fit, boot):
+    """120 replicates estimate an SD to about ±7% (1/√(2·119)); the fixed effects' SEs
+    from the Hessian must lie within 25% of them, and the original is the fit's."""
+    _, m = fit
+    assert boot.converged.mean() > 0.95
+    se = m.coef_table()["Std. Error"]
+    ratio = boot.std_error[se.index] / se
+    assert np.all((ratio > 0.75) & (ratio < 1.25)), ratio
+    assert boot.original["(Intercept)"] == pytest.approx(float(m.fixef["(Intercept)"]))
+    assert boot.original["sd_(Intercept)|herd"] == pytest.approx(float(m.theta.iloc[0]))
+    ci = boot.conf_int(0.9)
+    assert np.all(ci["5%"] < boot.original) and np.all(boot.original < ci["95%"])
