@@ -49,7 +49,7 @@ def glmm_bootstrap(results, n: int, seed: int | None, *, batch_size: int | None,
     reasons = _screen(ys, arrays.weights, fam)  # e.g. a replicate with no successes at all
     fits = _fit_chunks(design, arrays, ys, reasons, fam, results.nagq, results.offsets.values, batch_size, verbose)
     names = [*parameter_names(design)[:-1], *design.fixed_names]
-    est = _estimates(design, fits.theta, fits.beta)
+    est = _estimates(design, np.asarray(fits.theta), np.asarray(fits.beta))
     converged = np.asarray(fits.converged, bool)
     converged[list(reasons)] = False
     est[list(reasons)] = np.nan
