@@ -61,12 +61,16 @@ def agq_deviance(
     offset: Float[Array, " n"] | None = None,
     n_obs: jax.Array | int | None = None,
     newton_steps: int = 2,
+    u_start: tuple[Float[Array, "J q"], ...] | None = None,
 ) -> tuple[Float[Array, ""], LaplaceDeviance]:
     """(−2 log L by ``n_nodes``-point adaptive quadrature, the Laplace result whose modes
     centre it); ``n_nodes`` = 1 returns the Laplace deviance. See the module docstring.
     Derivatives as :func:`~jaxmixed.core._laplace.laplace_deviance`'s (``newton_steps``):
-    the quadrature depends on (θ, β) directly and through the modes."""
-    lap = laplace_deviance(theta, beta, data, y, family, offset=offset, n_obs=n_obs, newton_steps=newton_steps)
+    the quadrature depends on (θ, β) directly and through the modes. ``u_start``: PIRLS's
+    warm start (``laplace_deviance``)."""
+    lap = laplace_deviance(
+        theta, beta, data, y, family, offset=offset, n_obs=n_obs, newton_steps=newton_steps, u_start=u_start
+    )
     if n_nodes == 1:
         return lap.deviance, lap
     x = jnp.asarray(data.X)

@@ -37,9 +37,10 @@ from jaxtyping import Array, Bool, Float, Int
 from ._agq import agq_deviance, check_agq
 from ._family import Binomial, Family
 from ._laplace import LaplaceDeviance, laplace_deviance, mode_covariances, user_lambdas
+from ._objective import factorize_lambdas
 from ._precision import highest_precision
 from ._solvers import LBFGS, AbstractSolver
-from ._statistics import ModelData
+from ._statistics import ModelData, model_statistics
 from ._status import RESULTS, LoopStatus, is_converged, to_results
 
 __all__ = ["GLMMResult", "fit_glmm_data", "fit_glmm_responses", "glm_start"]
@@ -93,25 +94,41 @@ class _Problem(eqx.Module):
     n_theta: int = eqx.field(static=True)
     n_nodes: int = eqx.field(static=True, default=1)
 
-    def laplace(self, x: jax.Array, newton_steps: int = 0):
+    def laplace(self, x: jax.Array, newton_steps: int = 0, u_start=None):
         theta, beta = x[: self.n_theta], x[self.n_theta :]
-        return laplace_deviance(
-            theta, beta, self.data, self.y, self.family, offset=self.offset, n_obs=self.n_obs, newton_steps=newton_steps
-        )
+        args = (self.data, self.y, self.family)
+        kwargs = {"offset": self.offset, "n_obs": self.n_obs, "newton_steps": newton_steps, "u_start": u_start}
+        return laplace_deviance(theta, beta, *args, **kwargs)
 
     def deviance(self, x: jax.Array, newton_steps: int = 0) -> jax.Array:
         """−2 log L at x = (θ, β): Laplace, or adaptive quadrature with ``n_nodes`` > 1.
         Its derivatives are exact up to order 2^``newton_steps`` − 1 (``_laplace``)."""
         return self.deviance_and_modes(x, newton_steps)[0]
 
-    def deviance_and_modes(self, x: jax.Array, newton_steps: int = 0) -> tuple[jax.Array, LaplaceDeviance]:
-        """(the deviance at x, the Laplace result whose modes it used)."""
+    def deviance_and_modes(
+        self, x: jax.Array, newton_steps: int = 0, u_start=None
+    ) -> tuple[jax.Array, LaplaceDeviance]:
+        """(the deviance at x, the Laplace result whose modes it used); PIRLS starts from
+        ``u_start`` where that is better than 0 (``laplace_deviance``)."""
         if self.n_nodes == 1:
-            lap = self.laplace(x, newton_steps)
+            lap = self.laplace(x, newton_steps, u_start)
             return lap.deviance, lap
         theta, beta = x[: self.n_theta], x[self.n_theta :]
         args = (self.data, self.y, self.family, self.n_nodes)
-        return agq_deviance(theta, beta, *args, offset=self.offset, n_obs=self.n_obs, newton_steps=newton_steps)
+        kwargs = {"offset": self.offset, "n_obs": self.n_obs, "newton_steps": newton_steps, "u_start": u_start}
+        return agq_deviance(theta, beta, *args, **kwargs)
+
+    def warm_deviance(self, x: jax.Array, u_start) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        """(the deviance at x with an exact gradient, its modes): the optimiser's objective,
+        each evaluation's PIRLS started from the previous evaluation's modes."""
+        value, lap = self.deviance_and_modes(x, newton_steps=1, u_start=u_start)
+        return value, lap.u
+
+    def zero_modes(self) -> tuple[jax.Array, ...]:
+        """u = 0 per factor (J_f, q_f)."""
+        dtype = jnp.asarray(self.data.X).dtype
+        levels = [self.data.index.n_levels] + [j for _, j, _ in self.data.index.layout.blocks]
+        return tuple(jnp.zeros((j, st.q), dtype) for j, st in zip(levels, self.data.structures, strict=True))
 
 
 def glm_start(data: ModelData, y: jax.Array, family: Family, offset: jax.Array) -> jax.Array:
@@ -179,14 +196,52 @@ class _Optimum(eqx.Module):
     grad_norm: jax.Array
 
 
+def _coordinate_scales(problem: _Problem, x0: jax.Array) -> jax.Array:
+    """Per entry of x = (θ, β), about √ of the deviance's curvature there at the start: the
+    optimiser works in z = scale·(x − x0), where the curvatures are near 1 (on grouseticks,
+    16 iterations instead of 66; and a covariate's units do not matter).
+
+    β: √(2 diag(XᵀV⁻¹X)), the marginal information of the working linear mixed model at
+    the start (V = W⁻¹ + ZΛΛᵀZᵀ, W the GLM's working weights): ``Rᵀ L_X L_Xᵀ R`` from the
+    blocked factor with X (R the QR factor of √W X, L_X the Schur complement's).
+    θ: √(J_f/2)·rms(Z column), for an entry of factor f's Λ in the row of that column (a
+    scalar intercept's curvature at θ = 1 is a fraction of J_f, measured 0.26–0.63 J_f).
+    """
+    data, n_theta = problem.data, problem.n_theta
+    beta0, theta0 = x0[n_theta:], x0[:n_theta]
+    real = data.weights > 0
+    w, z = problem.family.working(problem.y, jnp.asarray(data.X) @ beta0 + problem.offset, data.weights)
+    w = jnp.where(real, w, 1.0)
+    stats = model_statistics(eqx.tree_at(lambda d: d.weights, data, w), jnp.where(real, z, 0.0), None, problem.n_obs)
+    scaling = stats.design.scaling
+    lams = tuple(lam / s[:, None] for lam, s in zip(user_lambdas(theta0, data), scaling.z_scale, strict=True))
+    p = beta0.shape[0]
+    l_x = factorize_lambdas(lams, stats).chol_m[:p, :p]
+    lx_r = l_x.T @ scaling.r_factor
+    beta_scale = jnp.sqrt(2.0 * jnp.sum(lx_r * lx_r, axis=0))
+    theta_scale = []
+    levels = [data.index.n_levels] + [j for _, j, _ in data.index.layout.blocks]
+    for st, j, zs in zip(data.structures, levels, scaling.z_scale, strict=True):
+        theta_scale.append(jnp.sqrt(j / 2.0) / zs[np.asarray(st.rows)])
+    scale = jnp.concatenate([*theta_scale, beta_scale])
+    return jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)
+
+
 def _optimize(problem: _Problem, solver: AbstractSolver) -> _Optimum:
-    """GLM start, the solver on the deviance (exact gradients: one Newton step), signs, boundary."""
+    """GLM start, the solver on the deviance (exact gradients: one Newton step) in scaled
+    coordinates, signs, boundary."""
     data, n_theta = problem.data, problem.n_theta
     dtype = jnp.asarray(data.X).dtype
     x0 = jnp.concatenate([_theta_start(data, dtype), glm_start(data, problem.y, problem.family, problem.offset)])
-    res = solver.minimise(lambda x: problem.deviance(x, newton_steps=1), x0)
-    x_hat = jnp.concatenate([_signed(res.params[:n_theta], data), res.params[n_theta:]])
-    x_hat = _zero_boundary(x_hat, res.value, problem)  # x_hat's deviance: res.params' (same ΛΛᵀ)
+    scale = jax.lax.stop_gradient(_coordinate_scales(problem, x0))
+    z0 = jnp.zeros_like(x0)
+    if isinstance(solver, LBFGS):  # PIRLS warm-started from the latest evaluation's modes
+        res = solver.minimise(lambda z, u: problem.warm_deviance(x0 + z / scale, u), z0, warm=problem.zero_modes())
+    else:
+        res = solver.minimise(lambda z: problem.deviance(x0 + z / scale, newton_steps=1), z0)
+    x = x0 + res.params / scale
+    x_hat = jnp.concatenate([_signed(x[:n_theta], data), x[n_theta:]])
+    x_hat = _zero_boundary(x_hat, res.value, problem)  # x_hat's deviance: x's (same ΛΛᵀ)
     zero = (x_hat[:n_theta] == 0.0) & jnp.asarray(_diagonal(data))
     return _Optimum(x_hat, zero, res.status, res.n_iter, res.grad_norm)
 

@@ -168,12 +168,15 @@ def laplace_deviance(
     offset: Float[Array, " n"] | None = None,
     n_obs: jax.Array | int | None = None,
     newton_steps: int = 2,
+    u_start: tuple[Float[Array, "J q"], ...] | None = None,
 ) -> LaplaceDeviance:
     """−2 log L of the GLMM at (θ, β) by the Laplace approximation (module docstring).
 
     ``data.weights`` are the prior weights (binomial trials; 0 on padded rows),
     ``y`` (n,) the response in the family's convention (binomial: proportions).
-    PIRLS starts from u = 0. Pure JAX: jittable and vmappable.
+    PIRLS starts from u = 0, or from ``u_start`` (per factor (J_f, q_f): a warm start,
+    such as the modes of a nearby (θ, β)) where its penalised deviance is lower and
+    finite. Pure JAX: jittable and vmappable.
 
     Derivatives. PIRLS (a ``while_loop``) runs on the inputs with their gradients
     stopped; from its modes ũ, ``newton_steps`` (default 2) Newton steps with the
@@ -184,8 +187,8 @@ def laplace_deviance(
     reverse-mode derivatives, so differentiate with ``jax.grad`` (or ``jax.hessian``,
     forward over reverse); ``newton_steps=0`` leaves ũ without derivatives.
     """
-    th0, b0, data0, y0, off0 = _stopped((theta, beta, data, y, offset))
-    u, n_iter, done = _pirls(th0, b0, data0, y0, off0, family, n_obs)
+    th0, b0, data0, y0, off0, start = _stopped((theta, beta, data, y, offset, u_start))
+    u, n_iter, done = _pirls(th0, b0, data0, y0, off0, family, n_obs, start)
     fixed = jnp.asarray(data.X) @ beta + (0.0 if offset is None else offset)
     lams = user_lambdas(theta, data)
     for _ in range(newton_steps):
@@ -204,13 +207,19 @@ def _stopped(tree):
     return jax.tree.map(lambda a: jax.lax.stop_gradient(a) if isinstance(a, jax.Array) else a, tree)
 
 
-def _pirls(theta, beta, data: ModelData, y, offset, family: Family, n_obs):
-    """(ũ per factor, PIRLS steps, whether the modes settled) from u = 0."""
+def _pirls(theta, beta, data: ModelData, y, offset, family: Family, n_obs, u_start=None):
+    """(ũ per factor, PIRLS steps, whether the modes settled) from u = 0 or ``u_start``,
+    whichever has the lower penalised deviance."""
     dtype = jnp.asarray(data.X).dtype
     fixed = jnp.asarray(data.X) @ beta + (0.0 if offset is None else offset)
     lams = user_lambdas(theta, data)
     u0 = tuple(jnp.zeros((j, st.q), dtype) for j, st in zip(_levels(data), data.structures, strict=True))
     pdev0, _ = _penalised(u0, lams, fixed, y, data, family)
+    if u_start is not None:
+        pdev_start, _ = _penalised(u_start, lams, fixed, y, data, family)
+        better = pdev_start < pdev0  # False for NaN: a failed start is not taken
+        u0 = tuple(jnp.where(better, a, b) for a, b in zip(u_start, u0, strict=True))
+        pdev0 = jnp.where(better, pdev_start, pdev0)
 
     def step(carry):
         u, pdev, it, _, _ = carry

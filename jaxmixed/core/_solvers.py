@@ -191,6 +191,7 @@ class _Carry(NamedTuple):
     n_iter: jax.Array
     status: LoopStatus
     started: jax.Array  # False until the first evaluation at x0
+    warm: Any  # the inner solver's state from the latest evaluation (() without one)
 
 
 class LBFGS(AbstractSolver):
@@ -240,22 +241,30 @@ class LBFGS(AbstractSolver):
             raise ValueError(f"need 0 < armijo < curvature < 1, got {self.armijo!r}, {self.curvature!r}")
 
     def minimise(
-        self, fun: Objective, x0: Float[Array, " k"], *, run: Bool[Array, ""] | bool = True
+        self, fun: Objective, x0: Float[Array, " k"], *, run: Bool[Array, ""] | bool = True, warm: Any = None
     ) -> OptimizeResult:
         """Minimises ``fun`` from ``x0`` (k,); ``run=False`` returns at once (``skipped``, no evaluation).
 
         The boundary trials use ``run`` so that one compiled loop serves every
-        trial under ``jax.vmap``.
+        trial under ``jax.vmap``. ``warm``: a pytree that an inner iterative solver
+        of the objective starts from; then ``fun(x, warm)`` returns ``(value,
+        warm)`` and each evaluation starts from the previous one's (a warm start:
+        the value must not depend on it beyond the inner solver's tolerance). It is
+        not differentiated.
         """
-        value_and_grad = jax.value_and_grad(fun)
+        if warm is None:
+            value_and_grad = jax.value_and_grad(lambda x, w: (fun(x), w), has_aux=True)
+            warm = ()
+        else:
+            value_and_grad = jax.value_and_grad(fun, has_aux=True)
         opt = optax.scale_by_lbfgs(memory_size=self.memory_size)
-        carry = self._initial(opt, x0, run)
+        carry = self._initial(opt, x0, run, warm)
         out = jax.lax.while_loop(
             lambda c: c.status == LoopStatus.running, lambda c: self._step(c, opt, value_and_grad), carry
         )
         return OptimizeResult(out.x, out.value, out.grad, out.n_iter, out.status)
 
-    def _initial(self, opt, x0, run) -> _Carry:
+    def _initial(self, opt, x0, run, warm) -> _Carry:
         zero = jnp.zeros((), x0.dtype)
         line0, _ = self._new_line(opt, x0, jnp.zeros_like(x0), zero, opt.init(x0))
         carry = _Carry(
@@ -267,6 +276,7 @@ class LBFGS(AbstractSolver):
             n_iter=jnp.zeros((), jnp.int32),
             status=LoopStatus.where(jnp.asarray(run), LoopStatus.running, LoopStatus.skipped),
             started=jnp.zeros((), bool),
+            warm=warm,
         )
         return batched_like(carry, x0)
 
@@ -291,7 +301,7 @@ class LBFGS(AbstractSolver):
         """One evaluation at the trial point: accept it (Wolfe) or narrow the bracket."""
         line = c.line
         trial = jnp.where(c.started, c.x + line.step * line.direction, c.x)
-        f_t, g_t = value_and_grad(trial)
+        (f_t, warm), g_t = value_and_grad(trial, c.warm)
         slope_t = jnp.vdot(g_t, line.direction)
         sufficient, wolfe = self._wolfe(c, f_t, g_t, slope_t)
         out_of_steps = line.n_steps + 1 >= self.max_linesearch
@@ -316,6 +326,7 @@ class LBFGS(AbstractSolver):
             n_iter=keep(n_iter, c.n_iter),
             status=LoopStatus.where(accept, on_accept, on_reject),
             started=jnp.ones((), bool),
+            warm=jax.tree.map(jax.lax.stop_gradient, warm),  # the latest evaluation's, accepted or not
         )
 
     def _wolfe(self, c: _Carry, f_t, g_t, slope_t):
