@@ -28,6 +28,8 @@ differ from the observed information).
 
 from __future__ import annotations
 
+from typing import cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -218,7 +220,7 @@ def _pirls(theta, beta, data: ModelData, y, offset, family: Family, n_obs, u_sta
     if u_start is not None:
         pdev_start, _ = _penalised(u_start, lams, fixed, y, data, family)
         better = pdev_start < pdev0  # False for NaN: a failed start is not taken
-        u0 = tuple(jnp.where(better, a, b) for a, b in zip(u_start, u0, strict=True))
+        u0 = tuple(cast(jax.Array, jnp.where(better, a, b)) for a, b in zip(u_start, u0, strict=True))
         pdev0 = jnp.where(better, pdev_start, pdev0)
 
     def step(carry):

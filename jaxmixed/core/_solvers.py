@@ -241,7 +241,12 @@ class LBFGS(AbstractSolver):
             raise ValueError(f"need 0 < armijo < curvature < 1, got {self.armijo!r}, {self.curvature!r}")
 
     def minimise(
-        self, fun: Objective, x0: Float[Array, " k"], *, run: Bool[Array, ""] | bool = True, warm: Any = None
+        self,
+        fun: Callable[..., Any],
+        x0: Float[Array, " k"],
+        *,
+        run: Bool[Array, ""] | bool = True,
+        warm: Any = None,
     ) -> OptimizeResult:
         """Minimises ``fun`` from ``x0`` (k,); ``run=False`` returns at once (``skipped``, no evaluation).
 
