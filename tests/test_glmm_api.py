@@ -440,6 +440,10 @@ def test_bad_input_is_named(cbpp):
         jm.fit_glmm("cbind(incidence) ~ period + (1 | herd)", cbpp)
     with pytest.raises(ValueError, match="cbind\\(successes, failures\\) is a binomial response"):
         jm.fit_glmm(CBIND, cbpp, family="poisson")
+    with pytest.raises(ValueError, match="'k' must count events \\(whole numbers ≥ 0\\); 1 row"):
+        jm.fit_glmm("cbind(k, size - k) ~ period + (1 | herd)", cbpp.assign(k=cbpp["incidence"].where(cbpp.index != 2, -1)))
+    with pytest.raises(ValueError, match="is a two-level factor: that is a binomial response"):
+        jm.fit_glmm("sick ~ period + (1 | herd)", cbpp.assign(sick=np.where(cbpp["incidence"] > 0, "yes", "no")), family="poisson")
     with pytest.raises(ValueError, match="offset\\(\\) must be a term added to the formula on its own"):
         jm.fit_glmm("incidence ~ period - offset(log(size)) + (1 | herd)", cbpp, family="poisson")
     with pytest.raises(ValueError, match="cannot evaluate offset\\(log\\(sizes\\)\\) on the data"):

@@ -48,7 +48,7 @@ def test_each_row_is_the_separate_fit(frame, table):
 def test_unfittable_responses_say_why_and_hold_nan(table):
     assert table.loc["missing", "message"] == "not fitted: the response has 1 missing or non-finite value(s)"
     assert "whole numbers" in table.loc["half", "message"]  # 0.5 × an odd number of trials
-    assert table.loc["const", "message"].startswith("not fitted: the response is constant")
+    assert table.loc["const", "message"].startswith("not fitted: every response is 0")
     for name in ("missing", "half", "const"):
         assert not table.loc[name, "converged"] and np.isnan(table.loc[name, "deviance"])
         with pytest.raises(ValueError, match="was not fitted"):

@@ -160,8 +160,10 @@ def test_verbagg_bernoulli_responses_with_crossed_factors_match_lme4():
     assert float(out.deviance) == pytest.approx(conv["minus2logLik"], abs=1e-6)
 
 
-def test_gradients_are_finite_and_unchanged_on_padded_rows():
-    """Padded rows (prior weight 0) keep the reverse-mode gradient finite and equal."""
+@pytest.mark.parametrize("link", ["logit", "probit"])
+def test_gradients_are_finite_and_unchanged_on_padded_rows(link):
+    """Padded rows (prior weight 0) keep the reverse-mode gradient finite and equal (probit:
+    the observed information of a padded row is 0, as its working weight)."""
     with jax.enable_x64(True):
         data, y = _cbpp()
         pad = 4
@@ -170,7 +172,7 @@ def test_gradients_are_finite_and_unchanged_on_padded_rows():
         x = jnp.asarray([0.6, -1.4, -1.0, -1.1, -1.6])
 
         def dev(d, yy, z):
-            return laplace_deviance(z[:1], z[1:], d, yy, Binomial(), newton_steps=1).deviance
+            return laplace_deviance(z[:1], z[1:], d, yy, Binomial(link), newton_steps=1).deviance
 
         full = jax.jit(jax.grad(lambda z: dev(data, jnp.asarray(y), z)))(x)
         more = jax.jit(jax.grad(lambda z: dev(padded, y_padded, z)))(x)

@@ -170,7 +170,8 @@ class Family(eqx.Module):
 
     link: Link
     name: str = eqx.field(static=True, init=False)
-    canonical: str = eqx.field(static=True, init=False)  # the canonical link's name
+    # the canonical link's name ("": none known; newton_working's general formula is exact anyway)
+    canonical: str = eqx.field(default="", static=True, init=False)
 
     @abc.abstractmethod
     def variance(self, mu: Float[Array, "*n"]) -> Float[Array, "*n"]:
@@ -219,7 +220,9 @@ class Family(eqx.Module):
         r, dr = cast(tuple[Array, Array], jax.jvp(ratio, (eta,), (jnp.ones_like(eta),)))
         resid = weights * (y - mu)
         h = w - resid * dr
-        h = cast(Array, jnp.where(h > 0, h, w))
+        # padded rows (prior weight 0) have w = h = 0: 1 keeps the division finite (their
+        # residual is 0); a round-off h ≤ 0 elsewhere falls back to w
+        h = cast(Array, jnp.where(h > 0, h, jnp.where(w > 0, w, 1.0)))
         return h, eta + resid * r / h
 
 

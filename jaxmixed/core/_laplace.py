@@ -47,6 +47,7 @@ __all__ = ["LaplaceDeviance", "laplace_deviance", "mode_covariances", "user_lamb
 PIRLS_TOL = 1e-10
 PIRLS_MAX_STEPS = 100
 MAX_HALVINGS = 20
+HALVING_SLACK = 1e-15  # a step may raise the penalised deviance by this much, relative (round-off)
 
 
 class LaplaceDeviance(eqx.Module):
@@ -228,7 +229,8 @@ def _pirls(theta, beta, data: ModelData, y, offset, family: Family, n_obs, u_sta
         eta = fixed + _random_part(u, lams, data)
         target = _pls_step(eta, fixed, y, lams, data, family, n_obs).u
         u_new, pdev_new, stalled = _halve(u, target, pdev, lams, fixed, y, data, family)
-        done = (_largest(u_new, u) <= PIRLS_TOL * (1.0 + _largest(u_new))) | stalled
+        # judged on the full step: a heavily halved step is small without being settled
+        done = (_largest(target, u) <= PIRLS_TOL * (1.0 + _largest(target))) | stalled
         return u_new, pdev_new, it + 1, done, stalled
 
     def running(carry):
@@ -255,10 +257,13 @@ def _halve(u, target, pdev, lams, fixed, y, data: ModelData, family: Family):
     def at(t):
         return _penalised(step_to(t), lams, fixed, y, data, family)[0]
 
+    def descends(value):
+        # not "value > pdev": a NaN (an overflowing step) must be halved too
+        return value <= pdev + HALVING_SLACK * jnp.abs(pdev)
+
     def cond(c):
         t, value, k = c
-        # not "value > pdev": a NaN (an overflowing step) must be halved too
-        return ~(value <= pdev + 1e-15 * jnp.abs(pdev)) & (k < MAX_HALVINGS)
+        return ~descends(value) & (k < MAX_HALVINGS)
 
     def body(c):
         t, _, k = c
@@ -267,8 +272,10 @@ def _halve(u, target, pdev, lams, fixed, y, data: ModelData, family: Family):
 
     one = jnp.ones((), pdev.dtype)
     # the loop carries the last value: the accepted step is not evaluated again
-    t, value, k = jax.lax.while_loop(cond, body, (one, at(one), jnp.zeros((), jnp.int32)))
-    return step_to(t), value, k >= MAX_HALVINGS
+    t, value, _ = jax.lax.while_loop(cond, body, (one, at(one), jnp.zeros((), jnp.int32)))
+    stalled = ~descends(value)  # no halving descended: stay at u (reported not converged)
+    kept = tuple(cast(jax.Array, jnp.where(stalled, a, b)) for a, b in zip(u, step_to(t), strict=True))
+    return kept, jnp.where(stalled, pdev, value), stalled
 
 
 def _largest(u: tuple[jax.Array, ...], v: tuple[jax.Array, ...] | None = None) -> jax.Array:

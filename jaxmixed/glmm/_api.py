@@ -61,8 +61,9 @@ def fit_glmm(
 
     Returns:
         A :class:`GLMMResults`. A fit that did not converge emits a
-        ``ConvergenceWarning``; a variance below 1e-4 on θ's scale is reported as
-        exactly 0 (singular). Fixed effects whose estimates lie at infinity (complete or
+        ``ConvergenceWarning``; a diagonal entry of θ below ``SINGULAR_TOL`` (1e-4) is set to
+        exactly 0 where that raises the deviance by at most ``BOUNDARY_TOL`` (1e-7)
+        relative, and the fit is reported singular. Fixed effects whose estimates lie at infinity (complete or
         quasi-complete separation, a linear-programming test on the data: ``_separation``)
         emit a ``SeparationWarning`` naming them.
     """

@@ -47,7 +47,10 @@ def glmm_bootstrap(results, n: int, seed: int | None, *, batch_size: int | None,
     assert isinstance(fam, Family) and arrays.weights is not None
     ys = draw_responses(results, n, seed)
     reasons = _screen(ys, arrays.weights, fam)  # e.g. a replicate with no successes at all
-    fits = _fit_chunks(design, arrays, ys, reasons, fam, results.nagq, results.offsets.values, batch_size, verbose)
+    fits = _fit_chunks(
+        design, arrays, ys, reasons, fam, results.nagq, results.offsets.values, batch_size, verbose,
+        standard_errors=False,  # the replicates' estimates alone: no Hessian per replicate
+    )  # fmt: skip
     names = [*parameter_names(design)[:-1], *design.fixed_names]
     est = _estimates(design, np.asarray(fits.theta), np.asarray(fits.beta))
     converged = np.asarray(fits.converged, bool)

@@ -115,7 +115,8 @@ def fit_glmm_many(
     Returns:
         A :class:`GLMMTable`, one row per response (index: the response names). A
         response with missing values, or values the family cannot take, is not fitted
-        and its row says why; a constant response (all 0, all 1) has nothing to fit.
+        and its row says why; so is a response of all 0 (binomial: or all 1), whose
+        intercept would lie at infinity.
         Fits that did not converge are counted in one ``ConvergenceWarning``.
     """
     fam = family_from_name(family)
@@ -174,12 +175,14 @@ def _screen(ys: Float[np.ndarray, "K n"], weights: Float[np.ndarray, " n"], fam:
         except ValueError as err:
             reasons[k] = f"not fitted: {err}"
             continue
-        if np.ptp(y) == 0:
-            reasons[k] = "not fitted: the response is constant (its fixed effects would lie at infinity)"
+        if np.all(y == 0) or (isinstance(fam, Binomial) and np.all(y == 1)):
+            reasons[k] = "not fitted: every response is 0 (or, binomial, 1): the intercept would lie at infinity"
     return reasons
 
 
-def _fit_chunks(design, arrays, ys, reasons, fam, nagq, offset, batch_size, verbose) -> GLMMResult:
+def _fit_chunks(
+    design, arrays, ys, reasons, fam, nagq, offset, batch_size, verbose, *, standard_errors: bool = True
+) -> GLMMResult:
     """Every response's fit (leading axis K), in chunks of ``batch_size`` (host loop); the
     last chunk is filled up by repeating a fittable response, and unfittable responses are
     replaced by one (their rows are reported as not fitted)."""
@@ -199,12 +202,19 @@ def _fit_chunks(design, arrays, ys, reasons, fam, nagq, offset, batch_size, verb
         for start in range(0, n_fits, size):
             ids: Int[np.ndarray, " b"] = np.arange(start, start + size)
             ids = np.where(ids < n_fits, ids, start)
-            out = _jit_fit_responses(model, ys[ids], fam, offset=offset, nagq=int(nagq))
+            out = _jit_fit_responses(model, ys[ids], fam, offset=offset, nagq=int(nagq), standard_errors=standard_errors)
             real = int(min(size, n_fits - start))
             chunks.append(jax.tree.map(lambda a, m=real: np.asarray(a)[:m], out))
             progress.update(real)
     progress.close()
     return jax.tree.map(lambda *a: np.concatenate(a, axis=0), *chunks)
+
+
+def _message(fits: GLMMResult, k: int) -> str:
+    """Why fit k stopped: the optimiser's result, or that PIRLS did not settle at its optimum."""
+    if not bool(np.asarray(fits.pirls_converged)[k]):
+        return "PIRLS did not settle at the optimum (the conditional modes are not converged)"
+    return str(RESULTS[jax.tree.map(lambda a: np.asarray(np.asarray(a)[k]), fits.result)])
 
 
 def _table(design: Design, fits: GLMMResult, labels: pd.Index, reasons: dict[int, str], nagq: int, n: int) -> pd.DataFrame:
@@ -219,9 +229,7 @@ def _table(design: Design, fits: GLMMResult, labels: pd.Index, reasons: dict[int
         "aic": deviance + 2.0 * n_par,
         "converged": converged,
         "singular": np.any(np.asarray(fits.at_boundary), axis=1),
-        "message": [
-            RESULTS[jax.tree.map(lambda a, k=k: np.asarray(np.asarray(a)[k]), fits.result)] for k in range(len(deviance))
-        ],
+        "message": [_message(fits, k) for k in range(len(deviance))],
         "n_iter": np.asarray(fits.n_iter),
     }
     se = np.sqrt(np.diagonal(np.asarray(fits.vcov_beta, float), axis1=1, axis2=2))
@@ -229,8 +237,9 @@ def _table(design: Design, fits: GLMMResult, labels: pd.Index, reasons: dict[int
         cols[name] = np.asarray(fits.beta[:, j], float)
     for j, name in enumerate(fixed):
         cols[f"se_{name}"] = se[:, j]
+    theta = np.asarray(fits.theta, float)[:, design.theta_order]  # lme4's order, as its names
     for j, name in enumerate(theta_names(design)):
-        cols[f"theta_{name}"] = np.asarray(fits.theta[:, j], float)
+        cols[f"theta_{name}"] = theta[:, j]
     table = pd.DataFrame(cols, index=labels)
     for k, why in reasons.items():
         table.iloc[k, table.columns.get_loc("message")] = why

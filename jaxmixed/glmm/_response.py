@@ -223,6 +223,11 @@ def _read_response(
         raise ValueError("cbind(successes, failures) is a binomial response: use family='binomial'")
     if not match:
         frame[RESPONSE], levels = _evaluate(lhs, data)
+        if levels and not binomial:
+            raise ValueError(
+                f"the response {lhs!r} is a two-level factor: that is a binomial response "
+                "(family='binomial'); a Poisson response counts events"
+            )
         frame[WEIGHTS] = 1.0 if weights is None else _column_or_array(weights, data, "weights")
         return Response(lhs, "categorical" if levels else "numeric", levels=levels)
     args = _split_arguments(match.group("args"))
@@ -231,6 +236,15 @@ def _read_response(
     if weights is not None:
         raise ValueError("cbind(successes, failures) gives the trials: weights= must not be given too")
     k, f = (_evaluate(a, data)[0] for a in args)
+    for part, values in zip(args, (k, f), strict=True):
+        # whole numbers up to round-off in expressions such as (1 - p) * n
+        off = np.abs(values - np.round(values)) > 1e-7 * np.maximum(1.0, np.abs(values))
+        bad = ~np.isfinite(values) | (values < 0) | off
+        if np.any(bad):
+            raise ValueError(
+                f"cbind(): {part!r} must count events (whole numbers ≥ 0); {int(np.sum(bad))} row(s) "
+                f"are not (first: {values[bad][0]:g})"
+            )
     trials = k + f
     if np.any(trials <= 0):
         raise ValueError(
