@@ -32,16 +32,24 @@ from ._laplace import LaplaceDeviance, laplace_deviance
 from ._precision import highest_precision
 from ._statistics import ModelData
 
-__all__ = ["MAX_NODES", "agq_deviance", "check_agq"]
+__all__ = ["MAX_NODES", "agq_deviance", "check_agq", "check_nagq"]
 
 MAX_NODES = 25  # lme4's limit
 
 
-def check_agq(data: ModelData, n_nodes: int) -> None:
-    """Raises ValueError unless ``n_nodes`` is 1–25 and, above 1, the model has one
-    grouping factor with one random effect per level (as lme4 requires)."""
+def check_nagq(n_nodes: object) -> None:
+    """Raises ValueError unless ``n_nodes`` is an integer from 1 to 25 (2.7 and True are
+    errors, not 2 and 1); nAGQ = 0 is named."""
+    if not isinstance(n_nodes, bool) and n_nodes == 0:
+        raise ValueError("nAGQ = 0 (lme4's fast first stage alone) is not supported: use nAGQ = 1 (Laplace) to 25")
     if isinstance(n_nodes, bool) or not isinstance(n_nodes, int | np.integer) or not 1 <= n_nodes <= MAX_NODES:
         raise ValueError(f"nAGQ must be an integer from 1 to {MAX_NODES}, got {n_nodes!r}")
+
+
+def check_agq(data: ModelData, n_nodes: int) -> None:
+    """Raises ValueError unless ``n_nodes`` is 1–25 (:func:`check_nagq`) and, above 1, the
+    model has one grouping factor with one random effect per level (as lme4 requires)."""
+    check_nagq(n_nodes)
     if n_nodes > 1 and (len(data.structures) != 1 or data.structures[0].q != 1):
         raise ValueError(
             "nAGQ > 1 needs a single grouping factor with one random effect per level, such as "

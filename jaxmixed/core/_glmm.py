@@ -38,7 +38,14 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._agq import agq_deviance, check_agq
 from ._family import Binomial, Family
-from ._laplace import LaplaceDeviance, laplace_deviance, mode_covariances, user_lambdas
+from ._laplace import (
+    LaplaceDeviance,
+    factor_levels,
+    laplace_deviance,
+    mode_covariances,
+    user_lambdas,
+    zero_modes,
+)
 from ._objective import factorize_lambdas
 from ._precision import highest_precision
 from ._solvers import LBFGS, AbstractSolver
@@ -130,9 +137,7 @@ class _Problem(eqx.Module):
 
     def zero_modes(self) -> tuple[jax.Array, ...]:
         """u = 0 per factor (J_f, q_f)."""
-        dtype = jnp.asarray(self.data.X).dtype
-        levels = [self.data.index.n_levels] + [j for _, j, _ in self.data.index.layout.blocks]
-        return tuple(jnp.zeros((j, st.q), dtype) for j, st in zip(levels, self.data.structures, strict=True))
+        return zero_modes(self.data, jnp.asarray(self.data.X).dtype)
 
 
 def glm_start(data: ModelData, y: jax.Array, family: Family, offset: jax.Array) -> jax.Array:
@@ -224,8 +229,7 @@ def _coordinate_scales(problem: _Problem, x0: jax.Array) -> jax.Array:
     lx_r = l_x.T @ scaling.r_factor
     beta_scale = jnp.sqrt(2.0 * jnp.sum(lx_r * lx_r, axis=0))
     theta_scale = []
-    levels = [data.index.n_levels] + [j for _, j, _ in data.index.layout.blocks]
-    for st, j, zs in zip(data.structures, levels, scaling.z_scale, strict=True):
+    for st, j, zs in zip(data.structures, factor_levels(data), scaling.z_scale, strict=True):
         theta_scale.append(jnp.sqrt(j / 2.0) / zs[np.asarray(st.rows)])
     scale = jnp.concatenate([*theta_scale, beta_scale])
     scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)

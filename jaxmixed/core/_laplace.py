@@ -40,7 +40,7 @@ from ._objective import conditional_covariances, conditional_modes, factorize_la
 from ._precision import highest_precision
 from ._statistics import ModelData, model_statistics
 
-__all__ = ["LaplaceDeviance", "laplace_deviance", "mode_covariances", "user_lambdas"]
+__all__ = ["LaplaceDeviance", "factor_levels", "laplace_deviance", "mode_covariances", "user_lambdas", "zero_modes"]
 
 # PIRLS stops when no mode changes by more than this, relative to the largest (the
 # change of the penalised deviance would bound the modes' error only to its square root).
@@ -198,7 +198,7 @@ def laplace_deviance(
         eta = fixed + _random_part(u, lams, data)
         u = _pls_step(eta, fixed, y, lams, data, family, n_obs, newton=True).u
     eta = fixed + _random_part(u, lams, data)
-    log_det = _pls_step(eta, fixed, y, lams, data, family, n_obs).log_det
+    log_det = _factor_at(eta, fixed, y, lams, data, family, n_obs)[0].log_det_a  # no modes needed
     mu = family.link.inverse(eta)
     loglik = jnp.sum(jnp.where(data.weights > 0, family.log_likelihood(y, mu, data.weights), 0.0))
     u_sq = sum(jnp.sum(uf * uf) for uf in u)
@@ -216,7 +216,7 @@ def _pirls(theta, beta, data: ModelData, y, offset, family: Family, n_obs, u_sta
     dtype = jnp.asarray(data.X).dtype
     fixed = jnp.asarray(data.X) @ beta + (0.0 if offset is None else offset)
     lams = user_lambdas(theta, data)
-    u0 = tuple(jnp.zeros((j, st.q), dtype) for j, st in zip(_levels(data), data.structures, strict=True))
+    u0 = zero_modes(data, dtype)
     pdev0, _ = _penalised(u0, lams, fixed, y, data, family)
     if u_start is not None:
         pdev_start, _ = _penalised(u_start, lams, fixed, y, data, family)
@@ -241,7 +241,12 @@ def _pirls(theta, beta, data: ModelData, y, offset, family: Family, n_obs, u_sta
     return u, n_iter, done & ~stalled
 
 
-def _levels(data: ModelData) -> list[int]:
+def zero_modes(data: ModelData, dtype) -> tuple[jax.Array, ...]:
+    """u = 0 per factor (J_f, q_f)."""
+    return tuple(jnp.zeros((j, st.q), dtype) for j, st in zip(factor_levels(data), data.structures, strict=True))
+
+
+def factor_levels(data: ModelData) -> list[int]:
     """J_f of every factor: factor 1's from the index, the others' from the dense layout."""
     return [data.index.n_levels] + [j for _, j, _ in data.index.layout.blocks]
 

@@ -57,6 +57,17 @@ def varcorr_table(design: Design, lams: Sequence[Float[np.ndarray, "q q"]], sigm
     )
 
 
+def host_lambdas(design: Design, theta: Float[np.ndarray, "*K n_params"]) -> list[Float[np.ndarray, "*K q q"]]:
+    """Each factor's Λ (..., q_f, q_f) from θ (..., n_params), computation order, on the host."""
+    out, start = [], 0
+    for st in design.structures:
+        lam = np.zeros((*theta.shape[:-1], st.q, st.q))
+        lam[..., np.asarray(st.rows), np.asarray(st.cols)] = theta[..., start : start + st.n_params]
+        out.append(lam)
+        start += st.n_params
+    return out
+
+
 def theta_names(design: Design) -> list[str]:
     """lme4's names of θ in lme4's order: ``Subject.Days`` (diagonal),
     ``Subject.Days.(Intercept)`` (row, column); the columns' names are R's

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from ..core._agq import check_agq
+from ..core._agq import check_agq, check_nagq
 from ..core._compile import compiled
 from ..core._family import Binomial, Family, family_from_name
 from ..core._glmm import fit_glmm_data
@@ -68,8 +68,7 @@ def fit_glmm(
         emit a ``SeparationWarning`` naming them.
     """
     fam = family_from_name(family)
-    if nAGQ == 0:
-        raise ValueError("nAGQ = 0 (lme4's fast first stage alone) is not supported: use nAGQ = 1 (Laplace) to 25")
+    check_nagq(nAGQ)  # before the design is built
     work = glmm_frame(formula, data, weights, offset, binomial=isinstance(fam, Binomial))
     design, arrays = build_design(work.formula, work.frame, "raise", weights=WEIGHTS, levels_below_rows=False)
     if arrays.weights is None:  # pragma: no cover - the working frame always has weights

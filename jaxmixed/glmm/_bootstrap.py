@@ -14,7 +14,7 @@ from jaxtyping import Float
 
 from ..core._family import Family
 from ..design._design import Design
-from ..design._names import parameter_names, parameter_values
+from ..design._names import host_lambdas, parameter_names, parameter_values
 from ..linear._bootstrap import BootstrapResults
 from ._many_api import _fit_chunks, _screen
 from ._predict import draw_responses
@@ -22,21 +22,10 @@ from ._predict import draw_responses
 __all__ = ["glmm_bootstrap"]
 
 
-def _lambdas(design: Design, theta: Float[np.ndarray, "*K n_params"]) -> list[Float[np.ndarray, "*K q q"]]:
-    """Each factor's Λ (..., q_f, q_f) from θ (..., n_params), computation order."""
-    out, start = [], 0
-    for st in design.structures:
-        lam = np.zeros((*theta.shape[:-1], st.q, st.q))
-        lam[..., np.asarray(st.rows), np.asarray(st.cols)] = theta[..., start : start + st.n_params]
-        out.append(lam)
-        start += st.n_params
-    return out
-
-
 def _estimates(design: Design, theta: np.ndarray, beta: np.ndarray) -> Float[np.ndarray, "*K m"]:
     """(..., parameters): the random effects' sds and correlations (lme4's
     ``confint(oldNames = FALSE)`` order, no σ: a GLMM has none), then β."""
-    lams = _lambdas(design, np.asarray(theta, float))
+    lams = host_lambdas(design, np.asarray(theta, float))
     values = parameter_values(design, lams, np.ones(np.shape(theta)[:-1]))[..., :-1]
     return np.concatenate([values, np.asarray(beta, float)], axis=-1)
 

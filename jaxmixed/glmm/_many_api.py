@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pandas as pd
 from jaxtyping import Float, Int
 
-from ..core._agq import check_agq
+from ..core._agq import check_agq, check_nagq
 from ..core._compile import compiled
 from ..core._family import Binomial, Family, family_from_name
 from ..core._glmm import GLMMResult, fit_glmm_responses
@@ -121,8 +121,7 @@ def fit_glmm_many(
     """
     fam = family_from_name(family)
     ys, labels = _response_matrix(data, responses, None)
-    if nAGQ == 0:
-        raise ValueError("nAGQ = 0 (lme4's fast first stage alone) is not supported: use nAGQ = 1 (Laplace) to 25")
+    check_nagq(nAGQ)  # before the design is built
     design, arrays, work_offsets = _shared_design(formula, data, labels, ys, fam, weights, offset)
     assert arrays.weights is not None  # the working frame always has weights
     reasons = _screen(ys, arrays.weights, fam)

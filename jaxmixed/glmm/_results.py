@@ -21,7 +21,7 @@ from ..core._family import Family
 from ..core._glmm import GLMMResult
 from ..core._status import is_converged
 from ..design._design import Design, ModelArrays
-from ..design._names import theta_names, varcorr_table
+from ..design._names import host_lambdas, theta_names, varcorr_table
 from ..linear._bootstrap import BootstrapResults
 from ..linear._tails import two_sided_p
 from . import _predict, _summary
@@ -126,13 +126,7 @@ class GLMMResults:
     @functools.cached_property
     def lambdas(self) -> tuple[Float[np.ndarray, "q q"], ...]:
         """Each grouping factor's Λ̂ (q_f, q_f), computation order: b = Λ̂u, Var(b) = Λ̂Λ̂ᵀ."""
-        theta, out, start = np.asarray(self.fit_result.theta, float), [], 0
-        for st in self.design.structures:
-            lam = np.zeros((st.q, st.q))
-            lam[np.asarray(st.rows), np.asarray(st.cols)] = theta[start : start + st.n_params]
-            out.append(lam)
-            start += st.n_params
-        return tuple(out)
+        return tuple(host_lambdas(self.design, np.asarray(self.fit_result.theta, float)))
 
     @functools.cached_property
     def modes(self) -> tuple[Float[np.ndarray, "J q"], ...]:
