@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check jaxmixed tests benchmarks examples
 	$(VENV)/bin/pyright --pythonpath $(PY) jaxmixed  # types, basic mode (pyproject.toml)
-	$(PY) -m pytest -q -n 2 --timeout=600 tests  # two workers: the CI machine has 2 cores
+	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout=600 tests  # two workers: the CI machine has 2 cores
 
 lint: $(STAMP)
 	$(PY) -m ruff check jaxmixed tests benchmarks examples

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 from jaxmixed.core._compile import compilation_cache_dir
@@ -50,6 +52,59 @@ def _release_compiled_code():
 def lme4_refs() -> dict:
     """lme4's fits (see tests/data/README.md for their origin)."""
     return json.loads((DATA / "lme4_reference.json").read_text())
+
+
+# The GLMM modules (pytestmark = GLMM_GROUP) run in one xdist worker (--dist loadgroup):
+# their fits compile for 5-20 s each, and in one process the session fits below and the
+# persistent compilation cache serve every module that needs the same program.
+GLMM_GROUP = pytest.mark.xdist_group("glmm")
+
+
+def fit_glmm_quietly(*args, **kwargs):
+    """``jm.fit_glmm`` that fails on any warning (a clean fit must not warn)."""
+    import jaxmixed as jm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return jm.fit_glmm(*args, **kwargs)
+
+
+GLMM_CBIND = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+GLMM_OFFSET = "incidence ~ period + offset(log(size)) + (1 | herd)"
+GLMM_GROUSE = "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)"
+
+
+@pytest.fixture(scope="session")
+def cbpp_frame() -> pd.DataFrame:
+    """lme4's cbpp (tests/data/cbpp.csv), herd and period as strings, with two columns
+    of the GLMM tests: half = log(size)/2 and t = period/4."""
+    df = pd.read_csv(DATA / "cbpp.csv")
+    df = df.assign(herd=df["herd"].astype(str), period=df["period"].astype(str))
+    return df.assign(half=np.log(df["size"]) / 2, t=df["period"].astype(float) / 4)
+
+
+@pytest.fixture(scope="session")
+def grouse_frame() -> pd.DataFrame:
+    """lme4's grouseticks (tests/data/grouseticks.csv), its factors as strings."""
+    return pd.read_csv(DATA / "grouseticks.csv", dtype={c: str for c in ("BROOD", "INDEX", "LOCATION", "YEAR")})
+
+
+@pytest.fixture(scope="session")
+def cbpp_logit_fit(cbpp_frame):
+    """glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial)."""
+    return fit_glmm_quietly(GLMM_CBIND, cbpp_frame)
+
+
+@pytest.fixture(scope="session")
+def cbpp_offset_fit(cbpp_frame):
+    """glmer(incidence ~ period + offset(log(size)) + (1 | herd), cbpp, poisson)."""
+    return fit_glmm_quietly(GLMM_OFFSET, cbpp_frame, family="poisson")
+
+
+@pytest.fixture(scope="session")
+def grouse_fit(grouse_frame):
+    """glmer(TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION), poisson)."""
+    return fit_glmm_quietly(GLMM_GROUSE, grouse_frame, family="poisson")
 
 
 def dense_v0(n, codes, Z, lams, weights=None):

@@ -12,11 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import GLMM_GROUP
 from test_laplace import REF, _cbpp, _grouseticks
 
 from jaxmixed.core._agq import agq_deviance, check_agq
 from jaxmixed.core._family import Binomial
 from jaxmixed.core._glmm import fit_glmm_data
+
+pytestmark = GLMM_GROUP
 
 
 def test_quadrature_at_lme4s_optima_gives_its_full_log_likelihood():

@@ -13,46 +13,36 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA
+from conftest import DATA, GLMM_CBIND, GLMM_GROUP, GLMM_OFFSET, fit_glmm_quietly
 from test_laplace import REF
 
 import jaxmixed as jm
 from jaxmixed.glmm._response import RESPONSE, glmm_frame, split_offsets
 from jaxmixed.glmm._separation import SeparationWarning, separated_coefficients
 
-CBIND = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
-OFFSET_FORMULA = "incidence ~ period + offset(log(size)) + (1 | herd)"
-GROUSE = "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)"
+CBIND, OFFSET_FORMULA = GLMM_CBIND, GLMM_OFFSET
 PRED = json.loads((DATA / "glmm_predict_reference.json").read_text())["models"]
-
-
-def _fit_quietly(*args, **kwargs):
-    """``jm.fit_glmm`` that fails on any warning (a clean fit must not warn)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return jm.fit_glmm(*args, **kwargs)
+_fit_quietly = fit_glmm_quietly
+pytestmark = GLMM_GROUP
 
 
 @pytest.fixture(scope="module")
-def cbpp() -> pd.DataFrame:
-    df = pd.read_csv(DATA / "cbpp.csv")
-    df = df.assign(herd=df["herd"].astype(str), period=df["period"].astype(str))
-    return df.assign(half=np.log(df["size"]) / 2, t=df["period"].astype(float) / 4)
+def cbpp(cbpp_frame) -> pd.DataFrame:
+    return cbpp_frame
 
 
 @pytest.fixture(scope="module")
-def logit_fit(cbpp):
-    return _fit_quietly(CBIND, cbpp)
+def logit_fit(cbpp_logit_fit):
+    return cbpp_logit_fit
 
 
 @pytest.fixture(scope="module")
-def offset_fit(cbpp):
-    return _fit_quietly(OFFSET_FORMULA, cbpp, family="poisson")
+def offset_fit(cbpp_offset_fit):
+    return cbpp_offset_fit
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +52,8 @@ def slope_fit(cbpp):
 
 
 @pytest.fixture(scope="module")
-def grouse() -> pd.DataFrame:
-    return pd.read_csv(DATA / "grouseticks.csv", dtype={c: str for c in ("BROOD", "INDEX", "LOCATION", "YEAR")})
-
-
-@pytest.fixture(scope="module")
-def grouse_fit(grouse):
-    return _fit_quietly(GROUSE, grouse, family="poisson")
+def grouse(grouse_frame) -> pd.DataFrame:
+    return grouse_frame
 
 
 @pytest.fixture(scope="module")

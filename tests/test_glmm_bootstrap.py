@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import DATA
+from conftest import GLMM_GROUP
 
 import jaxmixed as jm
 from jaxmixed.glmm._predict import draw_responses
 
+pytestmark = GLMM_GROUP
+
 
 @pytest.fixture(scope="module")
-def fit():
-    cbpp = pd.read_csv(DATA / "cbpp.csv").astype({"herd": str, "period": str})
-    return cbpp, jm.fit_glmm("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp)
+def fit(cbpp_frame, cbpp_logit_fit):
+    """cbpp's binomial fit (conftest: one compiled fit shared by the GLMM modules)."""
+    return cbpp_frame, cbpp_logit_fit
 
 
 @pytest.fixture(scope="module")

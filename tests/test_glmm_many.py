@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA
+from conftest import DATA, GLMM_GROUP
 
 import jaxmixed as jm
 
 K = 4
+pytestmark = GLMM_GROUP
 
 
 @pytest.fixture(scope="module")
