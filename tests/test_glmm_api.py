@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA, GLMM_CBIND, GLMM_GROUP, GLMM_OFFSET, fit_glmm_quietly
+from conftest import DATA, GLMM_CBIND, GLMM_GROUP, GLMM_GROUSE, GLMM_OFFSET, fit_glmm_quietly
 from test_laplace import REF
 
 import jaxmixed as jm
@@ -101,6 +101,22 @@ def test_three_crossed_factors_are_named_in_lme4s_order(grouse, grouse_fit):
     np.testing.assert_allclose(vc["vcov"], ref["varcorr"]["vcov"], rtol=5e-5)
     shuffled = grouse.sample(frac=1.0, random_state=0)
     np.testing.assert_allclose(grouse_fit.predict(shuffled), grouse_fit.predict()[shuffled.index], rtol=1e-12)
+
+
+@pytest.mark.parametrize("units", [1e-4, 1e4])
+def test_a_covariates_units_change_nothing_but_its_coefficient(grouse, grouse_fit, units):
+    """cHEIGHT in units 1e4 times smaller or larger: the same optimum (its coefficient and
+    SE scaled), converged without a warning (the optimiser's coordinates follow the
+    deviance's curvature, not the units). The program of grouse_fit: no new compilation."""
+    fit = _fit_quietly(GLMM_GROUSE, grouse.assign(cHEIGHT=grouse["cHEIGHT"] / units), family="poisson")
+    assert fit.converged
+    assert fit.loglik == pytest.approx(grouse_fit.loglik, abs=1e-7)
+    scale = pd.Series(1.0, index=fit.fixef.index)
+    scale["cHEIGHT"] = units
+    np.testing.assert_allclose(fit.fixef, grouse_fit.fixef * scale, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(fit.theta, grouse_fit.theta, rtol=2e-6)
+    se = fit.coef_table()["Std. Error"]
+    np.testing.assert_allclose(se, grouse_fit.coef_table()["Std. Error"] * scale, rtol=1e-5)
 
 
 def test_proportions_with_trials_as_weights_are_the_same_model(cbpp, logit_fit):
