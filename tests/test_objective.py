@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import dense_criterion, dense_v0
 from hypothesis import HealthCheck, given, settings
-from strategies import designs, statistics_of, user_lambdas
+from strategies import data_of, designs, statistics_of, user_lambdas
 
 import jaxmixed as jm
 from jaxmixed import core
@@ -54,6 +54,38 @@ def test_crossed_factors_match_dense(design):
 def test_nested_factors_match_dense(design):
     _check(design, reml=True)
     _check(design, reml=False)
+
+
+def _statistics_with_cross(design, dense: bool):
+    """The design's statistics with Z₁ᵀZ₂ dense (``cross_matrix``) or as sparse pairs,
+    whatever ``core._statistics.dense_cross`` would choose (call inside enable_x64)."""
+    from jaxmixed.core import _statistics
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_statistics, "DENSE_CROSS_RATIO", 10**9 if dense else 0)
+        mp.setattr(_statistics, "DENSE_CROSS_MAX", 10**9 if dense else 0)
+        return core.model_statistics(data_of(design), jnp.asarray(design["y"]))
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(designs(max_factors=3, nested=False, weighted=True))
+def test_dense_and_sparse_cross_blocks_give_the_same_fit(design):
+    """Z₁ᵀZ₂ as a dense array (matrix products) or as pairs of non-zeros (gathers): the
+    same criterion, gradient in φ, and solution (β̂, vcov, modes and their covariances)."""
+    if len(design["codes"]) < 2:
+        return
+    with jax.enable_x64(True):
+        dense, sparse = _statistics_with_cross(design, True), _statistics_with_cross(design, False)
+        assert dense.design.cross_matrix is not None and dense.design.pairs is None
+        assert sparse.design.cross_matrix is None and sparse.design.pairs is not None
+        phi = jnp.asarray(design["phi"])
+        value_and_grad = eqx.filter_jit(jax.value_and_grad(lambda f, st: core.objective(f, st, True)))
+        values = [value_and_grad(phi, st) for st in (dense, sparse)]
+        fits = [jax.tree_util.tree_map(np.asarray, eqx.filter_jit(_solve_at)(phi, st)) for st in (dense, sparse)]
+    assert float(values[0][0]) == pytest.approx(float(values[1][0]), rel=1e-10)
+    np.testing.assert_allclose(values[0][1], values[1][1], rtol=1e-7, atol=1e-9)
+    for a, b in zip(jax.tree_util.tree_leaves(fits[0]), jax.tree_util.tree_leaves(fits[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11)
 
 
 def _dense_solution(design, lams):

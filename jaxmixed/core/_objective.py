@@ -48,7 +48,7 @@ from ._linalg import (
     pair_sum,
 )
 from ._precision import highest_precision
-from ._statistics import ModelStatistics
+from ._statistics import DesignStatistics, ModelStatistics
 
 __all__ = ["Modes", "Solution", "conditional_modes", "objective", "solve", "standard_criterion"]
 
@@ -136,6 +136,18 @@ def _factorize(phi: jax.Array, stats: ModelStatistics, zero: jax.Array | None) -
     return factorize_lambdas(lambdas(phi, stats, zero), stats)
 
 
+def _cross_weighted(d: DesignStatistics, w: jax.Array) -> jax.Array:
+    """K = Σ_j C_jᵀ W_j C_j (Q₂, Q₂), on and above the diagonal (``_schur_lower`` reads
+    that), for W (J₁, q₁, q₁): a matrix product over the dense ``cross_matrix``, or the
+    sparse pairs' sum."""
+    q2 = d.dense_layout.size
+    if d.cross_matrix is not None:
+        cw = jnp.einsum("jpa,jab->jpb", d.cross_matrix, w)
+        return jnp.triu(jnp.einsum("jpb,jqb->pq", cw, d.cross_matrix))
+    assert d.pairs is not None  # one of the two is there with a dense part
+    return jnp.reshape(pair_sum(w.reshape(w.shape[0], -1), d.pairs, q2 * q2), (q2, q2))
+
+
 def factorize_lambdas(lams: Sequence[jax.Array], stats: ModelStatistics) -> _Factorization:
     """The blocked Cholesky factorisation of A = ΛᵀZᵀZΛ + I and of M, the Schur
     complement of [X y], from each factor's standardised Λ̃ (q_f, q_f)."""
@@ -149,12 +161,12 @@ def factorize_lambdas(lams: Sequence[jax.Array], stats: ModelStatistics) -> _Fac
     m = xyxy - jnp.einsum("jap,jaq->pq", r1, r1)
     layout = d.dense_layout
     q2 = layout.size
-    dense, pairs = d.index.dense, d.pairs
-    if dense is not None and pairs is not None:  # factors after the first (q2 > 0)
+    dense = d.index.dense
+    if dense is not None:  # factors after the first (q2 > 0)
         # W_j = Λ₁ A₁₁,j⁻¹ Λ₁ᵀ = G_jᵀ G_j with G_j = L_j⁻¹ Λ₁ᵀ.
         g = batched_solve_lower(chol1, jnp.broadcast_to(lam1.T, chol1.shape))
         w = jnp.einsum("jab,jac->jbc", g, g)
-        k_upper = jnp.reshape(pair_sum(w.reshape(w.shape[0], -1), pairs, q2 * q2), (q2, q2))
+        k_upper = _cross_weighted(d, w)
         level = dense.cross_level
         # h_e = c_eᵀ W_j Z₁ᵀ[X y]_j per stored non-zero, as broadcast products: an
         # einsum here becomes one tiny batched matrix product per non-zero on CPU.
@@ -292,6 +304,10 @@ def _factor1_inner(fac: _Factorization, stats: ModelStatistics, g: jax.Array, s_
     q1 = lam1.shape[0]
     lam2_t = [lam.T for lam in fac.lams[1:]]
     t_mat = _congruence(s_inv, lam2_t, d.dense_layout)
+    if d.cross_matrix is not None:  # C_j T C_jᵀ as matrix products
+        ct = jnp.einsum("jpa,pq->jqa", d.cross_matrix, t_mat)
+        ctc = jnp.einsum("jqa,jqb->jab", ct, d.cross_matrix)
+        return jnp.eye(q1, dtype=g.dtype) + jnp.einsum("jab,jbc,jdc->jad", g, ctc, g)
     pairs = d.pairs
     assert pairs is not None  # called only with a dense part
     # In target order: T is read in memory order, the sums land in J₁ slots.

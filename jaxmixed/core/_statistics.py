@@ -59,6 +59,11 @@ __all__ = [
     "response_statistics",
 ]
 
+# Z₁ᵀZ₂ kept dense (cross_matrix) when its J₁·Q₂² products are at most this many times
+# the pairs (P), and J₁·Q₂ at most DENSE_CROSS_MAX entries (dense_cross)
+DENSE_CROSS_RATIO = 4
+DENSE_CROSS_MAX = 4_000_000
+
 
 class ModelData(eqx.Module):
     """The numeric model, row by row: what the statistics are made from.
@@ -101,7 +106,10 @@ class DesignStatistics(eqx.Module):
     - ``cross_values`` (E, q₁): the non-zeros of ``Z₁ᵀZ₂``.
     - ``pairs``: the map from per-level weights (J₁, q₁²) to the upper
       triangle of ``Σ_j C_jᵀ W_j C_j`` (see :class:`~jaxmixed.core._linalg.PairSum`);
-      None with one grouping factor.
+      None with one grouping factor, or where ``cross_matrix`` is used instead.
+    - ``cross_matrix`` (J₁, Q₂, q₁): ``Z₁ᵀZ₂`` as a dense array (each level's C_jᵀ),
+      where most of it is non-zero (:func:`dense_cross`: VerbAgg's persons × items) and
+      matrix products beat the pairs' gathers; else None.
     - ``rows``: the standardised rows (``Q``, ``Z̃``, √w) that response
       statistics are made from; ``scaling``: the map back to user units.
     - ``n_obs``: n, as an array.
@@ -117,6 +125,7 @@ class DesignStatistics(eqx.Module):
     rows: ModelData
     scaling: Standardization
     n_obs: Float[Array, ""]
+    cross_matrix: Float[Array, "J Q q"] | None = None
 
     @property
     def index(self) -> DesignIndex:
@@ -276,6 +285,22 @@ def _dense_sum(dense: DenseIndex, q2: int, vals: jax.Array, rhs: jax.Array) -> j
     return jax.ops.segment_sum(flat, dense.dense_cols.reshape(-1), q2)
 
 
+def dense_cross(n_levels: int, index: DenseIndex, q2: int) -> bool:
+    """Whether ``Z₁ᵀZ₂`` is kept dense (:attr:`DesignStatistics.cross_matrix`): its
+    J₁·Q₂² products per use are at most ``DENSE_CROSS_RATIO`` times the P pairs'
+    gathers (a matrix product runs about 10× faster per product on CPU: VerbAgg's 316
+    persons × 24 items, 0.1 ms against 0.9 ms), and J₁·Q₂ stays small. Static: shapes
+    only."""
+    size = n_levels * q2
+    return size <= DENSE_CROSS_MAX and size * q2 <= DENSE_CROSS_RATIO * max(index.n_pairs, 1)
+
+
+def _cross_matrix(index: DenseIndex, n_levels: int, q2: int, cross_values: jax.Array) -> jax.Array:
+    """``Z₁ᵀZ₂`` (J₁, Q₂, q₁) from its stored non-zeros (E, q₁)."""
+    flat = jnp.asarray(index.cross_level) * q2 + jnp.asarray(index.cross_column)
+    return jax.ops.segment_sum(cross_values, flat, n_levels * q2).reshape(n_levels, q2, cross_values.shape[1])
+
+
 def _pair_sum_map(index: DenseIndex, cross_values: jax.Array) -> PairSum:
     q1 = cross_values.shape[1]
 
@@ -336,16 +361,18 @@ def design_statistics(data: ModelData, n_obs: jax.Array | int | None = None) -> 
         log_det_r=jnp.sum(jnp.log(jnp.abs(diag_r))),
         sum_log_weights=jnp.sum(jnp.log(data.weights)),
     )
+    dense_mode = dense is not None and dense_cross(j1, dense, q2)
     return DesignStatistics(
         ZtZ=ztz,
         ZtX=ztx,
         dense_ZtZ=dense_ztz,
         dense_ZtX=dense_ztx,
         cross_values=cross_values,
-        pairs=None if dense is None else _pair_sum_map(dense, cross_values),
+        pairs=None if dense is None or dense_mode else _pair_sum_map(dense, cross_values),
         rows=rows,
         scaling=scaling,
         n_obs=n_obs,
+        cross_matrix=_cross_matrix(dense, j1, q2, cross_values) if dense is not None and dense_mode else None,
     )
 
 
