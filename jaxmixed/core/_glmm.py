@@ -272,7 +272,7 @@ def _beta_root(root: jax.Array, diag: jax.Array) -> jax.Array:
     unit = root / jnp.where(norms > 0, norms, 1.0)
     corr = (1.0 - MAX_CORRELATION_GAP) * (unit.T @ unit) + MAX_CORRELATION_GAP * jnp.eye(root.shape[1], dtype=root.dtype)
     chol = jnp.linalg.cholesky(corr)
-    chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.eye(root.shape[1], dtype=root.dtype))
+    chol = cast(jax.Array, jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.eye(root.shape[1], dtype=root.dtype)))
     return chol.T * diag[None, :]
 
 
