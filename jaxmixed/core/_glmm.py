@@ -180,9 +180,15 @@ def _zero_boundary(x: jax.Array, value: jax.Array, problem: _Problem) -> jax.Arr
     gradient vanishes with the entry. Each entry is tried on its own, from x; the trials
     are one vmapped evaluation (one PIRLS program, not one per entry)."""
     entries = np.flatnonzero(_diagonal(problem.data))
-    trials = jnp.stack([x.at[i].set(0.0) for i in entries])
-    values = jax.vmap(problem.deviance)(trials)
-    keep = (jnp.abs(x[entries]) < SINGULAR_TOL) & (values <= value + BOUNDARY_TOL * (1.0 + jnp.abs(value)))
+    small = jnp.abs(x[entries]) < SINGULAR_TOL
+
+    def trial_values(_):
+        trials = jnp.stack([x.at[i].set(0.0) for i in entries])
+        return jax.vmap(problem.deviance)(trials)
+
+    # no entry near 0 (the usual fit): no trial evaluations (under vmap both branches run)
+    values = jax.lax.cond(jnp.any(small), trial_values, lambda _: jnp.full(entries.shape, jnp.inf, x.dtype), None)
+    keep = small & (values <= value + BOUNDARY_TOL * (1.0 + jnp.abs(value)))
     return x.at[entries].set(jnp.where(keep, 0.0, x[entries]))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
@@ -75,12 +76,16 @@ def fit_glmm(
         raise AssertionError("prior weights missing")
     fam.check_response(arrays.y, arrays.weights)
     off = work.offsets.values
-    with jax.enable_x64(True):
-        model = prepare(design, arrays, dtype=np.float64, on_device=False)
-        check_agq(model, nAGQ)  # before int(): 2.7 or True are errors, not 2 or 1
-        fit = _jit_fit_glmm(model, np.asarray(arrays.y), fam, offset=off, nagq=int(nAGQ))
-        fit = jax.tree.map(np.asarray, fit)
-    separated = separated_coefficients(arrays.X, arrays.y, list(design.fixed_names), binomial=isinstance(fam, Binomial))
+    # The separation test (a linear program on the host) runs while the fit computes.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        names = list(design.fixed_names)
+        separation = pool.submit(separated_coefficients, arrays.X, arrays.y, names, binomial=isinstance(fam, Binomial))
+        with jax.enable_x64(True):
+            model = prepare(design, arrays, dtype=np.float64, on_device=False)
+            check_agq(model, nAGQ)  # before int(): 2.7 or True are errors, not 2 or 1
+            fit = _jit_fit_glmm(model, np.asarray(arrays.y), fam, offset=off, nagq=int(nAGQ))
+            fit = jax.tree.map(np.asarray, fit)
+        separated = separation.result()
     results = GLMMResults(
         design, arrays, fam, int(nAGQ), fit, formula, work.response, work.offsets, data.index, tuple(separated)
     )
