@@ -215,8 +215,8 @@ class _Coordinates(eqx.Module):
     """The optimiser's coordinates z, in which the deviance's curvature at the start is
     about the identity: ``θ = θ₀ + z_θ / theta_scale`` entry by entry, and
     ``β = β₀ + S⁻¹ z_β`` with S (p, p) upper triangular, ``SᵀS ≈ ∂²D/∂β²`` (correlated
-    covariates and an intercept then cost the optimiser nothing: on VerbAgg 44 → ~20
-    iterations)."""
+    covariates and an intercept then cost the optimiser little: with the θ scales of
+    :func:`_coordinates`, VerbAgg takes 16 iterations instead of 44)."""
 
     x0: jax.Array  # (n_params + p,)
     theta_scale: jax.Array  # (n_params,)
