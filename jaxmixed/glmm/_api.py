@@ -87,8 +87,9 @@ def fit_glmm(
             fit = jax.tree.map(np.asarray, fit)
         separated = separation.result()
     results = GLMMResults(
-        design, arrays, fam, int(nAGQ), fit, formula, work.response, work.offsets, data.index, tuple(separated)
-    )
+        design=design, arrays=arrays, family=fam, nagq=int(nAGQ), fit_result=fit, formula=formula,
+        response=work.response, offsets=work.offsets, index=data.index, separated=tuple(separated),
+    )  # fmt: skip
     _warn(results)
     return results
 

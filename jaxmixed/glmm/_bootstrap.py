@@ -35,16 +35,17 @@ def glmm_bootstrap(results, n: int, seed: int | None, *, batch_size: int | None,
     design, arrays, fam = results.design, results.arrays, results.family
     assert isinstance(fam, Family) and arrays.weights is not None
     ys = draw_responses(results, n, seed)
-    reasons = _screen(ys, arrays.weights, fam)  # e.g. a replicate with no successes at all
+    skipped = _screen(ys, arrays.weights, fam)  # e.g. a replicate with no successes at all
     fits = _fit_chunks(
-        design, arrays, ys, reasons, fam, results.nagq, results.offsets.values, batch_size, verbose,
+        design, arrays, ys, skipped=skipped, family=fam, nagq=results.nagq, offset=results.offsets.values,
+        batch_size=batch_size, verbose=verbose,
         standard_errors=False,  # the replicates' estimates alone: no Hessian per replicate
     )  # fmt: skip
     names = [*parameter_names(design)[:-1], *design.fixed_names]
     est = _estimates(design, np.asarray(fits.theta), np.asarray(fits.beta))
     converged = np.asarray(fits.converged, bool)
-    converged[list(reasons)] = False
-    est[list(reasons)] = np.nan
+    converged[skipped.indices] = False
+    est[skipped.indices] = np.nan
     original = _estimates(design, np.asarray(results.fit_result.theta), np.asarray(results.fit_result.beta))
     return BootstrapResults(
         replicates=pd.DataFrame(est, columns=names),

@@ -42,6 +42,22 @@ _jit_fit_responses = compiled(fit_glmm_responses)
 _DEFAULT_BATCH = 256  # responses per vmapped chunk: each fit holds a few copies of its rows
 
 
+@dataclasses.dataclass(frozen=True)
+class Unfittable:
+    """The responses that cannot be fitted (they are not), and why.
+
+    Attributes:
+        messages: response index k -> the reason, as the table's ``message`` says it.
+    """
+
+    messages: dict[int, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def indices(self) -> list[int]:
+        """The unfittable responses' indices, in order."""
+        return sorted(self.messages)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Source:
     """What ``GLMMTable.result`` rebuilds a fit from."""
@@ -124,9 +140,12 @@ def fit_glmm_many(
     check_nagq(nAGQ)  # before the design is built
     design, arrays, work_offsets = _shared_design(formula, data, labels, ys, fam, weights, offset)
     assert arrays.weights is not None  # the working frame always has weights
-    reasons = _screen(ys, arrays.weights, fam)
-    fits = _fit_chunks(design, arrays, ys, reasons, fam, nAGQ, work_offsets.values, batch_size, verbose)
-    table = _table(design, fits, labels, reasons, int(nAGQ), len(arrays.y))
+    skipped = _screen(ys, arrays.weights, fam)
+    fits = _fit_chunks(
+        design, arrays, ys, skipped=skipped, family=fam, nagq=nAGQ, offset=work_offsets.values,
+        batch_size=batch_size, verbose=verbose,
+    )  # fmt: skip
+    table = _table(design, fits, labels, skipped)
     n_bad = int(np.sum(~table["converged"] & ~table["message"].str.startswith("not fitted")))
     if n_bad:
         warnings.warn(f"{n_bad} of {len(table)} GLMM fits did not converge (see the message column)", ConvergenceWarning, stacklevel=2)
@@ -138,8 +157,9 @@ def fit_glmm_many(
         separated = separated_coefficients(arrays.X, ys[k], list(design.fixed_names), binomial=isinstance(fam, Binomial))
         formula_k = f"{name} ~{formula.split('~', 1)[1]}"
         return GLMMResults(
-            dataclasses.replace(design, response=name), arrays_k, fam, int(nAGQ), one, formula_k,
-            Response(name), work_offsets, data.index, tuple(separated),
+            design=dataclasses.replace(design, response=name), arrays=arrays_k, family=fam, nagq=int(nAGQ),
+            fit_result=one, formula=formula_k, response=Response(name), offsets=work_offsets,
+            index=data.index, separated=tuple(separated),
         )  # fmt: skip
 
     out = GLMMTable(table)
@@ -161,38 +181,48 @@ def _shared_design(formula, data, labels, ys, fam, weights, offset):
     return design, arrays, work.offsets
 
 
-def _screen(ys: Float[np.ndarray, "K n"], weights: Float[np.ndarray, " n"], fam: Family) -> dict[int, str]:
+def _screen(ys: Float[np.ndarray, "K n"], weights: Float[np.ndarray, " n"], fam: Family) -> Unfittable:
     """Responses that cannot be fitted, with the reason (they are not fitted)."""
-    reasons = {}
+    messages = {}
     for k, y in enumerate(ys):
         bad = int(np.sum(~np.isfinite(y)))
         if bad:
-            reasons[k] = f"not fitted: the response has {bad} missing or non-finite value(s)"
+            messages[k] = f"not fitted: the response has {bad} missing or non-finite value(s)"
             continue
         try:
             fam.check_response(y, weights)
         except ValueError as err:
-            reasons[k] = f"not fitted: {err}"
+            messages[k] = f"not fitted: {err}"
             continue
         if np.all(y == 0) or (isinstance(fam, Binomial) and np.all(y == 1)):
-            reasons[k] = "not fitted: every response is 0 (or, binomial, 1): the intercept would lie at infinity"
-    return reasons
+            messages[k] = "not fitted: every response is 0 (or, binomial, 1): the intercept would lie at infinity"
+    return Unfittable(messages)
 
 
 def _fit_chunks(
-    design, arrays, ys, reasons, fam, nagq, offset, batch_size, verbose, *, standard_errors: bool = True
+    design: Design,
+    arrays,
+    ys: Float[np.ndarray, "K n"],
+    *,
+    skipped: Unfittable,
+    family: Family,
+    nagq: int,
+    offset: Float[np.ndarray, " n"] | None,
+    batch_size: int | None,
+    verbose: bool,
+    standard_errors: bool = True,
 ) -> GLMMResult:
     """Every response's fit (leading axis K), in chunks of ``batch_size`` (host loop); the
-    last chunk is filled up by repeating a fittable response, and unfittable responses are
-    replaced by one (their rows are reported as not fitted)."""
+    last chunk is filled up by repeating a fittable response, and the ``skipped`` responses
+    are replaced by one (their rows are reported as not fitted)."""
     n_fits = len(ys)
     size = min(n_fits, _DEFAULT_BATCH) if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    good = [k for k in range(n_fits) if k not in reasons]
+    good = [k for k in range(n_fits) if k not in skipped.messages]
     filler = ys[good[0]] if good else np.r_[1.0, np.zeros(ys.shape[1] - 1)]
     ys = ys.copy()
-    ys[list(reasons)] = filler
+    ys[skipped.indices] = filler
     progress = Progress(n_fits, "fit", bool(verbose and n_fits > size))
     chunks = []
     with jax.enable_x64(True):
@@ -201,7 +231,9 @@ def _fit_chunks(
         for start in range(0, n_fits, size):
             ids: Int[np.ndarray, " b"] = np.arange(start, start + size)
             ids = np.where(ids < n_fits, ids, start)
-            out = _jit_fit_responses(model, ys[ids], fam, offset=offset, nagq=int(nagq), standard_errors=standard_errors)
+            out = _jit_fit_responses(
+                model, ys[ids], family, offset=offset, nagq=int(nagq), standard_errors=standard_errors
+            )
             real = int(min(size, n_fits - start))
             chunks.append(jax.tree.map(lambda a, m=real: np.asarray(a)[:m], out))
             progress.update(real)
@@ -216,7 +248,7 @@ def _message(fits: GLMMResult, k: int) -> str:
     return str(RESULTS[jax.tree.map(lambda a: np.asarray(np.asarray(a)[k]), fits.result)])
 
 
-def _table(design: Design, fits: GLMMResult, labels: pd.Index, reasons: dict[int, str], nagq: int, n: int) -> pd.DataFrame:
+def _table(design: Design, fits: GLMMResult, labels: pd.Index, skipped: Unfittable) -> pd.DataFrame:
     """The tidy table: one row per response."""
     fixed = list(design.fixed_names)
     deviance = np.asarray(fits.deviance, float)
@@ -240,7 +272,7 @@ def _table(design: Design, fits: GLMMResult, labels: pd.Index, reasons: dict[int
     for j, name in enumerate(theta_names(design)):
         cols[f"theta_{name}"] = theta[:, j]
     table = pd.DataFrame(cols, index=labels)
-    for k, why in reasons.items():
+    for k, why in skipped.messages.items():
         table.iloc[k, table.columns.get_loc("message")] = why
         numeric = [c for c in table.columns if c not in ("message", "converged", "singular", "n_iter")]
         table.iloc[k, [table.columns.get_loc(c) for c in numeric]] = np.nan
