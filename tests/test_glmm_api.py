@@ -17,43 +17,21 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA, GLMM_CBIND, GLMM_GROUP, GLMM_GROUSE, GLMM_OFFSET, fit_glmm_quietly
+from conftest import DATA, GLMM_CBIND, GLMM_GROUP, GLMM_GROUSE, fit_glmm_quietly
 from test_laplace import REF
 
 import jaxmixed as jm
 from jaxmixed.glmm._response import RESPONSE, glmm_frame, split_offsets
 from jaxmixed.glmm._separation import SeparationWarning, separated_coefficients
 
-CBIND, OFFSET_FORMULA = GLMM_CBIND, GLMM_OFFSET
 PRED = json.loads((DATA / "glmm_predict_reference.json").read_text())["models"]
-_fit_quietly = fit_glmm_quietly
 pytestmark = GLMM_GROUP
 
 
 @pytest.fixture(scope="module")
-def cbpp(cbpp_frame) -> pd.DataFrame:
-    return cbpp_frame
-
-
-@pytest.fixture(scope="module")
-def logit_fit(cbpp_logit_fit):
-    return cbpp_logit_fit
-
-
-@pytest.fixture(scope="module")
-def offset_fit(cbpp_offset_fit):
-    return cbpp_offset_fit
-
-
-@pytest.fixture(scope="module")
-def slope_fit(cbpp):
+def slope_fit(cbpp_frame):
     """A correlated random slope: (1 + t | herd), t = period / 4."""
-    return _fit_quietly(CBIND.replace("(1 | herd)", "(1 + t | herd)"), cbpp)
-
-
-@pytest.fixture(scope="module")
-def grouse(grouse_frame) -> pd.DataFrame:
-    return grouse_frame
+    return fit_glmm_quietly(GLMM_CBIND.replace("(1 | herd)", "(1 + t | herd)"), cbpp_frame)
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +43,10 @@ def new_cbpp() -> pd.DataFrame:
 # ---------------------------------------------------------------- the fit
 
 
-def test_cbind_fit_matches_lme4(logit_fit):
+def test_cbind_fit_matches_lme4(cbpp_logit_fit):
     ref = REF["models"]["cbpp_laplace"]
     conv = ref["converged"]
-    fit = logit_fit
+    fit = cbpp_logit_fit
     assert fit.converged and not fit.singular and fit.separated == ()
     assert fit.loglik == pytest.approx(conv["logLik"], abs=1e-7)
     assert fit.aic == pytest.approx(ref["AIC"], abs=1e-6) and fit.bic == pytest.approx(ref["BIC"], abs=1e-6)
@@ -85,10 +63,10 @@ def test_cbind_fit_matches_lme4(logit_fit):
     vc = fit.varcorr()
     assert list(vc["grp"]) == ["herd"] and vc.loc[0, "var2"] is None
     assert vc.loc[0, "sdcor"] == pytest.approx(conv["theta"][0], rel=1e-5)
-    assert "logLik -92.0263" in repr(logit_fit)
+    assert "logLik -92.0263" in repr(cbpp_logit_fit)
 
 
-def test_three_crossed_factors_are_named_in_lme4s_order(grouse, grouse_fit):
+def test_three_crossed_factors_are_named_in_lme4s_order(grouse_frame, grouse_fit):
     """grouseticks: θ by lme4's names and order (INDEX, BROOD, LOCATION: by number of
     levels), the variance components in that order, the fixed effects; predictions on the
     data itself as new data (every factor's levels looked up by label) are the fitted ones."""
@@ -99,16 +77,16 @@ def test_three_crossed_factors_are_named_in_lme4s_order(grouse, grouse_fit):
     vc = grouse_fit.varcorr()
     assert list(vc["grp"]) == ref["varcorr"]["grp"]
     np.testing.assert_allclose(vc["vcov"], ref["varcorr"]["vcov"], rtol=5e-5)
-    shuffled = grouse.sample(frac=1.0, random_state=0)
+    shuffled = grouse_frame.sample(frac=1.0, random_state=0)
     np.testing.assert_allclose(grouse_fit.predict(shuffled), grouse_fit.predict()[shuffled.index], rtol=1e-12)
 
 
 @pytest.mark.parametrize("units", [1e-4, 1e4])
-def test_a_covariates_units_change_nothing_but_its_coefficient(grouse, grouse_fit, units):
+def test_a_covariates_units_change_nothing_but_its_coefficient(grouse_frame, grouse_fit, units):
     """cHEIGHT in units 1e4 times smaller or larger: the same optimum (its coefficient and
     SE scaled), converged without a warning (the optimiser's coordinates follow the
     deviance's curvature, not the units). The program of grouse_fit: no new compilation."""
-    fit = _fit_quietly(GLMM_GROUSE, grouse.assign(cHEIGHT=grouse["cHEIGHT"] / units), family="poisson")
+    fit = fit_glmm_quietly(GLMM_GROUSE, grouse_frame.assign(cHEIGHT=grouse_frame["cHEIGHT"] / units), family="poisson")
     assert fit.converged
     assert fit.loglik == pytest.approx(grouse_fit.loglik, abs=1e-7)
     scale = pd.Series(1.0, index=fit.fixef.index)
@@ -119,21 +97,21 @@ def test_a_covariates_units_change_nothing_but_its_coefficient(grouse, grouse_fi
     np.testing.assert_allclose(se, grouse_fit.coef_table()["Std. Error"] * scale, rtol=1e-5)
 
 
-def test_proportions_with_trials_as_weights_are_the_same_model(cbpp, logit_fit):
-    prop = cbpp.assign(p=cbpp["incidence"] / cbpp["size"])
+def test_proportions_with_trials_as_weights_are_the_same_model(cbpp_frame, cbpp_logit_fit):
+    prop = cbpp_frame.assign(p=cbpp_frame["incidence"] / cbpp_frame["size"])
     fit = jm.fit_glmm("p ~ period + (1 | herd)", prop, weights="size")
-    np.testing.assert_allclose(fit.fixef, logit_fit.fixef, rtol=1e-10)
-    assert fit.loglik == pytest.approx(logit_fit.loglik, abs=1e-9)
+    np.testing.assert_allclose(fit.fixef, cbpp_logit_fit.fixef, rtol=1e-10)
+    assert fit.loglik == pytest.approx(cbpp_logit_fit.loglik, abs=1e-9)
     # the same fitted proportions; R's binomial draws for a proportion response are proportions
-    np.testing.assert_allclose(fit.fitted(), logit_fit.fitted(), rtol=1e-9)
+    np.testing.assert_allclose(fit.fitted(), cbpp_logit_fit.fitted(), rtol=1e-9)
     # the same draws (same seed), as proportions rather than cbind's (successes, failures)
-    successes = logit_fit.simulate(2, seed=5).xs("incidence", axis=1, level=1).to_numpy()
-    np.testing.assert_allclose(fit.simulate(2, seed=5).to_numpy() * cbpp["size"].to_numpy()[:, None], successes)
+    successes = cbpp_logit_fit.simulate(2, seed=5).xs("incidence", axis=1, level=1).to_numpy()
+    np.testing.assert_allclose(fit.simulate(2, seed=5).to_numpy() * cbpp_frame["size"].to_numpy()[:, None], successes)
 
 
-def test_probit_link_matches_lme4(cbpp):
+def test_probit_link_matches_lme4(cbpp_frame):
     conv = REF["models"]["cbpp_probit"]["converged"]
-    fit = jm.fit_glmm(CBIND, cbpp, family=jm.Binomial("probit"))
+    fit = jm.fit_glmm(GLMM_CBIND, cbpp_frame, family=jm.Binomial("probit"))
     assert fit.loglik == pytest.approx(conv["logLik"], abs=1e-6)
     np.testing.assert_allclose(fit.fixef, conv["fixef"], rtol=1e-5)
 
@@ -141,50 +119,50 @@ def test_probit_link_matches_lme4(cbpp):
 # ---------------------------------------------------------------- offsets
 
 
-def test_poisson_with_an_offset_column_matches_lme4(cbpp):
+def test_poisson_with_an_offset_column_matches_lme4(cbpp_frame):
     conv = REF["models"]["cbpp_offset_poisson"]["converged"]
-    data = cbpp.assign(log_size=np.log(cbpp["size"]))
+    data = cbpp_frame.assign(log_size=np.log(cbpp_frame["size"]))
     fit = jm.fit_glmm("incidence ~ period + (1 | herd)", data, family="poisson", offset="log_size")
     assert fit.loglik == pytest.approx(conv["logLik"], abs=1e-6)
     np.testing.assert_allclose(fit.fixef, conv["fixef"], rtol=1e-5)
 
 
-def test_offset_terms_in_the_formula_match_lme4(cbpp, offset_fit, new_cbpp):
+def test_offset_terms_in_the_formula_match_lme4(cbpp_frame, cbpp_offset_fit, new_cbpp):
     """``+ offset(log(size))``: the fit (lme4's glmm_reference), its linear predictor, and
     predictions on new data with the offset evaluated on the new rows (lme4's predict)."""
     conv = REF["models"]["cbpp_offset_poisson"]["converged"]
     ref = PRED["cbpp_offset"]
-    assert offset_fit.offsets.terms == ("log(size)",)
-    assert offset_fit.loglik == pytest.approx(conv["logLik"], abs=1e-6)
-    np.testing.assert_allclose(offset_fit.fixef, conv["fixef"], rtol=1e-5)
-    np.testing.assert_allclose(offset_fit.predict(), ref["eta"], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(offset_fit.predict(re_form="~0"), ref["eta_fixed"], rtol=1e-6, atol=1e-6)
-    link = offset_fit.predict(new_cbpp, allow_new_levels=True)
+    assert cbpp_offset_fit.offsets.terms == ("log(size)",)
+    assert cbpp_offset_fit.loglik == pytest.approx(conv["logLik"], abs=1e-6)
+    np.testing.assert_allclose(cbpp_offset_fit.fixef, conv["fixef"], rtol=1e-5)
+    np.testing.assert_allclose(cbpp_offset_fit.predict(), ref["eta"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cbpp_offset_fit.predict(re_form="~0"), ref["eta_fixed"], rtol=1e-6, atol=1e-6)
+    link = cbpp_offset_fit.predict(new_cbpp, allow_new_levels=True)
     np.testing.assert_allclose(link, ref["predict_new_link"], rtol=1e-6, atol=1e-6)
-    resp = offset_fit.predict(new_cbpp, type="response", allow_new_levels=True)
+    resp = cbpp_offset_fit.predict(new_cbpp, type="response", allow_new_levels=True)
     np.testing.assert_allclose(resp, ref["predict_new_response"], rtol=1e-6)
-    np.testing.assert_allclose(offset_fit.predict(new_cbpp, re_form=np.nan), ref["predict_new_fixed"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cbpp_offset_fit.predict(new_cbpp, re_form=np.nan), ref["predict_new_fixed"], rtol=1e-6, atol=1e-6)
     # the offset moves with the new rows' sizes: doubling them adds log 2
-    np.testing.assert_allclose(offset_fit.predict(cbpp), offset_fit.predict(), rtol=1e-12)
+    np.testing.assert_allclose(cbpp_offset_fit.predict(cbpp_frame), cbpp_offset_fit.predict(), rtol=1e-12)
     bigger = new_cbpp.assign(size=2 * new_cbpp["size"])
-    np.testing.assert_allclose(offset_fit.predict(bigger, allow_new_levels=True), link + np.log(2.0), rtol=1e-12)
+    np.testing.assert_allclose(cbpp_offset_fit.predict(bigger, allow_new_levels=True), link + np.log(2.0), rtol=1e-12)
     with pytest.raises(ValueError, match=r"cannot evaluate offset\(log\(size\)\) on the data"):
-        offset_fit.predict(new_cbpp.drop(columns="size"), allow_new_levels=True)
+        cbpp_offset_fit.predict(new_cbpp.drop(columns="size"), allow_new_levels=True)
 
 
-def test_offsets_are_summed_as_lme4_sums_them(cbpp, offset_fit, new_cbpp):
+def test_offsets_are_summed_as_lme4_sums_them(cbpp_frame, cbpp_offset_fit, new_cbpp):
     """``offset(half)`` in the formula and ``offset=`` half (half = log(size)/2) are the
     model with offset log(size): lme4's fit and linear predictor. On new data the
     argument's column is evaluated too (lme4 drops it there); an array needs ``offset=``."""
     ref = PRED["cbpp_offset_sum"]
-    both = _fit_quietly("incidence ~ period + offset(half) + (1 | herd)", cbpp, family="poisson", offset="half")
-    np.testing.assert_allclose(both.offsets.values, np.log(cbpp["size"]), rtol=1e-15)
+    both = fit_glmm_quietly("incidence ~ period + offset(half) + (1 | herd)", cbpp_frame, family="poisson", offset="half")
+    np.testing.assert_allclose(both.offsets.values, np.log(cbpp_frame["size"]), rtol=1e-15)
     np.testing.assert_allclose(both.fixef, ref["fixef"]["values"], rtol=1e-5)
     np.testing.assert_allclose(both.predict(), ref["eta"], rtol=1e-6, atol=1e-6)
     new = new_cbpp.assign(half=np.log(new_cbpp["size"]) / 2)
-    expected = offset_fit.predict(new, allow_new_levels=True)
+    expected = cbpp_offset_fit.predict(new, allow_new_levels=True)
     np.testing.assert_allclose(both.predict(new, allow_new_levels=True), expected, rtol=1e-8)
-    array = _fit_quietly("incidence ~ period + offset(half) + (1 | herd)", cbpp, family="poisson", offset=cbpp["half"].to_numpy())
+    array = fit_glmm_quietly("incidence ~ period + offset(half) + (1 | herd)", cbpp_frame, family="poisson", offset=cbpp_frame["half"].to_numpy())
     with pytest.raises(ValueError, match="fitted with offset= an array"):
         array.predict(new, allow_new_levels=True)
     np.testing.assert_allclose(array.predict(new, allow_new_levels=True, offset=new["half"].to_numpy()), expected, rtol=1e-8)
@@ -197,9 +175,9 @@ def test_offsets_are_summed_as_lme4_sums_them(cbpp, offset_fit, new_cbpp):
 # ---------------------------------------------------------------- predictions and residuals
 
 
-def test_predictions_fitted_and_residuals_match_lme4(logit_fit, new_cbpp):
+def test_predictions_fitted_and_residuals_match_lme4(cbpp_logit_fit, new_cbpp):
     ref = PRED["cbpp_binomial"]
-    fit = logit_fit
+    fit = cbpp_logit_fit
     np.testing.assert_allclose(fit.predict(), ref["eta"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(fit.predict(type="response"), ref["mu"], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(fit.fitted(), ref["mu"], rtol=1e-6, atol=1e-8)
@@ -227,10 +205,10 @@ def test_predictions_fitted_and_residuals_match_lme4(logit_fit, new_cbpp):
         fit.residuals("partial")
 
 
-def test_conditional_variances_match_lme4(logit_fit, grouse_fit):
+def test_conditional_variances_match_lme4(cbpp_logit_fit, grouse_fit):
     """ranef(condVar = TRUE): each level's conditional variance, lme4's postVar (one
     factor, cbpp; three crossed factors, grouseticks), matched by level name."""
-    for fit, key in ((logit_fit, "cbpp_laplace"), (grouse_fit, "grouseticks_poisson")):
+    for fit, key in ((cbpp_logit_fit, "cbpp_laplace"), (grouse_fit, "grouseticks_poisson")):
         plain, with_var = fit.ranef(), fit.ranef(condVar=True)
         assert set(with_var) == set(REF["models"][key]["ranef"])
         for name, theirs in REF["models"][key]["ranef"].items():
@@ -278,51 +256,51 @@ def _logistic_moments(fit, nodes=60):
     return 1.0 / (1.0 + np.exp(-eta)), w
 
 
-def test_simulating_new_herd_effects_gives_the_marginal_model(cbpp, logit_fit):
+def test_simulating_new_herd_effects_gives_the_marginal_model(cbpp_frame, cbpp_logit_fit):
     """re_form = "~0" (lme4's default NA): new herd effects per simulation, shared by a
     herd's rows. Row means and herd totals' variances against the marginal model."""
     nsim = 4000
-    sims = logit_fit.simulate(nsim, seed=1)
+    sims = cbpp_logit_fit.simulate(nsim, seed=1)
     assert list(sims.columns.get_level_values(0)[:2]) == ["sim_1", "sim_1"]
     assert list(sims.columns.get_level_values(1)[:2]) == ["incidence", "size - incidence"]
     k = sims.xs("incidence", axis=1, level=1).to_numpy()
-    size = cbpp["size"].to_numpy()
+    size = cbpp_frame["size"].to_numpy()
     np.testing.assert_array_equal(k + sims.xs("size - incidence", axis=1, level=1).to_numpy(), size[:, None] + 0 * k)
-    mu, w = _logistic_moments(logit_fit)
+    mu, w = _logistic_moments(cbpp_logit_fit)
     mean = size * (w @ mu)
     var = size * (w @ (mu * (1 - mu))) + size**2 * (w @ mu**2 - (w @ mu) ** 2)
     assert np.max(np.abs(k.mean(axis=1) - mean) / np.sqrt(var / nsim)) < 4.5
     # a herd's rows share its effect: the variance of herd totals is the marginal one
-    herd = cbpp["herd"].to_numpy()
+    herd = cbpp_frame["herd"].to_numpy()
     for h in ("1", "7", "13"):
         rows = herd == h
         totals = k[rows].sum(axis=0)
         f = mu[:, rows] @ size[rows]
         expected = w @ (mu[:, rows] * (1 - mu[:, rows])) @ size[rows] + (w @ f**2 - (w @ f) ** 2)
         assert totals.var() == pytest.approx(expected, rel=0.15), h
-    pd.testing.assert_frame_equal(logit_fit.simulate(3, seed=7), logit_fit.simulate(3, seed=7))
-    assert not logit_fit.simulate(3, seed=7).equals(logit_fit.simulate(3, seed=8))
-    assert logit_fit.simulate(1, seed=2).attrs["seed"] == 2
+    pd.testing.assert_frame_equal(cbpp_logit_fit.simulate(3, seed=7), cbpp_logit_fit.simulate(3, seed=7))
+    assert not cbpp_logit_fit.simulate(3, seed=7).equals(cbpp_logit_fit.simulate(3, seed=8))
+    assert cbpp_logit_fit.simulate(1, seed=2).attrs["seed"] == 2
 
 
-def test_simulating_conditional_on_the_modes(cbpp, logit_fit):
+def test_simulating_conditional_on_the_modes(cbpp_frame, cbpp_logit_fit):
     """re_form = None (lme4's NULL): y from the fitted means, rows independent."""
     nsim = 4000
-    k = logit_fit.simulate(nsim, seed=3, re_form=None).xs("incidence", axis=1, level=1).to_numpy()
-    size, mu = cbpp["size"].to_numpy(), logit_fit.fitted()
+    k = cbpp_logit_fit.simulate(nsim, seed=3, re_form=None).xs("incidence", axis=1, level=1).to_numpy()
+    size, mu = cbpp_frame["size"].to_numpy(), cbpp_logit_fit.fitted()
     var = size * mu * (1 - mu)
     assert np.max(np.abs(k.mean(axis=1) - size * mu) / np.sqrt(var / nsim)) < 4.5
-    rows = cbpp["herd"].to_numpy() == "1"
+    rows = cbpp_frame["herd"].to_numpy() == "1"
     assert k[rows].sum(axis=0).var() == pytest.approx(var[rows].sum(), rel=0.15)
 
 
-def test_simulated_poisson_counts_follow_the_lognormal_mean(offset_fit):
+def test_simulated_poisson_counts_follow_the_lognormal_mean(cbpp_offset_fit):
     """New herd effects: E[y] = exp(xβ + offset + σ²/2), Var[y] = E[y] + E[y]²(exp(σ²) − 1)."""
     nsim = 4000
-    sims = offset_fit.simulate(nsim, seed=11)
+    sims = cbpp_offset_fit.simulate(nsim, seed=11)
     assert list(sims.columns[:2]) == ["sim_1", "sim_2"] and sims.to_numpy().dtype.kind == "i"
-    s2 = offset_fit.theta.iloc[0] ** 2
-    mean = np.exp(offset_fit.predict(re_form="~0") + s2 / 2)
+    s2 = cbpp_offset_fit.theta.iloc[0] ** 2
+    mean = np.exp(cbpp_offset_fit.predict(re_form="~0") + s2 / 2)
     var = mean + mean**2 * np.expm1(s2)
     assert np.max(np.abs(sims.to_numpy().mean(axis=1) - mean) / np.sqrt(var / nsim)) < 4.5
 
@@ -396,11 +374,11 @@ def _same_print(ours: str, theirs: list[str]) -> None:
 
 
 @pytest.mark.parametrize("key", ["cbpp_binomial", "cbpp_offset", "cbpp_slope", "grouseticks"])
-def test_summary_prints_as_lme4s(key, logit_fit, offset_fit, slope_fit, grouse_fit):
+def test_summary_prints_as_lme4s(key, cbpp_logit_fit, cbpp_offset_fit, slope_fit, grouse_fit):
     """The whole printed summary (family, criteria, scaled residuals, variance components
     of one and of three factors and of a correlated slope, numbers of levels, z tests with
     codes, correlations)."""
-    fits = {"cbpp_binomial": logit_fit, "cbpp_offset": offset_fit, "cbpp_slope": slope_fit, "grouseticks": grouse_fit}
+    fits = {"cbpp_binomial": cbpp_logit_fit, "cbpp_offset": cbpp_offset_fit, "cbpp_slope": slope_fit, "grouseticks": grouse_fit}
     fit = fits[key]
     _same_print(fit.summary(), PRED[key]["summary"])
     assert str(fit) == fit.summary()
@@ -422,43 +400,43 @@ def test_a_two_level_response_is_read_as_r_reads_it():
         glmm_frame("r ~ 1 + (1 | g)", frame.assign(r=list("xyzx")), None, None, binomial=True)
 
 
-def test_bad_input_is_named(cbpp):
+def test_bad_input_is_named(cbpp_frame):
     with pytest.raises(ValueError, match="weights= must not be given too"):
-        jm.fit_glmm(CBIND, cbpp, weights="size")
+        jm.fit_glmm(GLMM_CBIND, cbpp_frame, weights="size")
     with pytest.raises(ValueError, match="proportion in \\[0, 1\\]"):
-        jm.fit_glmm("size ~ period + (1 | herd)", cbpp)
+        jm.fit_glmm("size ~ period + (1 | herd)", cbpp_frame)
     with pytest.raises(ValueError, match="negative or not finite"):
-        jm.fit_glmm("y ~ period + (1 | herd)", cbpp.assign(y=-cbpp["incidence"]), family="poisson")
+        jm.fit_glmm("y ~ period + (1 | herd)", cbpp_frame.assign(y=-cbpp_frame["incidence"]), family="poisson")
     with pytest.raises(ValueError, match="not whole numbers"):
-        jm.fit_glmm("y ~ period + (1 | herd)", cbpp.assign(y=cbpp["incidence"] + 0.5), family="poisson")
+        jm.fit_glmm("y ~ period + (1 | herd)", cbpp_frame.assign(y=cbpp_frame["incidence"] + 0.5), family="poisson")
     with pytest.raises(ValueError, match="offset must have one value per row"):
-        jm.fit_glmm(CBIND, cbpp, offset=np.zeros(3))
+        jm.fit_glmm(GLMM_CBIND, cbpp_frame, offset=np.zeros(3))
     with pytest.raises(ValueError, match="family must be"):
-        jm.fit_glmm(CBIND, cbpp, family="gamma")
+        jm.fit_glmm(GLMM_CBIND, cbpp_frame, family="gamma")
     with pytest.raises(ValueError, match="jaxmixed uses itself"):
-        jm.fit_glmm(CBIND, cbpp.assign(jaxmixed_glmm_response=1.0))
+        jm.fit_glmm(GLMM_CBIND, cbpp_frame.assign(jaxmixed_glmm_response=1.0))
     with pytest.raises(ValueError, match="cbind\\(\\) of a binomial response takes"):
-        jm.fit_glmm("cbind(incidence) ~ period + (1 | herd)", cbpp)
+        jm.fit_glmm("cbind(incidence) ~ period + (1 | herd)", cbpp_frame)
     with pytest.raises(ValueError, match="cbind\\(successes, failures\\) is a binomial response"):
-        jm.fit_glmm(CBIND, cbpp, family="poisson")
+        jm.fit_glmm(GLMM_CBIND, cbpp_frame, family="poisson")
     with pytest.raises(ValueError, match="'k' must count events \\(whole numbers ≥ 0\\); 1 row"):
-        jm.fit_glmm("cbind(k, size - k) ~ period + (1 | herd)", cbpp.assign(k=cbpp["incidence"].where(cbpp.index != 2, -1)))
+        jm.fit_glmm("cbind(k, size - k) ~ period + (1 | herd)", cbpp_frame.assign(k=cbpp_frame["incidence"].where(cbpp_frame.index != 2, -1)))
     with pytest.raises(ValueError, match="is a two-level factor: that is a binomial response"):
-        jm.fit_glmm("sick ~ period + (1 | herd)", cbpp.assign(sick=np.where(cbpp["incidence"] > 0, "yes", "no")), family="poisson")
+        jm.fit_glmm("sick ~ period + (1 | herd)", cbpp_frame.assign(sick=np.where(cbpp_frame["incidence"] > 0, "yes", "no")), family="poisson")
     with pytest.raises(ValueError, match="offset\\(\\) must be a term added to the formula on its own"):
-        jm.fit_glmm("incidence ~ period - offset(log(size)) + (1 | herd)", cbpp, family="poisson")
+        jm.fit_glmm("incidence ~ period - offset(log(size)) + (1 | herd)", cbpp_frame, family="poisson")
     with pytest.raises(ValueError, match="cannot evaluate offset\\(log\\(sizes\\)\\) on the data"):
-        jm.fit_glmm("incidence ~ period + offset(log(sizes)) + (1 | herd)", cbpp, family="poisson")
+        jm.fit_glmm("incidence ~ period + offset(log(sizes)) + (1 | herd)", cbpp_frame, family="poisson")
     with pytest.raises(ValueError, match="offset\\(period\\): the column 'period' is not numeric"):
-        jm.fit_glmm("incidence ~ offset(period) + (1 | herd)", cbpp, family="poisson")
+        jm.fit_glmm("incidence ~ offset(period) + (1 | herd)", cbpp_frame, family="poisson")
     with pytest.raises(ValueError, match="offset\\(log\\(incidence\\)\\) has 22 missing or non-finite"):
-        jm.fit_glmm("incidence ~ period + offset(log(incidence)) + (1 | herd)", cbpp, family="poisson")
+        jm.fit_glmm("incidence ~ period + offset(log(incidence)) + (1 | herd)", cbpp_frame, family="poisson")
     with pytest.raises(ValueError, match="offset has 1 missing or non-finite"):
-        jm.fit_glmm(CBIND, cbpp, offset=np.r_[np.nan, np.zeros(len(cbpp) - 1)])
+        jm.fit_glmm(GLMM_CBIND, cbpp_frame, offset=np.r_[np.nan, np.zeros(len(cbpp_frame) - 1)])
     with pytest.raises(ValueError, match="nAGQ must be an integer from 1 to 25, got 2.7"):
-        jm.fit_glmm(CBIND, cbpp, nAGQ=2.7)
+        jm.fit_glmm(GLMM_CBIND, cbpp_frame, nAGQ=2.7)
     with pytest.raises(ValueError, match="nAGQ = 0"):
-        jm.fit_glmm(CBIND, cbpp, nAGQ=0)
+        jm.fit_glmm(GLMM_CBIND, cbpp_frame, nAGQ=0)
     with pytest.raises(ValueError, match="numbers of trials: 1 row"):
-        some = cbpp.assign(p=(cbpp["incidence"] > 0).astype(float))
-        jm.fit_glmm("p ~ period + (1 | herd)", some, weights=np.r_[1.5, np.ones(len(cbpp) - 1)])
+        some = cbpp_frame.assign(p=(cbpp_frame["incidence"] > 0).astype(float))
+        jm.fit_glmm("p ~ period + (1 | herd)", some, weights=np.r_[1.5, np.ones(len(cbpp_frame) - 1)])

@@ -41,11 +41,12 @@ from ._family import Binomial, Family
 from ._laplace import (
     LaplaceDeviance,
     laplace_deviance,
+    level_covariances,
     mode_covariances,
     user_lambdas,
     zero_modes,
 )
-from ._objective import conditional_covariances, conditional_modes, factorize_lambdas
+from ._objective import factorize_lambdas
 from ._precision import highest_precision
 from ._solvers import LBFGS, AbstractSolver
 from ._statistics import ModelData, model_statistics
@@ -254,31 +255,31 @@ def _coordinates(problem: _Problem, x0: jax.Array) -> _Coordinates:
     p = beta0.shape[0]
     fac = factorize_lambdas(lams, stats)
     root = jnp.sqrt(2.0) * fac.chol_m[:p, :p].T @ scaling.r_factor
-    covs = conditional_covariances(fac, stats, conditional_modes(fac, stats, -stats.response.beta_shift).chol_schur)
     theta_scale = []
-    for st, cov, zs in zip(data.structures, covs, scaling.z_scale, strict=True):
-        # Λ̃ = diag(1/z_scale) at Λ = I: (A⁻¹)_jj = diag(z_scale) cov_j diag(z_scale)
-        info = jnp.eye(st.q, dtype=cov.dtype) - zs[:, None] * cov * zs[None, :]
+    for st, a_inv in zip(data.structures, level_covariances(fac, stats), strict=True):
+        # at Λ = I the conditional covariances Λ(A⁻¹)_jjΛᵀ are (A⁻¹)_jj themselves
+        info = jnp.eye(st.q, dtype=a_inv.dtype) - a_inv
         rows, cols = np.asarray(st.rows), np.asarray(st.cols)
         curv = info[:, rows, rows] * info[:, cols, cols] + info[:, rows, cols] ** 2
         theta_scale.append(jnp.sqrt(2.0 * jnp.sum(curv, axis=0)))
-    beta_diag = jnp.sqrt(jnp.sum(root * root, axis=0))
-    scale = jnp.concatenate([*theta_scale, beta_diag])
+    norms = jnp.sqrt(jnp.sum(root * root, axis=0))
+    scale = jnp.concatenate([*theta_scale, norms])
     scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0)
     # a near-separated start (working weights ~0) must not make a unit step huge
     scale = jnp.maximum(scale, MIN_RELATIVE_SCALE * jnp.median(scale))
-    return _Coordinates(x0, scale[:n_theta], _beta_root(root, scale[n_theta:]))
-
-
-def _beta_root(root: jax.Array, diag: jax.Array) -> jax.Array:
-    """S (p, p) upper triangular with ``SᵀS = D C D``: D = diag(``diag``) the floored
-    scales, C the correlations of ``rootᵀroot`` shrunk by ``MAX_CORRELATION_GAP`` towards
-    I (a collinear or non-finite start gives the diagonal scaling)."""
-    norms = jnp.sqrt(jnp.sum(root * root, axis=0))
     unit = root / jnp.where(norms > 0, norms, 1.0)
-    corr = (1.0 - MAX_CORRELATION_GAP) * (unit.T @ unit) + MAX_CORRELATION_GAP * jnp.eye(root.shape[1], dtype=root.dtype)
+    return _Coordinates(x0, scale[:n_theta], _beta_root(unit, scale[n_theta:]))
+
+
+def _beta_root(unit: jax.Array, diag: jax.Array) -> jax.Array:
+    """S (p, p) upper triangular with ``SᵀS = D C D``: D = diag(``diag``) the floored
+    scales, C the correlations ``unitᵀunit`` (``unit``: the root's columns normalised)
+    shrunk by ``MAX_CORRELATION_GAP`` towards I (a collinear or non-finite start gives
+    the diagonal scaling)."""
+    eye = jnp.eye(unit.shape[1], dtype=unit.dtype)
+    corr = (1.0 - MAX_CORRELATION_GAP) * (unit.T @ unit) + MAX_CORRELATION_GAP * eye
     chol = jnp.linalg.cholesky(corr)
-    chol = cast(jax.Array, jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.eye(root.shape[1], dtype=root.dtype)))
+    chol = cast(jax.Array, jnp.where(jnp.all(jnp.isfinite(chol)), chol, eye))
     return chol.T * diag[None, :]
 
 

@@ -40,7 +40,15 @@ from ._objective import conditional_covariances, conditional_modes, factorize_la
 from ._precision import highest_precision
 from ._statistics import ModelData, model_statistics
 
-__all__ = ["LaplaceDeviance", "factor_levels", "laplace_deviance", "mode_covariances", "user_lambdas", "zero_modes"]
+__all__ = [
+    "LaplaceDeviance",
+    "factor_levels",
+    "laplace_deviance",
+    "level_covariances",
+    "mode_covariances",
+    "user_lambdas",
+    "zero_modes",
+]
 
 # PIRLS stops when no mode changes by more than this, relative to the largest (the
 # change of the penalised deviance would bound the modes' error only to its square root).
@@ -141,6 +149,12 @@ def mode_covariances(
     approximation's Gaussian."""
     lams = user_lambdas(theta, data)
     fac, stats = _factor_at(eta, jnp.zeros_like(eta), y, lams, data, family, n_obs)
+    return level_covariances(fac, stats)
+
+
+def level_covariances(fac, stats) -> tuple[Float[Array, "J q q"], ...]:
+    """``Λ (A⁻¹)_jj Λᵀ`` per level of each factor (J_f, q_f, q_f) in the user's units,
+    from a blocked factor of A and its statistics (any β: the modes are not used)."""
     chol_schur = conditional_modes(fac, stats, -stats.response.beta_shift).chol_schur
     covs = conditional_covariances(fac, stats, chol_schur)
     # A is the same in both units (Z̃Λ̃ = ZΛ); b = diag(z_scale) b̃ per factor
