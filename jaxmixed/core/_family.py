@@ -8,8 +8,9 @@ reweighted least squares (PIRLS) needs, per row,
     working weight    wᵢ = aᵢ (dμ/dη)² / V(μᵢ)        (aᵢ the prior weight)
     working response  zᵢ = ηᵢ + (yᵢ − μᵢ) / (dμ/dη)
 
-and the Laplace deviance needs the deviance residuals and the saturated
-model's log-likelihood (see :meth:`Family.saturated_log_likelihood`).
+and the Laplace deviance needs the log-likelihood, split into the terms that
+depend on μ (:meth:`Family.log_kernel`, all PIRLS compares) and the constants
+(:meth:`Family.log_constant`, computed once per deviance).
 
 Conventions are R's ``glm`` families, which lme4 uses:
 
@@ -178,13 +179,21 @@ class Family(eqx.Module):
         """V(μ): the variance of y at mean μ per unit prior weight."""
 
     @abc.abstractmethod
-    def log_likelihood(self, y, mu, weights) -> Float[Array, "*n"]:
-        """Each row's log-likelihood at μ, with every constant; y, μ and the prior
-        weights of one shape (*n)."""
+    def log_kernel(self, y, mu, weights) -> Float[Array, "*n"]:
+        """The terms of each row's log-likelihood that depend on μ (y, μ and the prior
+        weights of one shape (*n)): what PIRLS compares, without the constants."""
 
     @abc.abstractmethod
+    def log_constant(self, y, weights) -> Float[Array, "*n"]:
+        """The terms of each row's log-likelihood free of μ (log C(a, ay), −log y!)."""
+
+    def log_likelihood(self, y, mu, weights) -> Float[Array, "*n"]:
+        """Each row's log-likelihood at μ, with every constant: ``log_constant + log_kernel``."""
+        return self.log_constant(y, weights) + self.log_kernel(y, mu, weights)
+
     def saturated_log_likelihood(self, y, weights) -> Float[Array, "*n"]:
         """Each row's log-likelihood at μ = y (the saturated model), shape of y."""
+        return self.log_likelihood(y, y, weights)
 
     @abc.abstractmethod
     def check_response(self, y: np.ndarray, weights: np.ndarray) -> None:
@@ -192,8 +201,9 @@ class Family(eqx.Module):
         ``weights``) is not a response of this family."""
 
     def deviance_residuals(self, y, mu, weights) -> Float[Array, "*n"]:
-        """Each row's squared deviance residual: 2(saturated − log-likelihood) ≥ 0."""
-        return 2.0 * (self.saturated_log_likelihood(y, weights) - self.log_likelihood(y, mu, weights))
+        """Each row's squared deviance residual: 2(saturated − log-likelihood) ≥ 0 (the
+        constants cancel)."""
+        return 2.0 * (self.log_kernel(y, y, weights) - self.log_kernel(y, mu, weights))
 
     def working(self, y, eta, weights) -> tuple[Float[Array, "*n"], Float[Array, "*n"]]:
         """(working weights aᵢ(dμ/dη)²/V(μ), working response η + (y − μ)/(dμ/dη)) at η."""
@@ -239,13 +249,13 @@ class Binomial(Family):
     def variance(self, mu):
         return mu * (1.0 - mu)
 
-    def log_likelihood(self, y, mu, weights):
+    def log_kernel(self, y, mu, weights):
         k = weights * y
-        log_choose = gammaln(weights + 1.0) - gammaln(k + 1.0) - gammaln(weights - k + 1.0)
-        return log_choose + xlogy(k, mu) + xlogy(weights - k, 1.0 - mu)
+        return xlogy(k, mu) + xlogy(weights - k, 1.0 - mu)
 
-    def saturated_log_likelihood(self, y, weights):
-        return self.log_likelihood(y, y, weights)
+    def log_constant(self, y, weights):
+        k = weights * y  # log C(a, k)
+        return gammaln(weights + 1.0) - gammaln(k + 1.0) - gammaln(weights - k + 1.0)
 
     def check_response(self, y, weights):
         y, weights = np.asarray(y, float), np.asarray(weights, float)
@@ -280,11 +290,11 @@ class Poisson(Family):
     def variance(self, mu):
         return mu
 
-    def log_likelihood(self, y, mu, weights):
-        return weights * (xlogy(y, mu) - mu - gammaln(y + 1.0))
+    def log_kernel(self, y, mu, weights):
+        return weights * (xlogy(y, mu) - mu)
 
-    def saturated_log_likelihood(self, y, weights):
-        return weights * (xlogy(y, y) - y - gammaln(y + 1.0))
+    def log_constant(self, y, weights):
+        return -weights * gammaln(y + 1.0)
 
     def check_response(self, y, weights):
         y = np.asarray(y, float)

@@ -53,6 +53,9 @@ __all__ = [
 # PIRLS stops when no mode changes by more than this, relative to the largest (the
 # change of the penalised deviance would bound the modes' error only to its square root).
 PIRLS_TOL = 1e-10
+# ...and this when Newton steps follow: each squares the error (quadratic convergence at
+# the mode), so one leaves about 1e-12, and PIRLS saves its last confirming step.
+PIRLS_TOL_BEFORE_NEWTON = 1e-6
 PIRLS_MAX_STEPS = 100
 MAX_HALVINGS = 20
 HALVING_SLACK = 1e-15  # a step may raise the penalised deviance by this much, relative (round-off)
@@ -64,7 +67,7 @@ class LaplaceDeviance(eqx.Module):
     ``deviance``: −2 log L, every constant included; ``u`` per factor (J_f, q_f)
     the spherical modes ũ; ``eta`` (n,) the linear predictor at them;
     ``log_det``: log|A|; ``n_iter``: PIRLS steps; ``converged``: the modes settled
-    within ``PIRLS_TOL`` before ``PIRLS_MAX_STEPS``, without a step that no halving
+    within their tolerance (``laplace_deviance``) before ``PIRLS_MAX_STEPS``, without a step that no halving
     could make descend.
     """
 
@@ -167,11 +170,12 @@ def _spherical(u_standard: tuple[jax.Array, ...], y_scale: jax.Array) -> tuple[j
 
 
 def _penalised(u, lams, fixed, y, data: ModelData, family: Family) -> tuple[jax.Array, jax.Array]:
-    """(Σ dᵢ + ‖u‖² at u, η there)."""
+    """(the penalised deviance at u up to a constant, −2 Σ ℓᵢ + ‖u‖² without the terms
+    free of μ (the family's ``log_kernel``: half the logarithms of Σ dᵢ); η there)."""
     eta = fixed + _random_part(u, lams, data)
     mu = family.link.inverse(eta)
-    dev = jnp.sum(jnp.where(data.weights > 0, family.deviance_residuals(y, mu, data.weights), 0.0))
-    return dev + sum(jnp.sum(uf * uf) for uf in u), eta
+    kernel = jnp.sum(jnp.where(data.weights > 0, family.log_kernel(y, mu, data.weights), 0.0))
+    return -2.0 * kernel + sum(jnp.sum(uf * uf) for uf in u), eta
 
 
 @highest_precision
@@ -192,8 +196,10 @@ def laplace_deviance(
     ``data.weights`` are the prior weights (binomial trials; 0 on padded rows),
     ``y`` (n,) the response in the family's convention (binomial: proportions).
     PIRLS starts from u = 0, or from ``u_start`` (per factor (J_f, q_f): a warm start,
-    such as the modes of a nearby (θ, β)) where its penalised deviance is lower and
-    finite. Pure JAX: jittable and vmappable.
+    such as the modes of a nearby (θ, β)) where its penalised deviance is finite, and
+    stops when no full step changes a mode by more than ``PIRLS_TOL`` relative
+    (``PIRLS_TOL_BEFORE_NEWTON`` when ``newton_steps`` > 0: the steps then square the
+    error). Pure JAX: jittable and vmappable.
 
     Derivatives. PIRLS (a ``while_loop``) runs on the inputs with their gradients
     stopped; from its modes ũ, ``newton_steps`` (default 2) Newton steps with the
@@ -205,7 +211,8 @@ def laplace_deviance(
     forward over reverse); ``newton_steps=0`` leaves ũ without derivatives.
     """
     th0, b0, data0, y0, off0, start = _stopped((theta, beta, data, y, offset, u_start))
-    u, n_iter, done = _pirls(th0, b0, data0, y0, off0, family, n_obs, start)
+    tol = PIRLS_TOL if newton_steps == 0 else PIRLS_TOL_BEFORE_NEWTON
+    u, n_iter, done = _pirls(th0, b0, data0, y0, off0, family, n_obs, start, tol=tol)
     fixed = jnp.asarray(data.X) @ beta + (0.0 if offset is None else offset)
     lams = user_lambdas(theta, data)
     for _ in range(newton_steps):
@@ -224,19 +231,24 @@ def _stopped(tree):
     return jax.tree.map(lambda a: jax.lax.stop_gradient(a) if isinstance(a, jax.Array) else a, tree)
 
 
-def _pirls(theta, beta, data: ModelData, y, offset, family: Family, n_obs, u_start=None):
-    """(ũ per factor, PIRLS steps, whether the modes settled) from u = 0 or ``u_start``,
-    whichever has the lower penalised deviance."""
+def _pirls(theta, beta, data: ModelData, y, offset, family: Family, n_obs, u_start=None, *, tol=PIRLS_TOL):
+    """(ũ per factor, PIRLS steps, whether the modes settled: no full step larger than
+    ``tol`` relative) from ``u_start`` where its penalised deviance is finite, else from
+    u = 0 (the penalised deviance is convex in u: any start converges, a near one sooner)."""
     dtype = jnp.asarray(data.X).dtype
     fixed = jnp.asarray(data.X) @ beta + (0.0 if offset is None else offset)
     lams = user_lambdas(theta, data)
-    u0 = zero_modes(data, dtype)
-    pdev0, _ = _penalised(u0, lams, fixed, y, data, family)
-    if u_start is not None:
+    zero = zero_modes(data, dtype)
+    if u_start is None:
+        u0, pdev0 = zero, _penalised(zero, lams, fixed, y, data, family)[0]
+    else:
         pdev_start, _ = _penalised(u_start, lams, fixed, y, data, family)
-        better = pdev_start < pdev0  # False for NaN: a failed start is not taken
-        u0 = tuple(cast(jax.Array, jnp.where(better, a, b)) for a, b in zip(u_start, u0, strict=True))
-        pdev0 = jnp.where(better, pdev_start, pdev0)
+        usable = jnp.isfinite(pdev_start)  # an overflowing start (a wild trial step) is not taken
+        u0 = tuple(cast(jax.Array, jnp.where(usable, a, b)) for a, b in zip(u_start, zero, strict=True))
+        # the zero start's value only where it is needed (under vmap both branches run)
+        pdev0 = jax.lax.cond(
+            usable, lambda: pdev_start, lambda: _penalised(zero, lams, fixed, y, data, family)[0]
+        )
 
     def step(carry):
         u, pdev, it, _, _ = carry
@@ -244,7 +256,7 @@ def _pirls(theta, beta, data: ModelData, y, offset, family: Family, n_obs, u_sta
         target = _pls_step(eta, fixed, y, lams, data, family, n_obs).u
         u_new, pdev_new, stalled = _halve(u, target, pdev, lams, fixed, y, data, family)
         # judged on the full step: a heavily halved step is small without being settled
-        done = (_largest(target, u) <= PIRLS_TOL * (1.0 + _largest(target))) | stalled
+        done = (_largest(target, u) <= tol * (1.0 + _largest(target))) | stalled
         return u_new, pdev_new, it + 1, done, stalled
 
     def running(carry):

@@ -83,6 +83,8 @@ class OptimizeResult(eqx.Module):
         n_iter: () accepted iterations.
         status: the loop's final :class:`LoopStatus` (``skipped`` for a run
             that was not started; ``result`` gives the public item).
+        warm: the inner solver's state from the last evaluation (:meth:`LBFGS.minimise`'s
+            ``warm``; ``()`` without one): a start for evaluations near ``params``.
     """
 
     params: Float[Array, " k"]
@@ -90,6 +92,7 @@ class OptimizeResult(eqx.Module):
     grad: Float[Array, " k"]
     n_iter: Int[Array, ""]
     status: LoopStatus
+    warm: Any = ()
 
     @property
     def result(self) -> RESULTS:
@@ -267,7 +270,7 @@ class LBFGS(AbstractSolver):
         out = jax.lax.while_loop(
             lambda c: c.status == LoopStatus.running, lambda c: self._step(c, opt, value_and_grad), carry
         )
-        return OptimizeResult(out.x, out.value, out.grad, out.n_iter, out.status)
+        return OptimizeResult(out.x, out.value, out.grad, out.n_iter, out.status, warm=out.warm)
 
     def _initial(self, opt, x0, run, warm) -> _Carry:
         zero = jnp.zeros((), x0.dtype)
