@@ -22,7 +22,12 @@ from test_laplace import REF
 
 import jaxmixed as jm
 from jaxmixed.glmm._response import RESPONSE, glmm_frame, split_offsets
-from jaxmixed.glmm._separation import SeparationWarning, separated_coefficients
+from jaxmixed.glmm._separation import (
+    SeparationWarning,
+    overlap_certified,
+    separated_coefficients,
+    separated_responses,
+)
 
 PRED = json.loads((DATA / "glmm_predict_reference.json").read_text())["models"]
 pytestmark = GLMM_GROUP
@@ -352,6 +357,42 @@ def test_the_separation_rule():
     xc = np.c_[np.ones(len(cbpp)), pd.get_dummies(cbpp["period"], drop_first=True).to_numpy(float)]
     assert separated_coefficients(xc, (cbpp["incidence"] / cbpp["size"]).to_numpy(), list("abcd"), binomial=True) == []
     assert separated_coefficients(xc, cbpp["incidence"].to_numpy(float), list("abcd"), binomial=False) == []
+
+
+def test_the_overlap_certificate_never_clears_a_separated_response():
+    """The certificate is exact one way: whatever fitted means it is given, a separated
+    response is never certified (its coefficients cannot keep their signs), and with the
+    means of a fit it clears the responses that overlap, so the LP decides only the rest;
+    separated_responses gives the LP's answer for every response."""
+    rng = np.random.default_rng(3)
+    n = 120
+    level = np.tile([0.0, 1.0], n // 2)
+    x = rng.normal(size=n)
+    X = np.c_[np.ones(n), level, x]
+    names = ["(Intercept)", "tB", "x"]
+    overlap = rng.binomial(1, 0.4, (6, n)).astype(float)
+    separated = np.where(level == 1, 1.0, overlap[:3])  # quasi-complete in tB
+    ys = np.concatenate([overlap, separated, (x > 0.3).astype(float)[None, :]])  # then complete in x
+    weights = np.ones(n)
+    for _ in range(5):  # any means at all: never a certificate for the separated ones
+        mus = rng.uniform(0.01, 0.99, ys.shape)
+        assert not overlap_certified(X, ys[6:], mus[6:], weights, binomial=True).any()
+    # the means of a fit (here the GLM's, by IRLS): the overlapping responses are certified
+    mus = np.empty_like(overlap)
+    for k, y in enumerate(overlap):
+        beta = np.zeros(3)
+        for _ in range(25):
+            mu = 1 / (1 + np.exp(-X @ beta))
+            beta = beta + np.linalg.solve(X.T @ (X * (mu * (1 - mu))[:, None]), X.T @ (y - mu))
+        mus[k] = 1 / (1 + np.exp(-X @ beta))
+    assert overlap_certified(X, overlap, mus, weights, binomial=True).all()
+    all_mus = np.concatenate([mus, np.full((4, n), 0.5)])
+    found = separated_responses(X, ys, all_mus, weights, names, binomial=True)
+    assert found == {6: ["tB"], 7: ["tB"], 8: ["tB"], 9: separated_coefficients(X, ys[9], names, binomial=True)}
+    assert "x" in found[9]
+    poisson = np.where(level == 1, 0.0, rng.poisson(2.0, n))[None, :]
+    assert not overlap_certified(X, poisson, np.full((1, n), 1.5), weights, binomial=False).any()
+    assert separated_responses(X, poisson, np.full((1, n), 1.5), weights, names, binomial=False) == {0: ["tB"]}
 
 
 # ---------------------------------------------------------------- summary

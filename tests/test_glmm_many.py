@@ -9,6 +9,7 @@ import pytest
 from conftest import DATA, GLMM_GROUP
 
 import jaxmixed as jm
+from jaxmixed.glmm._separation import SeparationWarning
 
 K = 4
 pytestmark = GLMM_GROUP
@@ -62,6 +63,18 @@ def test_result_gives_the_whole_fit(frame, table):
     assert fit.loglik == pytest.approx(one.loglik, rel=1e-10)
     pd.testing.assert_frame_equal(fit.coef_table(), one.coef_table(), rtol=1e-6)
     assert "y1 ~ period + (1 | herd)" in fit.summary()
+
+
+def test_separated_responses_are_named_and_warned(frame, table):
+    """A response with no successes in period 4 (quasi-complete separation of period4) is
+    fitted, named in the separated column and counted in one SeparationWarning; the others
+    (certified from their fits' means) are not, and result(k) carries the names."""
+    assert (table["separated"] == "").all()
+    sep = frame.assign(y_sep=np.where(frame["period"] == "4", 0.0, frame["y0"]))
+    with pytest.warns(SeparationWarning, match="1 of 2 responses have complete or quasi-complete separation"):
+        both = jm.fit_glmm_many("y ~ period + (1 | herd)", sep, ["y_sep", "y1"], "binomial", weights="size")
+    assert both.loc["y_sep", "separated"] == "period4" and both.loc["y1", "separated"] == ""
+    assert both.result("y_sep").separated == ("period4",) and both.result("y1").separated == ()
 
 
 def test_bad_arguments_are_named(frame):

@@ -3,10 +3,14 @@
 Each replicate draws a response from the fitted model (new random effects, as
 ``bootMer``'s default ``use.u = FALSE``; ``_predict.draw_responses``) and refits
 the same model to it. Every replicate shares the design, so the refits are
-``fit_glmm_many``'s vmapped chunks, compiled once.
+``fit_glmm_many``'s vmapped chunks, compiled once. Replicates whose fixed effects are
+separated (a draw with only successes in some level, say) are counted in a
+``SeparationWarning`` and kept.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,8 +20,9 @@ from ..core._family import Family
 from ..design._design import Design
 from ..design._names import host_lambdas, parameter_names, parameter_values
 from ..linear._bootstrap import BootstrapResults
-from ._many_api import _fit_chunks, _screen
+from ._many_api import _fit_chunks, _screen, response_separation, separation_count
 from ._predict import draw_responses
+from ._separation import SeparationWarning
 
 __all__ = ["glmm_bootstrap"]
 
@@ -41,6 +46,12 @@ def glmm_bootstrap(results, n: int, seed: int | None, *, batch_size: int | None,
         batch_size=batch_size, verbose=verbose,
         standard_errors=False,  # the replicates' estimates alone: no Hessian per replicate
     )  # fmt: skip
+    separated = response_separation(
+        design, arrays, ys, fits, skipped=skipped, family=fam, offset=results.offsets.values
+    )
+    if separated:
+        message = separation_count(len(separated), n, "bootstrap replicates")
+        warnings.warn(message + " (they are kept: such draws are part of the model)", SeparationWarning, stacklevel=3)
     names = [*parameter_names(design)[:-1], *design.fixed_names]
     est = _estimates(design, np.asarray(fits.theta), np.asarray(fits.beta))
     converged = np.asarray(fits.converged, bool)

@@ -33,7 +33,7 @@ from ..linear._many_api import _response_matrix
 from ..linear._results import ConvergenceWarning
 from ._response import WEIGHTS, Response, glmm_frame
 from ._results import GLMMResults
-from ._separation import separated_coefficients
+from ._separation import SeparationWarning, separated_responses
 
 __all__ = ["GLMMTable", "fit_glmm_many"]
 
@@ -70,7 +70,9 @@ class GLMMTable(pd.DataFrame):
 
     Columns: ``deviance`` (−2 log L, every constant), ``loglik``, ``aic``, ``converged``,
     ``singular``, ``message`` (why the fit stopped, or why it was not fitted),
-    ``n_iter``; the fixed effects by name and their standard errors (``se_<name>``);
+    ``n_iter``, ``separated`` (the fixed effects whose estimates lie at infinity, comma
+    separated; "" for none: ``_separation``); the fixed effects by name and their
+    standard errors (``se_<name>``);
     θ by lme4's names (``theta_<factor>.<term>``). A response that could not be fitted
     has NaN estimates and its reason in ``message``.
 
@@ -133,7 +135,9 @@ def fit_glmm_many(
         response with missing values, or values the family cannot take, is not fitted
         and its row says why; so is a response of all 0 (binomial: or all 1), whose
         intercept would lie at infinity.
-        Fits that did not converge are counted in one ``ConvergenceWarning``.
+        Fits that did not converge are counted in one ``ConvergenceWarning``, responses
+        with separated fixed effects in one ``SeparationWarning`` (each fit is checked:
+        from its fitted means where they certify overlap, by a linear program elsewhere).
     """
     fam = family_from_name(family)
     ys, labels = _response_matrix(data, responses, None)
@@ -145,21 +149,25 @@ def fit_glmm_many(
         design, arrays, ys, skipped=skipped, family=fam, nagq=nAGQ, offset=work_offsets.values,
         batch_size=batch_size, verbose=verbose,
     )  # fmt: skip
+    separated = response_separation(design, arrays, ys, fits, skipped=skipped, family=fam, offset=work_offsets.values)
     table = _table(design, fits, labels, skipped)
+    table["separated"] = [", ".join(separated.get(k, [])) for k in range(len(table))]
     n_bad = int(np.sum(~table["converged"] & ~table["message"].str.startswith("not fitted")))
     if n_bad:
         warnings.warn(f"{n_bad} of {len(table)} GLMM fits did not converge (see the message column)", ConvergenceWarning, stacklevel=2)
+    if separated:
+        message = separation_count(len(separated), len(table), "responses") + " (the separated column names them)"
+        warnings.warn(message, SeparationWarning, stacklevel=2)
 
     def make(k: int) -> GLMMResults:
         one = jax.tree.map(lambda a: np.asarray(np.asarray(a)[k]), fits)
         name = str(labels[k])
         arrays_k = dataclasses.replace(arrays, y=ys[k])
-        separated = separated_coefficients(arrays.X, ys[k], list(design.fixed_names), binomial=isinstance(fam, Binomial))
         formula_k = f"{name} ~{formula.split('~', 1)[1]}"
         return GLMMResults(
             design=dataclasses.replace(design, response=name), arrays=arrays_k, family=fam, nagq=int(nAGQ),
             fit_result=one, formula=formula_k, response=Response(name), offsets=work_offsets,
-            index=data.index, separated=tuple(separated),
+            index=data.index, separated=tuple(separated.get(k, [])),
         )  # fmt: skip
 
     out = GLMMTable(table)
@@ -239,6 +247,44 @@ def _fit_chunks(
             progress.update(real)
     progress.close()
     return jax.tree.map(lambda *a: np.concatenate(a, axis=0), *chunks)
+
+
+def response_separation(
+    design: Design,
+    arrays,
+    ys: Float[np.ndarray, "K n"],
+    fits: GLMMResult,
+    *,
+    skipped: Unfittable,
+    family: Family,
+    offset: Float[np.ndarray, " n"] | None,
+) -> dict[int, list[str]]:
+    """Response k -> its separated fixed effects (``_separation``), for the fitted responses
+    that have any: certified from each fit's means where it can be, by the LP elsewhere."""
+    fitted = np.setdiff1d(np.arange(len(ys)), skipped.indices)
+    if len(fitted) == 0:
+        return {}
+    eta = np.asarray(fits.beta, float)[fitted] @ np.asarray(arrays.X, float).T
+    if offset is not None:
+        eta = eta + offset
+    for codes, z, b in zip(arrays.codes, arrays.Z, fits.b, strict=True):
+        eta = eta + np.einsum("nq,knq->kn", z, np.asarray(b, float)[fitted][:, codes])
+    with jax.enable_x64(True):
+        mus = np.asarray(family.link.inverse(jax.numpy.asarray(eta)))
+    assert arrays.weights is not None
+    found = separated_responses(
+        arrays.X, ys[fitted], mus, arrays.weights, list(design.fixed_names), binomial=isinstance(family, Binomial)
+    )
+    return {int(fitted[k]): names for k, names in found.items()}
+
+
+def separation_count(n_separated: int, n_fits: int, what: str) -> str:
+    """The warning's text for ``n_separated`` of ``n_fits`` separated responses."""
+    return (
+        f"{n_separated} of {n_fits} {what} have complete or quasi-complete separation: some fixed effects' "
+        "maximum likelihood estimates lie at infinity, and the estimates and standard errors the fits "
+        "stopped at mean nothing"
+    )
 
 
 def _message(fits: GLMMResult, k: int) -> str:

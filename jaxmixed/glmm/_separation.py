@@ -18,7 +18,16 @@ program (Konis's test for logistic regression, here with the Poisson rows added)
 columns scaled to unit maximum, subject to the sign constraints. A positive optimum
 (above round-off) is separation; then, per coefficient j, maximising and minimising dⱼ
 over the same constraints says which coefficients can go to infinity (those with a
-nonzero bound). The test reads the data, not the fit, so it does not depend on where the
+nonzero bound).
+
+A certificate of overlap, for many responses at once. By LP duality no such d exists
+exactly when Σᵢ cᵢxᵢ = 0 for some coefficients cᵢ with sᵢcᵢ > 0 on every row with
+sᵢ ≠ 0 (any sign elsewhere). A fit supplies a candidate: cᵢ = aᵢ(yᵢ − μ̂ᵢ) has those
+signs, and Σᵢ cᵢxᵢ is about the score of β, near 0 at the optimum; the least-squares
+correction δ = −X(XᵀX)⁻¹Σᵢcᵢxᵢ makes it exactly 0, and if the signs survive, the
+response is not separated (:func:`overlap_certified`, one p×p solve per response). Where
+they do not, the LP decides (:func:`separated_responses`): the answer is the LP's
+either way, at a fraction of its cost (about 2 ms per response). The test reads the data, not the fit, so it does not depend on where the
 optimiser stopped (the fitted-probability rule, μ̂ within 1e-8 of 0 or 1, does: an
 L-BFGS fit stops once the gradient is small, often at |η̂| ≈ 15, μ̂ ≈ 1e-7). The random
 effects need no test: their penalty keeps their modes finite.
@@ -28,14 +37,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from scipy.optimize import linprog
 
-__all__ = ["SeparationWarning", "separated_coefficients"]
+__all__ = ["SeparationWarning", "overlap_certified", "separated_coefficients", "separated_responses"]
 
 # The LP's optimum (Σ|Xd| over the separated rows, columns scaled to max |x| = 1) that is
 # separation rather than round-off of the solver (HiGHS works to ~1e-9).
 _TOL = 1e-6
+# The certificate's coefficients must keep their signs by this much (relative to the
+# row's prior weight): a fitted mean within it of 0 or 1 is left to the LP.
+_MARGIN = 1e-6
 
 
 class SeparationWarning(UserWarning):
@@ -99,3 +111,47 @@ def separation_message(names: list[str], table: pd.DataFrame) -> str:
         "or only zero counts), so these estimates and their standard errors mean nothing. Drop or "
         "merge the offending levels, or use a penalised (e.g. Bayesian) fit"
     )
+
+
+def overlap_certified(
+    X: Float[np.ndarray, "n p"],
+    ys: Float[np.ndarray, "K n"],
+    mus: Float[np.ndarray, "K n"],
+    weights: Float[np.ndarray, " n"],
+    *,
+    binomial: bool,
+) -> Bool[np.ndarray, " K"]:
+    """Which responses of ``ys`` (K, n) are certified not separated, from their fitted means
+    ``mus`` (K, n) (the module docstring's certificate); False means "not certified", not
+    "separated"."""
+    X, ys, mus = np.asarray(X, float), np.asarray(ys, float), np.asarray(mus, float)
+    a = np.asarray(weights, float)
+    if X.shape[1] == 0:
+        return np.ones(len(ys), bool)
+    coef = a * (ys - mus)  # (K, n)
+    gram = X.T @ X
+    correction = np.linalg.solve(gram, X.T @ coef.T).T @ X.T  # (K, n): X(XᵀX)⁻¹Xᵀc per response
+    coef = coef - correction
+    s = _row_signs(ys, binomial)
+    kept = (s == 0) | (s * coef > _MARGIN * a)
+    return np.all(kept & np.isfinite(coef), axis=1)
+
+
+def separated_responses(
+    X: Float[np.ndarray, "n p"],
+    ys: Float[np.ndarray, "K n"],
+    mus: Float[np.ndarray, "K n"],
+    weights: Float[np.ndarray, " n"],
+    names: list[str],
+    *,
+    binomial: bool,
+) -> dict[int, list[str]]:
+    """Response k -> its separated fixed effects, for the responses that have any: the
+    certificate first, the LP (:func:`separated_coefficients`) where it fails."""
+    certified = overlap_certified(X, ys, mus, weights, binomial=binomial)
+    out = {}
+    for k in np.flatnonzero(~certified):
+        found = separated_coefficients(X, ys[k], names, binomial=binomial)
+        if found:
+            out[int(k)] = found
+    return out
