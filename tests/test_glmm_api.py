@@ -4,7 +4,9 @@ predictions, residuals, simulation, separation, the printed summary, errors.
 References: tests/data/glmm_reference.json (tests/data/glmm_reference.R; lme4 1.1-31 and
 its own cbpp and grouseticks data, tests/data/cbpp.csv and grouseticks.csv) and
 tests/data/glmm_predict_reference.json (tests/data/glmm_predict_reference.R: predict,
-fitted, residuals and the printed summary of the same fits). Simulations are checked
+fitted, residuals and the printed summary of the same fits) and
+tests/data/glmm_anova_reference.json (tests/data/glmm_anova_reference.R: lme4's anova of
+nested glmer fits). Simulations are checked
 against the model's moments computed independently (Gauss-Hermite quadrature, or the
 lognormal's closed form).
 """
@@ -30,6 +32,7 @@ from jaxmixed.glmm._separation import (
 )
 
 PRED = json.loads((DATA / "glmm_predict_reference.json").read_text())["models"]
+LRT = json.loads((DATA / "glmm_anova_reference.json").read_text())
 pytestmark = GLMM_GROUP
 
 
@@ -393,6 +396,48 @@ def test_the_overlap_certificate_never_clears_a_separated_response():
     poisson = np.where(level == 1, 0.0, rng.poisson(2.0, n))[None, :]
     assert not overlap_certified(X, poisson, np.full((1, n), 1.5), weights, binomial=False).any()
     assert separated_responses(X, poisson, np.full((1, n), 1.5), weights, names, binomial=False) == {0: ["tB"]}
+
+
+# ---------------------------------------------------------------- likelihood-ratio tests
+
+
+def _check_lrt(table: pd.DataFrame, ref: dict) -> None:
+    cols = ref["columns"]
+    np.testing.assert_array_equal(table["npar"], cols["npar"])
+    np.testing.assert_allclose(table["logLik"], cols["logLik"], rtol=0, atol=5e-5)
+    np.testing.assert_allclose(table[["AIC", "BIC", "deviance"]].to_numpy(), np.c_[cols["AIC"], cols["BIC"], cols["deviance"]], rtol=0, atol=1e-4)  # fmt: skip
+    assert table["Chisq"].iloc[1] == pytest.approx(cols["Chisq"][1], abs=1e-4)
+    assert table["Df"].iloc[1] == cols["Df"][1]
+    assert table["Pr(>Chisq)"].iloc[1] == pytest.approx(cols["Pr(>Chisq)"][1], rel=1e-4)
+    assert np.isnan(table["Chisq"].iloc[0]) and table.index.name == "model"
+
+
+def test_anova_of_nested_glmms_is_lme4s(cbpp_frame, cbpp_logit_fit, grouse_frame, grouse_fit):
+    """jm.anova of glmer-like fits: lme4's anova table (Chisq 25.61 on 3 df for cbpp's
+    period; 1.497 on 1 df for grouseticks' LOCATION), models ordered by npar; no REML refit."""
+    small = fit_glmm_quietly(LRT["cbpp_period"]["small"], cbpp_frame)
+    _check_lrt(jm.anova(cbpp_logit_fit, small), LRT["cbpp_period"])
+    small = fit_glmm_quietly(LRT["grouseticks_location"]["small"], grouse_frame, family="poisson")
+    table = jm.anova(small, grouse_fit)
+    _check_lrt(table, LRT["grouseticks_location"])
+    assert list(table.index) == [LRT["grouseticks_location"]["small"], GLMM_GROUSE]
+
+
+def test_anova_refuses_glmms_it_cannot_compare(cbpp_frame, cbpp_logit_fit, cbpp_offset_fit):
+    """Another family, link or nAGQ, a linear mixed model, or other trials: clear errors."""
+    with pytest.raises(ValueError, match=r"different kinds \(GLMM binomial\(logit\), nAGQ = 1, GLMM poisson"):
+        jm.anova(cbpp_logit_fit, cbpp_offset_fit)
+    probit = fit_glmm_quietly(GLMM_CBIND, cbpp_frame, family=jm.Binomial(link="probit"))
+    with pytest.raises(ValueError, match="different kinds"):
+        jm.anova(cbpp_logit_fit, probit)
+    lmm = jm.fit_reml("incidence ~ period + (1 | herd)", cbpp_frame)
+    with pytest.raises(ValueError, match="linear mixed model"):
+        jm.anova(lmm, cbpp_offset_fit)
+    doubled = fit_glmm_quietly(
+        "incidence / size ~ 1 + (1 | herd)", cbpp_frame.assign(size2=2 * cbpp_frame["size"]), weights="size2"
+    )
+    with pytest.raises(ValueError, match="not of the same data"):
+        jm.anova(cbpp_logit_fit, doubled)
 
 
 # ---------------------------------------------------------------- summary

@@ -76,6 +76,21 @@ class GLMMResults:
         return len(self.arrays.y)
 
     @property
+    def nobs(self) -> int:
+        """Rows fitted (lme4's ``nobs``; as ``MixedModelResults.nobs``)."""
+        return self.n_obs
+
+    @property
+    def reml(self) -> bool:
+        """False: a GLMM is a maximum likelihood fit (``jaxmixed.anova`` compares it as is)."""
+        return False
+
+    @property
+    def n_params(self) -> int:
+        """Parameters counted by AIC and BIC (lme4's ``npar``): θ's entries and β."""
+        return self.df
+
+    @property
     def fixef(self) -> pd.Series:
         """β̂ by R's names (lme4's ``fixef``)."""
         return pd.Series(np.asarray(self.fit_result.beta, float), index=list(self.design.fixed_names), name="fixef")
