@@ -46,3 +46,20 @@ def test_the_spread_of_the_replicates_is_the_hessians_standard_errors(fit, boot)
     assert boot.original["sd_(Intercept)|herd"] == pytest.approx(float(m.theta.iloc[0]))
     ci = boot.conf_int(0.9)
     assert np.all(ci["5%"] < boot.original) and np.all(boot.original < ci["95%"])
+
+
+def test_conf_int_wald_and_boot(fit, boot):
+    """Wald: β̂ ± z·SE (lme4's confint(method = "Wald") rows of β); boot: the bootstrap's
+    percentile intervals of every parameter, from the same draws (same seed)."""
+    _, m = fit
+    table = m.coef_table()
+    for level, z in ((0.95, 1.959963984540054), (0.8, 1.2815515655446004)):
+        ci = m.conf_int(level)
+        lo, hi = ci.columns
+        np.testing.assert_allclose(ci[lo], table["Estimate"] - z * table["Std. Error"], rtol=1e-12)
+        np.testing.assert_allclose(ci[hi], table["Estimate"] + z * table["Std. Error"], rtol=1e-12)
+    assert list(m.conf_int(0.9).columns) == ["5%", "95%"]
+    again = m.conf_int(0.9, method="boot", n_boot=120, seed=4, batch_size=64, verbose=False)
+    np.testing.assert_allclose(again.to_numpy(), boot.conf_int(0.9).to_numpy(), rtol=1e-9)
+    with pytest.raises(ValueError, match="'wald' or 'boot' for a GLMM"):
+        m.conf_int(method="profile")

@@ -23,6 +23,7 @@ from ..core._status import is_converged
 from ..design._design import Design, ModelArrays
 from ..design._names import host_lambdas, theta_names, varcorr_table
 from ..linear._bootstrap import BootstrapResults
+from ..linear._intervals import wald_intervals
 from ..linear._tails import two_sided_p
 from . import _predict, _summary
 from ._response import Offsets, Response
@@ -135,6 +136,33 @@ class GLMMResults:
         z = est / se
         table = {"Estimate": est, "Std. Error": se, "z value": z, "Pr(>|z|)": two_sided_p(z, np.inf)}
         return pd.DataFrame(table, index=list(self.design.fixed_names))
+
+    def conf_int(
+        self,
+        level: float = 0.95,
+        method: str = "wald",
+        *,
+        n_boot: int = 1000,
+        seed: int | None = 0,
+        batch_size: int | None = None,
+        verbose: bool = True,
+    ) -> pd.DataFrame:
+        """Confidence intervals at ``level`` (default 0.95), one row per parameter, columns
+        named by their percentages (``2.5%``, ``97.5%``).
+
+        ``method="wald"`` (default): the fixed effects, ``β̂ ± z·SE`` with the SEs of
+        :meth:`coef_table` (lme4's ``confint(m, method = "Wald")`` without its NA rows).
+        ``method="boot"``: percentile intervals of :meth:`bootstrap` (``n_boot``
+        replicates from ``seed``) for the random effects' sds and correlations and the
+        fixed effects, as lme4's ``confint(m, method = "boot", oldNames = FALSE)``.
+        Profile intervals (lme4's default for ``glmer``) are not built for GLMMs.
+        """
+        if method == "boot":
+            return self.bootstrap(n_boot, seed, batch_size=batch_size, verbose=verbose).conf_int(level)
+        if method != "wald":
+            raise ValueError(f"method must be 'wald' or 'boot' for a GLMM (profile intervals are not built), got {method!r}")
+        table = self.coef_table()
+        return wald_intervals(table["Estimate"], table["Std. Error"], level)
 
     # ---------------------------------------------------------------- random effects
 
