@@ -161,8 +161,10 @@ class GLMMResults:
             return self.bootstrap(n_boot, seed, batch_size=batch_size, verbose=verbose).conf_int(level)
         if method != "wald":
             raise ValueError(f"method must be 'wald' or 'boot' for a GLMM (profile intervals are not built), got {method!r}")
-        table = self.coef_table()
-        return wald_intervals(table["Estimate"], table["Std. Error"], level)
+        names = list(self.design.fixed_names)
+        estimate = pd.Series(np.asarray(self.fit_result.beta, float), index=names)
+        se = pd.Series(np.sqrt(np.diag(np.asarray(self.fit_result.vcov_beta, float))), index=names)
+        return wald_intervals(estimate, se, level)
 
     # ---------------------------------------------------------------- random effects
 
