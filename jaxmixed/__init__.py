@@ -115,7 +115,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__version__ = "0.10.1"
+__version__ = "0.11.0"
 
 __all__ = [
     "anova",
