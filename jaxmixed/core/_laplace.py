@@ -67,8 +67,8 @@ class LaplaceDeviance(eqx.Module):
     ``deviance``: −2 log L, every constant included; ``u`` per factor (J_f, q_f)
     the spherical modes ũ; ``eta`` (n,) the linear predictor at them;
     ``log_det``: log|A|; ``n_iter``: PIRLS steps; ``converged``: the modes settled
-    within their tolerance (``laplace_deviance``) before ``PIRLS_MAX_STEPS``, without a step that no halving
-    could make descend.
+    within their tolerance (``laplace_deviance``) before ``PIRLS_MAX_STEPS``, without a
+    step that no halving could make descend.
     """
 
     deviance: Float[Array, ""]

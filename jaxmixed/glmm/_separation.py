@@ -18,7 +18,10 @@ program (Konis's test for logistic regression, here with the Poisson rows added)
 columns scaled to unit maximum, subject to the sign constraints. A positive optimum
 (above round-off) is separation; then, per coefficient j, maximising and minimising dⱼ
 over the same constraints says which coefficients can go to infinity (those with a
-nonzero bound).
+nonzero bound). The test reads the data, not the fit, so it does not depend on where the
+optimiser stopped (the fitted-probability rule, μ̂ within 1e-8 of 0 or 1, does: an
+L-BFGS fit stops once the gradient is small, often at |η̂| ≈ 15, μ̂ ≈ 1e-7). The random
+effects need no test: their penalty keeps their modes finite.
 
 A certificate of overlap, for many responses at once. By LP duality no such d exists
 exactly when Σᵢ cᵢxᵢ = 0 for some coefficients cᵢ with sᵢcᵢ > 0 on every row with
@@ -27,10 +30,9 @@ signs, and Σᵢ cᵢxᵢ is about the score of β, near 0 at the optimum; the l
 correction δ = −X(XᵀX)⁻¹Σᵢcᵢxᵢ makes it exactly 0, and if the signs survive, the
 response is not separated (:func:`overlap_certified`, one p×p solve per response). Where
 they do not, the LP decides (:func:`separated_responses`): the answer is the LP's
-either way, at a fraction of its cost (about 2 ms per response). The test reads the data, not the fit, so it does not depend on where the
-optimiser stopped (the fitted-probability rule, μ̂ within 1e-8 of 0 or 1, does: an
-L-BFGS fit stops once the gradient is small, often at |η̂| ≈ 15, μ̂ ≈ 1e-7). The random
-effects need no test: their penalty keeps their modes finite.
+either way, at a fraction of its cost (the LP takes about 2 ms per response; the
+fit's means are only a candidate, so the answer still does not depend on where the
+optimiser stopped).
 """
 
 from __future__ import annotations
