@@ -398,6 +398,19 @@ def test_the_overlap_certificate_never_clears_a_separated_response():
     assert separated_responses(X, poisson, np.full((1, n), 1.5), weights, names, binomial=False) == {0: ["tB"]}
 
 
+def test_coef_is_lme4s(cbpp_logit_fit):
+    """coef(): β̂ plus each herd's mode in the intercept column (lme4's coef of the glmer fit,
+    tests/data/coef_reference.R, within 1e-4)."""
+    ref = json.loads((DATA / "coef_reference.json").read_text())["cbpp"]["factors"]["herd"]
+    got = cbpp_logit_fit.coef()["herd"]
+    assert list(got.columns) == ref["columns"] and sorted(got.index.astype(str)) == sorted(ref["rows"])
+    got = got.loc[ref["rows"]]  # herd read as text here (levels sorted as text); R's sort numerically
+    np.testing.assert_allclose(got.to_numpy(), np.asarray(ref["values"]), rtol=1e-4, atol=1e-5)
+    modes = cbpp_logit_fit.random_effects["herd"]["(Intercept)"].loc[ref["rows"]].to_numpy()
+    np.testing.assert_array_equal(got["(Intercept)"], cbpp_logit_fit.fixef["(Intercept)"] + modes)
+    np.testing.assert_array_equal(got["period2"], np.full(len(got), cbpp_logit_fit.fixef["period2"]))
+
+
 # ---------------------------------------------------------------- likelihood-ratio tests
 
 

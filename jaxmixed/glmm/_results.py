@@ -23,6 +23,7 @@ from ..core._status import is_converged
 from ..design._design import Design, ModelArrays
 from ..design._names import host_lambdas, theta_names, varcorr_table
 from ..linear._bootstrap import BootstrapResults
+from ..linear._coef import coefficients
 from ..linear._intervals import wald_intervals
 from ..linear._tails import two_sided_p
 from . import _predict, _summary
@@ -227,6 +228,12 @@ class GLMMResults:
                 table.attrs["condVar"] = self.random_effects_cov[name].copy()
             out[name] = table
         return out
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """lme4's ``coef``: per grouping factor, each level's coefficients on the link
+        scale (levels × coefficients), the fixed effects plus the level's conditional modes;
+        a random-effect column without a fixed effect is 0 plus the modes, first."""
+        return coefficients(self.fixef, self.random_effects)
 
     # ---------------------------------------------------------------- predictions
 

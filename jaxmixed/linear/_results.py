@@ -37,6 +37,7 @@ from ..design._names import theta_names, varcorr_table
 from ..design._prepare import prepare
 from . import _inference, _intervals, _plots, _power, _predict, _summary
 from ._bootstrap import BootstrapResults, as_jax, as_key, parametric_bootstrap
+from ._coef import coefficients
 from ._kenward_roger import kr_covariance
 from ._power import PowerCurve, PowerResult
 from ._predict import fixed_matrix, random_part
@@ -247,6 +248,12 @@ class MixedModelResults:
             info.name: _level_table(info, b)
             for info, b in zip(self.design.factors, self.fit_result.b, strict=True)
         }
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """lme4's ``coef``: per grouping factor, each level's coefficients (levels ×
+        coefficients), the fixed effects plus the level's conditional modes; a random-effect
+        column without a fixed effect is 0 plus the modes, first (``_coef``)."""
+        return coefficients(self.fixed_effects, self.random_effects)
 
     @functools.cached_property
     def random_effects_var(self) -> dict[str, pd.DataFrame]:

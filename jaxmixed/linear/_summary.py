@@ -13,39 +13,16 @@ if TYPE_CHECKING:  # the results import this module
 
 __all__ = ["repr_text", "summary_text"]
 
-# What the repr shows, in the order of the fields of the dataclass the results
-# once were (their repr is kept as it was).
-_REPR_FIELDS = (
-    "fixed_effects",
-    "fixed_effects_se",
-    "vcov",
-    "varcorr",
-    "sigma",
-    "theta",
-    "objective",
-    "reml",
-    "nobs",
-    "converged",
-    "convergence_message",
-    "singular",
-    "n_iter",
-    "grad_norm",
-    "random_effects",
-    "random_effects_var",
-    "random_effects_cov",
-    "fitted",
-    "fitted_fixed",
-    "residuals",
-    "n_dropped_rows",
-    "dropped_columns",
-    "formula",
-)
-
-
 def repr_text(results: MixedModelResults) -> str:
-    """``MixedModelResults(fixed_effects=..., ..., formula=...)``: every estimate, by name."""
-    body = ", ".join(f"{name}={getattr(results, name)!r}" for name in _REPR_FIELDS)
-    return f"{type(results).__name__}({body})"
+    """One line: the model, its criterion, the rows and the fit's state, e.g.
+    ``<MixedModelResults 'Reaction ~ Days + (Days | Subject)', REML criterion 1743.6283,
+    180 obs, converged>`` (the estimates are in ``summary()`` and the tables)."""
+    model = repr(results.formula) if results.formula else "(arrays)"
+    criterion = "REML criterion" if results.reml else "deviance"
+    state = "converged" if results.converged else "not converged"
+    if results.singular:
+        state += ", singular"
+    return f"<{type(results).__name__} {model}, {criterion} {results.objective:.4f}, {results.nobs} obs, {state}>"
 
 
 def summary_text(results: MixedModelResults, ddf: str = "satterthwaite") -> str:
