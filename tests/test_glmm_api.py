@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -409,6 +410,34 @@ def test_coef_is_lme4s(cbpp_logit_fit):
     modes = cbpp_logit_fit.random_effects["herd"]["(Intercept)"].loc[ref["rows"]].to_numpy()
     np.testing.assert_array_equal(got["(Intercept)"], cbpp_logit_fit.fixef["(Intercept)"] + modes)
     np.testing.assert_array_equal(got["period2"], np.full(len(got), cbpp_logit_fit.fixef["period2"]))
+
+
+def test_refit_with_a_new_response(cbpp_logit_fit, cbpp_offset_fit, cbpp_frame):
+    """refit(newresp): successes and failures swapped give −β̂, the same θ and logLik (the
+    binomial is symmetric); a Poisson refit equals fit_glmm on that data; a response the
+    family cannot take is an error."""
+    y = np.asarray(cbpp_logit_fit.arrays.y)
+    swapped = fit_glmm_quietly_refit(cbpp_logit_fit, 1.0 - y)
+    np.testing.assert_allclose(swapped.fixef, -cbpp_logit_fit.fixef, rtol=1e-5, atol=1e-7)
+    assert swapped.theta.iloc[0] == pytest.approx(cbpp_logit_fit.theta.iloc[0], rel=1e-5)
+    assert swapped.loglik == pytest.approx(cbpp_logit_fit.loglik, abs=1e-7)
+    counts = cbpp_frame["size"] - cbpp_frame["incidence"]
+    again = cbpp_offset_fit.refit(counts)
+    direct = fit_glmm_quietly(
+        "incidence ~ period + offset(log(size)) + (1 | herd)", cbpp_frame.assign(incidence=counts), family="poisson"
+    )
+    assert again.loglik == pytest.approx(direct.loglik, rel=1e-12)
+    np.testing.assert_allclose(again.fixef, direct.fixef, rtol=1e-10)
+    with pytest.raises(ValueError, match="not whole numbers"):
+        cbpp_offset_fit.refit(counts + 0.5)
+    with pytest.raises(ValueError, match=r"one value per fitted row \(56\)"):
+        cbpp_offset_fit.refit(counts[:10])
+
+
+def fit_glmm_quietly_refit(fit, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit.refit(y)
 
 
 # ---------------------------------------------------------------- likelihood-ratio tests

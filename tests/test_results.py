@@ -190,7 +190,11 @@ def test_lazy_tables_are_the_fit_and_are_built_once():
     # repr is one short line naming the model and its state (summary() has the rest); the object pickles.
     text = repr(res)
     assert "\n" not in text and len(text) < 200, text
-    assert text.startswith("<MixedModelResults ") and f"{res.objective:.4f}" in text and f"{res.nobs} obs" in text
+    assert (
+        text.startswith("<MixedModelResults ")
+        and f"{res.objective:.4f}" in text
+        and f"{res.nobs} obs" in text
+    )
     assert ("not converged" in text) != res.converged and ("singular" in text) == res.singular
     again = pickle.loads(
         pickle.dumps(jm.fit_reml("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy")))
@@ -220,3 +224,25 @@ def test_coef_is_lme4s(key):
         for col in got.columns:  # the rule, exactly: fixed effect (or 0) plus the modes
             fixed = fit.fixed_effects.get(col, 0.0)
             np.testing.assert_array_equal(got[col], fixed + fit.random_effects[name][col].to_numpy())
+
+
+def test_refit_with_a_new_response(sleep_fit):
+    """refit(newresp) (lme4's refit): the same design and settings on another response; a
+    response 2y + 1 gives fit_reml's fit of that data: β̂ = 2β + (1, 0) and σ̂ doubled."""
+    df = jm.load_dataset("sleepstudy")
+    again = sleep_fit.refit(2.0 * df["Reaction"].to_numpy() + 1.0)
+    direct = jm.fit_reml("Reaction ~ Days + (Days | Subject)", df.assign(Reaction=2.0 * df["Reaction"] + 1.0))
+    np.testing.assert_allclose(again.fixed_effects, direct.fixed_effects, rtol=1e-10)
+    np.testing.assert_allclose(
+        again.fixed_effects,
+        [2 * sleep_fit.fixed_effects.iloc[0] + 1, 2 * sleep_fit.fixed_effects.iloc[1]],
+        rtol=1e-6,
+    )
+    assert again.sigma == pytest.approx(2 * sleep_fit.sigma, rel=1e-6)
+    assert (
+        again.objective == pytest.approx(direct.objective, rel=1e-12) and again.formula == sleep_fit.formula
+    )
+    with pytest.raises(ValueError, match=r"one value per fitted row \(180\)"):
+        sleep_fit.refit(np.ones(179))
+    with pytest.raises(ValueError, match="1 missing or infinite"):
+        sleep_fit.refit(np.r_[np.nan, np.ones(179)])

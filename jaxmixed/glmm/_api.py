@@ -13,14 +13,14 @@ from ..core._agq import check_agq, check_nagq
 from ..core._compile import compiled
 from ..core._family import Binomial, Family, family_from_name
 from ..core._glmm import fit_glmm_data
-from ..design._design import build_design
+from ..design._design import Design, ModelArrays, build_design
 from ..design._prepare import prepare
 from ..linear._results import ConvergenceWarning
-from ._response import WEIGHTS, glmm_frame
+from ._response import WEIGHTS, Offsets, Response, glmm_frame
 from ._results import GLMMResults
 from ._separation import SeparationWarning, separated_coefficients, separation_message
 
-__all__ = ["SeparationWarning", "fit_glmm"]
+__all__ = ["SeparationWarning", "fit_built", "fit_glmm"]
 
 _jit_fit_glmm = compiled(fit_glmm_data)
 
@@ -72,39 +72,60 @@ def fit_glmm(
     check_nagq(nAGQ)  # before the design is built
     work = glmm_frame(formula, data, weights, offset, binomial=isinstance(fam, Binomial))
     design, arrays = build_design(work.formula, work.frame, "raise", weights=WEIGHTS, levels_below_rows=False)
+    return fit_built(
+        design, arrays, fam, nagq=nAGQ, formula=formula, response=work.response, offsets=work.offsets,
+        index=data.index, stacklevel=3,
+    )  # fmt: skip
+
+
+def fit_built(
+    design: Design,
+    arrays: ModelArrays,
+    family: Family,
+    *,
+    nagq: int,
+    formula: str,
+    response: Response,
+    offsets: Offsets,
+    index: pd.Index | None,
+    stacklevel: int = 2,
+) -> GLMMResults:
+    """The fit of a built model (``fit_glmm`` after its design; ``GLMMResults.refit``): the
+    response checked, the separation test on a host thread while the fit computes, and the
+    warnings ``fit_glmm`` documents, at ``stacklevel`` as ``warnings.warn`` counts it
+    from here."""
     if arrays.weights is None:  # pragma: no cover - the working frame always has weights
         raise AssertionError("prior weights missing")
-    fam.check_response(arrays.y, arrays.weights)
-    off = work.offsets.values
+    family.check_response(arrays.y, arrays.weights)
+    binomial = isinstance(family, Binomial)
     # The separation test (a linear program on the host) runs while the fit computes.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        names = list(design.fixed_names)
-        separation = pool.submit(separated_coefficients, arrays.X, arrays.y, names, binomial=isinstance(fam, Binomial))
+        separation = pool.submit(separated_coefficients, arrays.X, arrays.y, list(design.fixed_names), binomial=binomial)
         with jax.enable_x64(True):
             model = prepare(design, arrays, dtype=np.float64, on_device=False)
-            check_agq(model, nAGQ)  # before int(): 2.7 or True are errors, not 2 or 1
-            fit = _jit_fit_glmm(model, np.asarray(arrays.y), fam, offset=off, nagq=int(nAGQ))
+            check_agq(model, nagq)  # before int(): 2.7 or True are errors, not 2 or 1
+            fit = _jit_fit_glmm(model, np.asarray(arrays.y), family, offset=offsets.values, nagq=int(nagq))
             fit = jax.tree.map(np.asarray, fit)
         separated = separation.result()
     results = GLMMResults(
-        design=design, arrays=arrays, family=fam, nagq=int(nAGQ), fit_result=fit, formula=formula,
-        response=work.response, offsets=work.offsets, index=data.index, separated=tuple(separated),
+        design=design, arrays=arrays, family=family, nagq=int(nagq), fit_result=fit, formula=formula,
+        response=response, offsets=offsets, index=index, separated=tuple(separated),
     )  # fmt: skip
-    _warn(results)
+    _warn(results, stacklevel + 1)
     return results
 
 
-def _warn(results: GLMMResults) -> None:
+def _warn(results: GLMMResults, stacklevel: int) -> None:
     """A ``SeparationWarning`` naming separated fixed effects; a ``ConvergenceWarning``
     for a fit that did not converge (both at the caller of ``fit_glmm``)."""
     if results.separated:
         warnings.warn(
-            separation_message(list(results.separated), results.coef_table()), SeparationWarning, stacklevel=3
+            separation_message(list(results.separated), results.coef_table()), SeparationWarning, stacklevel=stacklevel
         )
     if not results.converged:
         fit = results.fit_result
         warnings.warn(
             f"the GLMM fit did not converge ({fit.result}; PIRLS settled: {bool(fit.pirls_converged)})",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )

@@ -14,6 +14,7 @@ import functools
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from jaxtyping import Float
 
@@ -228,6 +229,25 @@ class GLMMResults:
                 table.attrs["condVar"] = self.random_effects_cov[name].copy()
             out[name] = table
         return out
+
+    def refit(self, newresp: Float[npt.ArrayLike, " n"]) -> GLMMResults:
+        """The same model fitted to another response (lme4's ``refit(m, newresp)``): the
+        design, family, nAGQ, offsets and prior weights (binomial trials) kept;
+        ``newresp`` (n_obs,) one value per row in the family's convention (binomial:
+        proportions of the same trials; Poisson: counts), a Series taken by position. A
+        response of another length, or one the family cannot take, is an error; the
+        warnings are ``fit_glmm``'s."""
+        from ._api import fit_built  # the user-level fit imports the results
+
+        y = np.asarray(newresp, dtype=float)
+        if y.shape != (self.n_obs,):
+            raise ValueError(f"newresp must have one value per fitted row ({self.n_obs}), got shape {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"newresp has {int(np.sum(~np.isfinite(y)))} missing or infinite value(s)")
+        return fit_built(
+            self.design, dataclasses.replace(self.arrays, y=y), self.family, nagq=self.nagq, formula=self.formula,
+            response=self.response, offsets=self.offsets, index=self.index, stacklevel=3,
+        )  # fmt: skip
 
     def coef(self) -> dict[str, pd.DataFrame]:
         """lme4's ``coef``: per grouping factor, each level's coefficients on the link

@@ -249,6 +249,20 @@ class MixedModelResults:
             for info, b in zip(self.design.factors, self.fit_result.b, strict=True)
         }
 
+    def refit(self, newresp: Float[npt.ArrayLike, " n"]) -> MixedModelResults:
+        """The same model fitted to another response (lme4's ``refit(m, newresp)``): the
+        design, weights and settings kept, ``newresp`` (nobs,) one value per fitted row in
+        their order (a Series is taken by position). A response of another length or with
+        missing or infinite values is an error; a fit that does not converge warns."""
+        from ._api import refit as refit_with  # the user-level fit imports the results
+
+        y = np.asarray(newresp, dtype=float)
+        if y.shape != (self.nobs,):
+            raise ValueError(f"newresp must have one value per fitted row ({self.nobs}), got shape {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"newresp has {int(np.sum(~np.isfinite(y)))} missing or infinite value(s)")
+        return refit_with(self, self.options, arrays=dataclasses.replace(self.arrays, y=y))
+
     def coef(self) -> dict[str, pd.DataFrame]:
         """lme4's ``coef``: per grouping factor, each level's coefficients (levels ×
         coefficients), the fixed effects plus the level's conditional modes; a random-effect
