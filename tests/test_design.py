@@ -75,6 +75,16 @@ def test_unknown_column(sleep):
         jm.fit_reml("Reaction ~ Dayz + (1 | Subject)", data=sleep)
     with pytest.raises(ValueError, match=r"\['Subj'\].*not in the data"):
         jm.fit_reml("Reaction ~ Days + (1 | Subj)", data=sleep)
+    # columns held in the index (a MultiIndex after a groupby or set_index): a hint
+    with pytest.raises(ValueError, match=r"\['Days', 'Subject'\] are levels of the data's index: call data.reset_index"):
+        jm.fit_reml("Reaction ~ Days + (1 | Subject)", data=sleep.set_index(["Subject", "Days"]))
+
+
+def test_a_text_response_is_named_briefly(sleep):
+    """A text response: the error names its first columns and how many (not all 18)."""
+    with pytest.raises(ValueError, match=r"'Subject\[337\]', \.\.\. \(18 in all\)\] \(it is not numeric\)") as err:
+        jm.fit_reml("Subject ~ Days + (1 | Subject)", data=sleep)
+    assert len(str(err.value)) < 400 and "Subject[372]" not in str(err.value)
 
 
 def test_arrays_of_different_lengths():

@@ -22,6 +22,7 @@ from ._formula import ParsedFormula, RandomTerm
 from ._matrices import FixedPart, FixedTerm, ModelMatrix, ModelSpec
 from ._quoting import unquoted_name, unquoted_names
 from ._rnames import r_names
+from ._validation import shown_names
 
 __all__ = ["FormulaicBuilder", "full_dummies"]
 
@@ -44,7 +45,8 @@ class FormulaicBuilder:
         if mm.lhs.shape[1] != 1:
             raise ValueError(
                 f"the response {response!r} must be one numeric column, but it makes "
-                f"{mm.lhs.shape[1]} columns {list(mm.lhs.columns)} (it is not numeric): convert it to numbers"
+                f"{mm.lhs.shape[1]} columns {shown_names(list(mm.lhs.columns))} (it is not numeric): convert it "
+                "to numbers"
             )
         y = np.asarray(mm.lhs, dtype=float).reshape(-1)
         X = _named_matrix(mm.rhs, parsed.fixed)

@@ -23,6 +23,7 @@ from ..core._callers import user_stacklevel
 __all__ = [
     "FullRank",
     "check_columns",
+    "shown_names",
     "check_factor_size",
     "check_finite",
     "check_not_confounded",
@@ -37,6 +38,7 @@ __all__ = [
 # rank check of X is a pivoted QR with tol = 1e-7), so that the same columns
 # are dropped.
 _RANK_TOL = 1e-7
+SHOWN_NAMES = 10  # an error names at most this many columns or values, then how many in all
 # A random-effects column is confounded with the fixed effects when, for
 # every level, its distance from the span of X is below this fraction of its
 # norm. The distance is computed as sqrt(||z||² − ||Qᵀz||²): a difference of
@@ -76,10 +78,13 @@ def check_columns(data: pd.DataFrame, used: Collection[str], plain: Collection[s
     """
     unknown = sorted(v for v in used if v not in data.columns)
     if unknown:
-        raise ValueError(
-            f"column(s) {unknown} used in the formula are not in the data; "
-            f"available columns: {list(data.columns)}"
+        in_index = [v for v in unknown if v in data.index.names]
+        hint = (
+            f"; {in_index} are levels of the data's index: call data.reset_index() first"
+            if in_index
+            else f"; available columns: {shown_names(list(data.columns))}"
         )
+        raise ValueError(f"column(s) {unknown} used in the formula are not in the data{hint}")
     duplicated = []
     if not data.columns.is_unique:
         duplicated = sorted({c for c in data.columns[data.columns.duplicated()] if c in used})
@@ -97,6 +102,13 @@ def check_columns(data: pd.DataFrame, used: Collection[str], plain: Collection[s
                 f"it to a number (e.g. days since a date: (df[{col!r}] - df[{col!r}].min())"
                 f".dt.days) or to a category (e.g. df[{col!r}].astype(str))"
             )
+
+
+def shown_names(names: list, limit: int = SHOWN_NAMES) -> str:
+    """At most ``limit`` names, then how many there are in all."""
+    if len(names) <= limit:
+        return str(names)
+    return f"{str(names[:limit])[:-1]}, ... ({len(names)} in all)]"
 
 
 def _is_date_or_time(column: pd.Series) -> bool:
