@@ -39,6 +39,7 @@ _LAZY = {
     "compilation_cache_dir": ".core._compile",
     "n_compiled_programs": ".core._compile",
     "set_compilation_cache": ".core._compile",
+    "set_compile_notice": ".core._compile",
     "set_max_compiled_programs": ".core._compile",
     "Binomial": ".core._family",
     "Poisson": ".core._family",
@@ -77,6 +78,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         compilation_cache_dir,
         n_compiled_programs,
         set_compilation_cache,
+        set_compile_notice,
         set_max_compiled_programs,
     )
     from .core._family import Binomial, Poisson
@@ -152,6 +154,7 @@ __all__ = [
     "compilation_cache_dir",
     "n_compiled_programs",
     "set_compilation_cache",
+    "set_compile_notice",
     "set_max_compiled_programs",
     "list_datasets",
     "load_dataset",

@@ -91,7 +91,10 @@ print("cache", jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compi
 
 
 def _run(env_extra: dict) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    # a user's defaults: the tests' own cache directory and export switch not inherited
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "JAXMIXED_EXPORT_CACHE")
+    }
     env.update(env_extra)
     return subprocess.run(
         [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
@@ -100,11 +103,14 @@ def _run(env_extra: dict) -> subprocess.CompletedProcess:
 
 @pytest.mark.timeout(600)
 def test_disk_cache_on_by_default_quiet_and_optional(tmp_path):
-    """A fresh process writes its compiled fit to the per-user directory; the next one
-    loads it without XLA's false alarm on standard error; opting out writes nothing."""
+    """A fresh process writes its compiled fit to the per-user directory, saying once that
+    it compiles; the next one loads it without a word (no notice, no XLA false alarm on
+    standard error); opting out writes nothing, and JAXMIXED_COMPILE_NOTICE=0 silences
+    the notice."""
     home = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     first = _run(home)
     assert first.returncode == 0, first.stderr
+    assert first.stderr.count(_compile.NOTICE) == 1, first.stderr
     cache = _compile.compilation_cache_dir(tmp_path / "cache")
     assert f"cache {cache} True" in first.stdout
     assert any(cache.iterdir())
@@ -112,10 +118,31 @@ def test_disk_cache_on_by_default_quiet_and_optional(tmp_path):
     assert second.returncode == 0, second.stderr
     assert "objective 1743.628272" in second.stdout
     assert "SIGILL" not in second.stderr and "Assume version compatibility" not in second.stderr
-    off = _run({"XDG_CACHE_HOME": str(tmp_path / "off"), "JAXMIXED_COMPILATION_CACHE": "0"})
+    assert _compile.NOTICE not in second.stderr
+    off = _run(
+        {
+            "XDG_CACHE_HOME": str(tmp_path / "off"),
+            "JAXMIXED_COMPILATION_CACHE": "0",
+            "JAXMIXED_COMPILE_NOTICE": "0",
+        }
+    )
     assert off.returncode == 0, off.stderr
     assert "True" not in off.stdout.splitlines()[-1]
     assert not (tmp_path / "off").exists()
+    assert _compile.NOTICE not in off.stderr
+
+
+def test_the_compile_notice_is_said_once(monkeypatch, capsys):
+    """Once a process (the first compilation), and never after set_compile_notice(False)."""
+    monkeypatch.setattr(_compile._SETTINGS, "noticed", False)
+    monkeypatch.setattr(_compile._SETTINGS, "notice", True)
+    _compile._notice_compiling()
+    _compile._notice_compiling()
+    assert capsys.readouterr().err.count(_compile.NOTICE) == 1
+    monkeypatch.setattr(_compile._SETTINGS, "noticed", False)
+    _compile.set_compile_notice(False)
+    _compile._notice_compiling()
+    assert capsys.readouterr().err == ""
 
 
 def test_small_models_compile_without_backend_optimisation():
@@ -125,7 +152,9 @@ def test_small_models_compile_without_backend_optimisation():
     import jaxmixed as jm
     from jaxmixed.core._fit import SMALL_MODEL_ROWS, small_model_options
 
-    design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
+    design, arrays = jm.design.build_design(
+        "Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy")
+    )
     with jax.enable_x64(True):
         small = jm.design.prepare(design, arrays, on_device=False)
     assert small_model_options(small) == {"xla_backend_optimization_level": 0}

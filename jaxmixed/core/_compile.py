@@ -35,6 +35,11 @@ can go on fitting:
   the process's standard error while jaxmixed compiles, and every other
   line is passed through.
 
+The first compilation in a process says so on standard error (:data:`NOTICE`, once:
+a first fit otherwise waits seconds with nothing on screen); a program loaded from the
+disk's exported programs does not. :func:`set_compile_notice` (or
+``JAXMIXED_COMPILE_NOTICE=0``) switches it off.
+
 A compiled program runs with LAPACK's threads sized to the free cores
 (``_threads``), so that a busy neighbour costs about its share, and is
 lowered with every matrix product at full precision (``_precision``: a GPU
@@ -72,11 +77,17 @@ __all__ = [
     "compiled",
     "n_compiled_programs",
     "set_compilation_cache",
+    "set_compile_notice",
     "set_max_compiled_programs",
 ]
 
 _ENV_SWITCH = "JAXMIXED_COMPILATION_CACHE"  # "0"/"off"/"false": no disk cache; a path: that directory
 _DEFAULT_MAX_PROGRAMS = 32
+_NOTICE_SWITCH = "JAXMIXED_COMPILE_NOTICE"  # "0"/"off"/"false"/"no": no notice while compiling
+NOTICE = (
+    "jaxmixed: compiling the model (the first fit of a structure takes seconds; later fits of it "
+    "reuse the program, and the disk cache keeps it for new processes)"
+)
 # The disk cache's bound for XLA's compiled programs (its exported programs have their
 # own, ``_export_cache.MAX_BYTES``).
 XLA_CACHE_MAX_BYTES = 2**30
@@ -91,6 +102,9 @@ class _Settings:
         self.max_programs = _DEFAULT_MAX_PROGRAMS
         self.cache_decided = False  # the disk cache was set up (or declined) once
         self.cache_dir: str | None = None  # jaxmixed's own directory, when it chose one
+        # the notice that a program is being compiled: shown once a process, unless switched off
+        self.notice = os.environ.get(_NOTICE_SWITCH, "").strip().lower() not in ("0", "off", "false", "no")
+        self.noticed = False
 
 
 _SETTINGS = _Settings()
@@ -244,6 +258,24 @@ def _filtered_stderr():
 # --------------------------------------------------------------------------------------
 
 
+def set_compile_notice(enabled: bool = True) -> None:
+    """Whether jaxmixed says, once a process, that it is compiling a program (on standard
+    error: the first fit of a structure waits seconds for XLA with nothing else on screen).
+    Default on; ``JAXMIXED_COMPILE_NOTICE=0`` in the environment switches it off too."""
+    with _SETTINGS.lock:
+        _SETTINGS.notice = bool(enabled)
+
+
+def _notice_compiling() -> None:
+    """:data:`NOTICE` on standard error, the first time a program is compiled (not loaded
+    from the disk cache) in this process."""
+    with _SETTINGS.lock:
+        if not _SETTINGS.notice or _SETTINGS.noticed:
+            return
+        _SETTINGS.noticed = True
+    print(NOTICE + " ...", file=sys.stderr, flush=True)
+
+
 def set_max_compiled_programs(n: int) -> None:
     """Keeps at most ``n`` (default 32) of jaxmixed's compiled programs in memory.
 
@@ -339,6 +371,7 @@ class CompiledFunction:
                 program = None
             if program is not None:
                 return program
+        _notice_compiling()  # (XLA's disk cache may still serve it: the notice cannot know)
         lowered = self.lower(dynamic, static)
         with _filtered_stderr():
             return lowered.compile(compiler_options=options)
@@ -358,6 +391,7 @@ class CompiledFunction:
         ]
         found = load(directory, key)
         if found is None:
+            _notice_compiling()
             try:
                 found = self._export(in_def, static, avals)
             except Exception:  # not exportable (a host callback, an effect): the plain path
