@@ -440,6 +440,13 @@ def fit_glmm_quietly_refit(fit, y):
         return fit.refit(y)
 
 
+def test_summary_carries_its_tables(cbpp_logit_fit):
+    s = cbpp_logit_fit.summary()
+    assert isinstance(s, str) and repr(s) == str(s) and str(cbpp_logit_fit) == s
+    pd.testing.assert_frame_equal(s.tables["fixed effects"], cbpp_logit_fit.coef_table())
+    pd.testing.assert_frame_equal(s.tables["random effects"], cbpp_logit_fit.varcorr())
+
+
 # ---------------------------------------------------------------- likelihood-ratio tests
 
 

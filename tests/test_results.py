@@ -246,3 +246,15 @@ def test_refit_with_a_new_response(sleep_fit):
         sleep_fit.refit(np.ones(179))
     with pytest.raises(ValueError, match="1 missing or infinite"):
         sleep_fit.refit(np.r_[np.nan, np.ones(179)])
+
+
+def test_summary_is_text_with_its_tables(sleep_fit):
+    """summary(): a str (prints, compares and searches as the text) whose repr is the text
+    laid out, with the tables it shows (statsmodels' Summary.tables)."""
+    s = sleep_fit.summary()
+    assert isinstance(s, str) and repr(s) == str(s) == s.as_text() and "Fixed effects:" in s
+    pd.testing.assert_frame_equal(s.tables["fixed effects"], sleep_fit.coef_table())
+    pd.testing.assert_frame_equal(s.tables["random effects"], sleep_fit.varcorr)
+    assert str(sleep_fit) == s
+    kr = sleep_fit.summary(ddf="kenward-roger")
+    pd.testing.assert_frame_equal(kr.tables["fixed effects"], sleep_fit.coef_table("kenward-roger"))

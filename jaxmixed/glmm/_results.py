@@ -26,6 +26,7 @@ from ..design._names import host_lambdas, theta_names, varcorr_table
 from ..linear._bootstrap import BootstrapResults
 from ..linear._coef import coefficients
 from ..linear._intervals import wald_intervals
+from ..linear._summary import Summary
 from ..linear._tails import two_sided_p
 from . import _predict, _summary
 from ._response import Offsets, Response
@@ -345,9 +346,12 @@ class GLMMResults:
 
     # ---------------------------------------------------------------- printing
 
-    def summary(self) -> str:
-        """A printable summary laid out as lme4's ``summary(glmer)`` (see ``_summary``)."""
-        return _summary.summary_text(self)
+    def summary(self) -> Summary:
+        """The fit's summary laid out as lme4's ``summary(glmer)`` (see ``_summary``): a
+        ``str`` that prints as the table, with ``tables["random effects"]``
+        (:meth:`varcorr`) and ``tables["fixed effects"]`` (:meth:`coef_table`)."""
+        tables = {"random effects": self.varcorr(), "fixed effects": self.coef_table()}
+        return Summary(_summary.summary_text(self), tables)
 
     def __str__(self) -> str:
         return self.summary()

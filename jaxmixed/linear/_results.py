@@ -490,11 +490,16 @@ class MixedModelResults:
         dtype = np.asarray(self.fit_result.beta).dtype
         return prepare(self.design, self.arrays, dtype=dtype), as_jax(self.fit_result, dtype)
 
-    def summary(self, ddf: str = "satterthwaite") -> str:
-        """A printable table of the fit, in the manner of lme4 and lmerTest: the fixed
-        effects with Satterthwaite's df and p-values by default (``ddf``: see
-        :meth:`coef_table`)."""
-        return _summary.summary_text(self, ddf)
+    def summary(self, ddf: str = "satterthwaite") -> _summary.Summary:
+        """The fit's summary, in the manner of lme4 and lmerTest: the fixed effects with
+        Satterthwaite's df and p-values by default (``ddf``: see :meth:`coef_table`).
+
+        A :class:`~jaxmixed.linear._summary.Summary`: a ``str`` that prints as the table,
+        with ``tables["random effects"]`` (:attr:`varcorr`) and ``tables["fixed
+        effects"]`` (:meth:`coef_table`)."""
+        table = self.coef_table(ddf)
+        tables = {"random effects": self.varcorr, "fixed effects": table}
+        return _summary.Summary(_summary.summary_text(self, ddf, table), tables)
 
     def coef_table(self, ddf: str = "satterthwaite") -> pd.DataFrame:
         """The fixed effects as lmerTest's ``summary`` tests them, one row each.

@@ -11,7 +11,31 @@ from ._intervals import wald_intervals
 if TYPE_CHECKING:  # the results import this module
     from ._results import MixedModelResults
 
-__all__ = ["repr_text", "summary_text"]
+__all__ = ["Summary", "repr_text", "summary_text"]
+
+
+class Summary(str):
+    """A fit's printed summary, laid out as lme4's, with the tables it shows.
+
+    A ``str``: it prints, compares and searches as its text. ``tables`` holds the
+    DataFrames it shows by name (``"random effects"``, ``"fixed effects"``), as
+    statsmodels' ``Summary.tables``; ``repr`` is the text itself, so that an interactive
+    prompt or a notebook shows it laid out rather than as one quoted line.
+    """
+
+    tables: dict[str, pd.DataFrame]
+
+    def __new__(cls, text: str, tables: dict[str, pd.DataFrame] | None = None) -> Summary:
+        out = super().__new__(cls, text)
+        out.tables = dict(tables or {})
+        return out
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def as_text(self) -> str:
+        """The text, a plain ``str`` (statsmodels' name)."""
+        return str(self)
 
 def repr_text(results: MixedModelResults) -> str:
     """One line: the model, its criterion, the rows and the fit's state, e.g.
@@ -25,13 +49,13 @@ def repr_text(results: MixedModelResults) -> str:
     return f"<{type(results).__name__} {model}, {criterion} {results.objective:.4f}, {results.nobs} obs, {state}>"
 
 
-def summary_text(results: MixedModelResults, ddf: str = "satterthwaite") -> str:
+def summary_text(results: MixedModelResults, ddf: str = "satterthwaite", table: pd.DataFrame | None = None) -> str:
     """The printable table of ``MixedModelResults.summary()``: the fit, its
     diagnostics, the variance components and the fixed effects (tested as
-    ``coef_table(ddf)`` tests them)."""
+    ``coef_table(ddf)`` tests them; ``table``: that table, when the caller has it)."""
     lines = _header(results)
     lines += ["", "Random effects:", *_random_effects_table(results.varcorr)]
-    lines += ["", "Fixed effects:", *_fixed_effects_table(results, ddf)]
+    lines += ["", "Fixed effects:", *_fixed_effects_table(results, ddf, table)]
     return "\n".join(lines)
 
 
@@ -80,11 +104,11 @@ def _random_effects_table(vc: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _fixed_effects_table(results: MixedModelResults, ddf: str) -> list[str]:
+def _fixed_effects_table(results: MixedModelResults, ddf: str, table: pd.DataFrame | None = None) -> list[str]:
     """Estimates, standard errors, df (Satterthwaite's or Kenward–Roger's; none: z
     tests), test statistics, p-values and 95% Wald intervals of the fixed effects, from
     the table's standard errors (Kenward–Roger's adjusted ones with that ddf)."""
-    table = results.coef_table(ddf)
+    table = results.coef_table(ddf) if table is None else table
     names = results.design.fixed_names  # the index of the table
     ci = wald_intervals(cast(pd.Series, table["Estimate"]), cast(pd.Series, table["Std. Error"]), 0.95)
     t_test = "df" in table.columns
