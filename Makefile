@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quick bench-real clean
+.PHONY: demo test docs lint bench bench-quick bench-real clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ test: $(STAMP)
 	$(VENV)/bin/pyright --pythonpath $(PY) jaxmixed  # types, basic mode (pyproject.toml)
 	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout=600 tests  # two workers: the CI machine has 2 cores
 
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c requirements-lock.txt -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)  # the site into site/, warnings as errors (mkdocs.yml), every example run
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(PY) -m ruff check jaxmixed tests benchmarks examples
 	$(VENV)/bin/pyright --pythonpath $(PY) jaxmixed
@@ -36,4 +44,4 @@ bench-real: $(STAMP)  # mlmRev's models, jaxmixed against lme4 (needs R with lme
 	$(PY) -m benchmarks --suite real
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
