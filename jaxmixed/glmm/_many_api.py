@@ -119,13 +119,16 @@ def fit_glmm_many(
     same exact standard errors), compiled once for every chunk.
 
     Args:
-        formula, data, family, nAGQ, offset: as in :func:`fit_glmm`; ``data`` holds the
-            covariates and the responses.
+        formula: as in :func:`fit_glmm`; its left-hand side is ignored.
+        data: the covariates and the responses.
         responses: the names of the response columns of ``data``, or an (n, K) matrix
             (array or DataFrame: its column names label the fits), in the family's
             convention: 0/1 or proportions (binomial, trials as ``weights``, shared by
             every response) or counts (Poisson). ``cbind`` responses are not taken here.
+        family: as in :func:`fit_glmm`.
+        nAGQ: as in :func:`fit_glmm`.
         weights: prior weights (binomial trials), a column name or an array (n,).
+        offset: as in :func:`fit_glmm`.
         batch_size: responses per vmapped chunk (default min(K, 256)); every chunk has
             this size, so one compiled program serves all.
         verbose: a progress bar over the chunks (tqdm when installed).

@@ -65,9 +65,11 @@ def fit_reml(
         data: a DataFrame with the columns the formula uses.
         reml: True (default) for REML, False for maximum likelihood; a value
             that is not a bool is a TypeError.
-        y, X, Z, groups: array input instead of formula and data (one grouping
-            factor): ``y`` (n,), ``X`` (n, p) (default: an intercept), ``Z``
-            (n, q) (default: a random intercept), ``groups`` (n,) level labels.
+        y: array input instead of formula and data (one grouping factor): the
+            response (n,).
+        X: array input: the fixed effects (n, p) (default: an intercept).
+        Z: array input: the random effects' columns (n, q) (default: a random intercept).
+        groups: array input: the level labels (n,).
         weights: prior weights, as lme4's ``weights``: observation i has
             residual variance σ²/wᵢ. The name of a column of ``data`` (formula
             input) or an array (n,) (array input); positive and finite.

@@ -131,13 +131,18 @@ def fit_reml_many(
     ``batch_size`` responses run as one vmapped computation, compiled once.
 
     Args:
-        formula, data: as in :func:`fit_reml`; ``data`` holds the covariates
-            (complete: a missing covariate is an error) and the responses.
+        formula: as in :func:`fit_reml`; its left-hand side is ignored.
+        data: the covariates (complete: a missing covariate is an error) and the
+            responses.
         responses: the names of the response columns of ``data``, or an
             (n, K) matrix (array or DataFrame: its column names label the fits).
         reml: REML (default) or ML.
-        y, X, Z, groups, weights: array input as in :func:`fit_reml`, with
-            ``y`` an (n, K) response matrix.
+        y: array input: an (n, K) response matrix (the other arrays as in
+            :func:`fit_reml`).
+        X: array input, as in :func:`fit_reml`.
+        Z: array input, as in :func:`fit_reml`.
+        groups: array input, as in :func:`fit_reml`.
+        weights: prior weights, as in :func:`fit_reml`.
         batch_size: fits per vmapped chunk (default: as many as fit in
             512 MiB, at most 1,024 on a CPU); every chunk has this size, so one
             compiled program serves all. A progress bar shows on long runs.
@@ -145,7 +150,9 @@ def fit_reml_many(
             statistics pass) over devices: a number, a list of devices or a
             ``jax.sharding.Mesh`` (see :func:`fit_reml`).
         verbose: the progress bar (tqdm when installed).
-        max_iter, dtype, options: as in :func:`fit_reml`.
+        max_iter: as in :func:`fit_reml`.
+        dtype: as in :func:`fit_reml`.
+        options: as in :func:`fit_reml`.
 
     Returns:
         A :class:`FitTable`, one row per response (index: the response names).

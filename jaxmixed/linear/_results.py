@@ -327,9 +327,11 @@ class MixedModelResults:
                 has no estimate: its rows get the fixed-effects prediction for
                 that factor (the population mean), and a warning says how many
                 rows that was.
-            X, Z, groups: for a model fitted from arrays, the new arrays in
-                place of ``newdata``: ``X`` (n, p), ``Z`` (n, q) (default: a
-                random intercept), ``groups`` (n,).
+            X: for a model fitted from arrays, in place of ``newdata``: the new
+                fixed effects (n, p).
+            Z: with ``X``: the new random effects' columns (n, q) (default: a
+                random intercept).
+            groups: with ``X``: the new rows' level labels (n,).
         """
         return _predict.predict(self, newdata, include_random, X=X, Z=Z, groups=groups)
 
