@@ -339,16 +339,21 @@ def test_complete_separation_is_warned():
     assert (sims[trt == "B"] == "yes").to_numpy().mean() > 0.99
 
 
+def _separation_design(rng, n: int):
+    """(a 0/1 level alternating over the n rows, a normal covariate from ``rng``, the
+    design [1, level, x], its names)."""
+    level = np.tile([0.0, 1.0], n // 2)
+    x = rng.normal(size=n)
+    return level, x, np.c_[np.ones(n), level, x], ["(Intercept)", "tB", "x"]
+
+
 def test_the_separation_rule():
     """The linear program on its own: quasi-complete separation by a factor level (binomial;
     Poisson with a level of zero counts), complete separation by a continuous predictor,
     and none for cbpp (binomial and Poisson)."""
     rng = np.random.default_rng(0)
     n = 200
-    level = np.tile([0.0, 1.0], n // 2)
-    x = rng.normal(size=n)
-    X = np.c_[np.ones(n), level, x]
-    names = ["(Intercept)", "tB", "x"]
+    level, x, X, names = _separation_design(rng, n)
     y = np.where(level == 1, 1.0, rng.binomial(1, 0.4, n))
     assert separated_coefficients(X, y, names, binomial=True) == ["tB"]
     assert separated_coefficients(X, np.where(level == 1, 0.0, rng.poisson(2.0, n)), names, binomial=False) == ["tB"]
@@ -370,10 +375,7 @@ def test_the_overlap_certificate_never_clears_a_separated_response():
     separated_responses gives the LP's answer for every response."""
     rng = np.random.default_rng(3)
     n = 120
-    level = np.tile([0.0, 1.0], n // 2)
-    x = rng.normal(size=n)
-    X = np.c_[np.ones(n), level, x]
-    names = ["(Intercept)", "tB", "x"]
+    level, x, X, names = _separation_design(rng, n)
     overlap = rng.binomial(1, 0.4, (6, n)).astype(float)
     separated = np.where(level == 1, 1.0, overlap[:3])  # quasi-complete in tB
     ys = np.concatenate([overlap, separated, (x > 0.3).astype(float)[None, :]])  # then complete in x
