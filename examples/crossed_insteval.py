@@ -14,4 +14,4 @@ fit = jm.fit_reml("y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)", da
 print(f"fitted in {time.perf_counter() - start:.1f} s (compilation included)\n")
 print(fit.summary())
 print("\nLecturers with the largest conditional modes:")
-print(fit.random_effects["d"].sort_values("Intercept").tail())
+print(fit.random_effects["d"].sort_values("(Intercept)").tail())

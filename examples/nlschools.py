@@ -171,8 +171,10 @@ def machine() -> str:
     return f"{os.cpu_count()}-core CPU ({cpu}), {platform.system()}, Python {platform.python_version()}"
 
 
-def write_markdown(table: pd.DataFrame, n_splits: int, quick: bool, total: float, var_y: float) -> str:
-    """Writes ``results/nlschools.md``; returns the table's text."""
+def write_markdown(
+    table: pd.DataFrame, n_splits: int, quick: bool, total: float, var_y: float, *, out: Path = RESULTS
+) -> str:
+    """Writes ``nlschools.md`` into ``out`` (default ``examples/results``); returns the table's text."""
     text = markdown_table(table)
     mode = " (--quick: shorter training)" if quick else ""
     notes = [
@@ -207,8 +209,8 @@ def write_markdown(table: pd.DataFrame, n_splits: int, quick: bool, total: float
         text,
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "nlschools.md").write_text("\n".join(notes))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nlschools.md").write_text("\n".join(notes))
     return text
 
 
@@ -243,6 +245,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=10, help="folds per split kind (default 10)")
     parser.add_argument("--quick", action="store_true", help="3 folds and shorter training")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where nlschools.md and .png go")
     args = parser.parse_args()
     n_splits = 3 if args.quick else args.folds
     df = load_nlschools()
@@ -251,9 +254,9 @@ def main() -> None:
     folds = run_all(df, n_splits, args.quick)
     table = summarise(folds)
     total = time.perf_counter() - start
-    text = write_markdown(table, n_splits, args.quick, total, float(df["lang"].var()))
-    plot(table, RESULTS / "nlschools.png")
-    print(f"\n{text}\n\n{total / 60:.1f} min; written to {RESULTS / 'nlschools.md'} and nlschools.png")
+    text = write_markdown(table, n_splits, args.quick, total, float(df["lang"].var()), out=args.out)
+    plot(table, args.out / "nlschools.png")
+    print(f"\n{text}\n\n{total / 60:.1f} min; written to {args.out / 'nlschools.md'} and nlschools.png")
 
 
 if __name__ == "__main__":

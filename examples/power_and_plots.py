@@ -1,10 +1,12 @@
 """Power by simulation and the diagnostic plots of the sleepstudy model.
 
 Prints the power of the test of ``Days`` at a small effect, a power curve
-over the number of subjects, and saves the figures that the README shows
-under docs/img/ (``python examples/power_and_plots.py``; needs matplotlib).
+over the number of subjects, and saves the figures of the documentation
+under ``examples/results/`` or the folder given
+(``python examples/power_and_plots.py [folder]``; needs matplotlib).
 """
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +15,8 @@ matplotlib.use("Agg")
 
 import jaxmixed as jm  # noqa: E402  (after choosing the backend)
 
-OUT = Path(__file__).resolve().parent.parent / "docs" / "img"
+# the figures' folder: the first argument, else examples/results
+OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results"
 
 fit = jm.fit_reml("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
 
