@@ -30,7 +30,13 @@ _FACTORS = {
 
 
 def list_datasets() -> list[str]:
-    """Names of the bundled datasets."""
+    """Names of the bundled datasets.
+
+    Example:
+        >>> import jaxmixed as jm
+        >>> jm.list_datasets()[:4]
+        ['Dyestuff', 'Dyestuff2', 'InstEval', 'Pastes']
+    """
     return sorted(_FACTORS)
 
 
@@ -38,6 +44,14 @@ def load_dataset(name: str) -> pd.DataFrame:
     """Loads a bundled dataset (``"sleepstudy"``, ``"InstEval"``, …) as a DataFrame.
 
     Columns R treats as factors are pandas categoricals.
+
+    Example:
+        >>> import jaxmixed as jm
+        >>> sleep = jm.load_dataset("sleepstudy")
+        >>> sleep.shape, list(sleep.columns)
+        ((180, 3), ['Reaction', 'Days', 'Subject'])
+        >>> list(sleep["Subject"].cat.categories[:3])
+        ['308', '309', '310']
     """
     if name not in _FACTORS:
         raise ValueError(f"unknown dataset {name!r}; available: {list_datasets()}")

@@ -330,6 +330,19 @@ def fit(stats: ModelStatistics, options: FitOptions | None = None) -> FitResult:
         A :class:`FitResult`. Jittable (``eqx.filter_jit(fit)``), vmappable
         over stacked response statistics, differentiable (reverse mode) with
         respect to every floating array in ``stats`` (see the module docstring).
+
+    Example:
+        How σ̂ moves with each observation, by differentiating the whole fit:
+
+        >>> import jax
+        >>> import jaxmixed as jm
+        >>> from jaxmixed import core
+        >>> design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
+        >>> with jax.enable_x64(True):
+        ...     data = jm.design.prepare(design, arrays)
+        ...     sigma = lambda y: core.fit_data(data, y).sigma
+        ...     print(round(float(sigma(arrays.y)), 4), jax.grad(sigma)(arrays.y).shape)
+        25.5918 (180,)
     """
     options = FitOptions() if options is None else options
     return _map_back(stats, _optimum(stats, options), options)

@@ -450,6 +450,15 @@ def minimize(
     ``solver``: an :class:`AbstractSolver` (default ``LBFGS()``); a
     ``FitOptions`` is accepted too (its ``solver`` is used). One
     ``while_loop``, jittable and vmappable.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jaxmixed import core
+        >>> with jax.enable_x64(True):
+        ...     result = core.minimize(lambda x: jnp.sum((x - jnp.arange(3.0)) ** 2), jnp.zeros(3))
+        >>> result.params.round(6).tolist(), bool(core.is_converged(result.result))
+        ([0.0, 1.0, 2.0], True)
     """
     if solver is None:
         return LBFGS().minimise(fun, x0)

@@ -64,6 +64,17 @@ def anova(*fits: _Fit, refit_ml: bool = True, names: Sequence[str] | None = None
         One row per model, ordered by ``npar``: ``npar``, ``AIC``, ``BIC``,
         ``logLik``, ``deviance``, ``Chisq``, ``Df``, ``Pr(>Chisq)`` (NaN in
         the first row).
+
+    Example:
+        Does the slope on ``Days`` need its own variance? (lme4: Chisq 42.14 on 2 df.)
+
+        >>> import jaxmixed as jm
+        >>> sleep = jm.load_dataset("sleepstudy")
+        >>> m0 = jm.fit_reml("Reaction ~ Days + (1 | Subject)", sleep)
+        >>> m1 = jm.fit_reml("Reaction ~ Days + (Days | Subject)", sleep)
+        >>> table = jm.anova(m0, m1)
+        >>> table[["npar", "Chisq", "Df"]].round(2).to_numpy().tolist()
+        [[4.0, nan, nan], [6.0, 42.14, 2.0]]
     """
     if len(fits) < 2:
         raise ValueError("anova needs at least two fits to compare")
