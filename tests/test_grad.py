@@ -74,13 +74,9 @@ def test_gradients_through_the_fit_match_refits(reml):
             )
 
         rows = np.array([0, 17, 95, 179])
-        weights = jnp.asarray(np.random.default_rng(0).normal(size=by_y(y).shape[0]))
-        for f, at in ((by_y, y), (by_x, data.X[:, 1])):
+        for f, at in ((by_y, y), (by_x, data.X[:, 1])):  # eager against jit: test_jit
             f_jit = jax.jit(f)
             jac = np.asarray(jax.jit(jax.jacrev(f))(at))
-            if f is by_y:  # eager reverse mode once (op by op it takes about 20 s)
-                grad_eager = np.asarray(jax.grad(lambda a, f=f: weights @ f(a))(at))
-                np.testing.assert_allclose(grad_eager, np.asarray(weights) @ jac, rtol=1e-9, atol=1e-12)
             for i in rows:
                 h = 1e-4 * (1.0 + abs(float(at[i])))
                 fd = (np.asarray(f_jit(at.at[i].add(h))) - np.asarray(f_jit(at.at[i].add(-h)))) / (2 * h)
