@@ -11,6 +11,7 @@ import pytest
 
 import jaxmixed as jm
 from jaxmixed.design._design import build_design, design_from_arrays
+from jaxmixed.design._offsets import OFFSET, Offsets, offset_columns, offsets_of
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 
@@ -631,8 +632,8 @@ def test_formula_analysis_cache_follows_the_columns():
 
 def test_design_modules_import_one_way():
     """Inside jaxmixed.design each module imports only the modules of earlier
-    steps: formula → quoting → R's names → columns → validation → matrices → the two
-    builders → factors → design → names, prepare."""
+    steps: formula → quoting → R's names → columns → offsets → validation → matrices → the
+    two builders → factors → design → names, prepare."""
     import ast
     from pathlib import Path
 
@@ -643,6 +644,7 @@ def test_design_modules_import_one_way():
         "_quoting",
         "_rnames",
         "_columns",
+        "_offsets",
         "_validation",
         "_matrices",
         "_formulaic",
@@ -670,3 +672,65 @@ def test_rank_warning_points_at_the_users_line(through):
     with pytest.warns(UserWarning, match="rank deficient") as record:
         call(formula, df)
     assert {w.filename for w in record if "rank deficient" in str(w.message)} == {__file__}
+
+
+# ---------------------------------------------------------------- offsets (design/_offsets.py)
+
+
+def test_offsets_leave_the_formula_and_are_summed_on_the_kept_rows(sleep):
+    """``offset()`` terms are split off the formula and, with ``offset=``, summed on the rows
+    kept (the design keeps the formula as given, the arrays the response as given)."""
+    sleep = sleep.assign(o=np.sqrt(sleep["Days"]))
+    sleep.loc[4, "o"] = np.nan
+    formula = "Reaction ~ Days + offset(2 * Days) + (Days | Subject) + offset(log(Days + 1))"
+    design, arrays = build_design(formula, sleep, missing="drop", offset="o", allow_offsets=True)
+    kept = sleep.drop(index=4)
+    expected = 2 * kept["Days"] + np.log(kept["Days"] + 1) + kept["o"]
+    np.testing.assert_allclose(arrays.offset, expected, rtol=1e-15)
+    np.testing.assert_array_equal(arrays.y, kept["Reaction"])
+    np.testing.assert_allclose(arrays.working_y, kept["Reaction"] - expected, rtol=1e-15)
+    assert design.n_dropped_rows == 1 and design.formula == formula
+    assert design.offsets.terms == ("2 * Days", "log(Days + 1)") and design.offsets.argument == "o"
+    assert design.fixed_names == ("(Intercept)", "Days")
+    np.testing.assert_allclose(design.offsets.on(kept), expected, rtol=1e-15)
+    plain_design, plain = build_design(FORMULA, sleep)
+    assert plain.offset is None and not plain_design.offsets.given
+    np.testing.assert_array_equal(plain.working_y, plain.y)
+
+
+def test_offsets_read_columns_as_used_columns():
+    columns = ("Reaction", "Days", "Subject", "x.1", "o")
+    assert offset_columns(Offsets(("log(x.1)", "2 * np.sqrt(Days)"), "o"), columns) == {"x.1", "Days", "o"}
+    assert offset_columns(Offsets((), np.zeros(3)), columns) == {OFFSET}
+    rest, offsets = offsets_of("y ~ x + offset(a) + (1 | g)", [1, 2], allowed=True)
+    assert rest == "y ~ x + (1 | g)" and offsets.terms == ("a",)
+    assert isinstance(offsets.argument, np.ndarray) and offsets.argument.dtype == np.float64
+    with pytest.raises(ValueError, match="must be a term added"):
+        offsets_of("y ~ x + (offset(a) | g)", None, allowed=True)
+    with pytest.raises(ValueError, match="offsets .* are not supported by this fit"):
+        offsets_of("y ~ x + (1 | g)", "o", allowed=False)
+
+
+def test_offset_arrays_are_checked_and_dropped_with_their_rows(sleep):
+    offset = np.arange(len(sleep), dtype=float)
+    offset[[0, 7]] = np.nan
+    with pytest.raises(ValueError, match=r"'\(offset\)': 2 row"):
+        build_design(FORMULA, sleep, offset=offset, allow_offsets=True)
+    _, arrays = build_design(FORMULA, sleep, missing="drop", offset=offset, allow_offsets=True)
+    np.testing.assert_array_equal(arrays.offset, np.delete(offset, [0, 7]))
+    with pytest.raises(ValueError, match="column named '\\(offset\\)'"):
+        build_design(FORMULA, sleep.assign(**{"(offset)": 1.0}), offset=offset, allow_offsets=True)
+    design, arrays = design_from_arrays(sleep["Reaction"], groups=sleep["Subject"], offset=offset, missing="drop")
+    np.testing.assert_array_equal(arrays.offset, np.delete(offset, [0, 7]))
+    assert design.n_dropped_rows == 2 and isinstance(design.offsets.argument, np.ndarray)
+    with pytest.raises(ValueError, match="offset has 5 entries but y has 180"):
+        design_from_arrays(sleep["Reaction"], groups=sleep["Subject"], offset=np.zeros(5))
+
+
+def test_build_design_refuses_offsets_unless_its_caller_fits_them(sleep):
+    """Without ``allow_offsets`` an ``offset()`` term is refused, not read as a column named
+    ``offset`` (issue 23) nor left out of the model."""
+    with pytest.raises(ValueError, match="offsets .* are not supported by this fit"):
+        build_design(FORMULA + " + offset(Days)", sleep)
+    with pytest.raises(ValueError, match="offsets .* are not supported by this fit"):
+        build_design(FORMULA, sleep, offset="Days")

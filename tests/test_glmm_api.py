@@ -24,7 +24,8 @@ from conftest import DATA, GLMM_CBIND, GLMM_GROUP, GLMM_GROUSE, fit_glmm_quietly
 from test_laplace import REF
 
 import jaxmixed as jm
-from jaxmixed.glmm._response import RESPONSE, glmm_frame, split_offsets
+from jaxmixed.design._offsets import split_offsets
+from jaxmixed.glmm._response import RESPONSE, glmm_frame
 from jaxmixed.glmm._separation import (
     SeparationWarning,
     overlap_certified,

@@ -8,8 +8,10 @@ them. The steps, in order:
 2. ``build_design(formula, data)`` → ``(Design, ModelArrays)``: the fixed-effects
    matrix (formulaic, or a numpy fast path for plain numeric columns), each
    grouping factor's levels, Z columns and covariance structure, the rows kept;
-   validation with errors that name the problem. ``design_from_arrays(y, X, Z,
-   groups)`` does the same from arrays.
+   validation with errors that name the problem; with ``allow_offsets``, the
+   ``offset()`` terms and ``offset=`` summed on the rows kept (``_offsets``,
+   which GLMMs share). ``design_from_arrays(y, X, Z, groups)`` does the same
+   from arrays.
 3. ``prepare(design, arrays)`` → :class:`jaxmixed.core.ModelData`, the input of
    the pure statistics.
 """

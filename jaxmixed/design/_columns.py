@@ -22,7 +22,7 @@ from ._formula import ParsedFormula
 from ._quoting import quote_formula
 from ._rnames import python_powers
 
-__all__ = ["AnalysedFormula", "analyse_columns"]
+__all__ = ["AnalysedFormula", "analyse_columns", "expression_columns"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +66,17 @@ def _analyse(parsed: ParsedFormula, columns: tuple[Any, ...]) -> AnalysedFormula
 
 
 _analyse_cached = functools.lru_cache(maxsize=64)(_analyse)
+
+
+def expression_columns(expr: str, columns: tuple[Any, ...]) -> frozenset[str]:
+    """The columns of data with ``columns`` that one expression reads (an offset's
+    ``log(size)``, evaluated as ``I(expr)``): ``expr`` itself if it names a column."""
+    if expr in columns:
+        return frozenset({expr})
+    quoted = quote_formula(ParsedFormula(response="", fixed=expr, random=()), columns).fixed
+    return frozenset(
+        _resolve_variable(name, as_is, columns) for name, as_is in _required_variables(python_powers(f"I({quoted})"))
+    )
 
 
 def _with_python_powers(parsed: ParsedFormula) -> ParsedFormula:

@@ -22,12 +22,13 @@ import pandas as pd
 from jaxtyping import Bool, Float, Int, Shaped
 
 from ..core._covariance import CovarianceStructure
-from ._columns import analyse_columns
+from ._columns import AnalysedFormula, analyse_columns
 from ._factors import FactorInfo, Grouping, TermBlock, assemble_factors, factor_info, group_codes, groupings
 from ._formula import ParsedFormula, RandomTerm, parse_formula
 from ._formulaic import FormulaicBuilder
 from ._matrices import FixedTerm, MatrixBuilder, ModelMatrix, ModelSpec
 from ._numeric import NumericBuilder, numeric_plan
+from ._offsets import Offsets, fitted_offset, offset_columns, offsets_of, with_offset_column
 from ._quoting import term_label
 from ._validation import (
     check_columns,
@@ -48,8 +49,9 @@ class ModelArrays:
     """The numeric model: response, fixed effects, one (codes, Z) per factor.
 
     Shapes: ``y`` (n,), ``X`` (n, p), ``codes[f]`` (n,) int32 level codes,
-    ``Z[f]`` (n, q_f), ``weights`` (n,) prior weights or None. Numpy arrays
-    in float64.
+    ``Z[f]`` (n, q_f), ``weights`` (n,) prior weights or None, ``offset`` (n,)
+    the summed offsets (a linear model: ``y = Xβ + Zb + offset + ε``) or None.
+    Numpy arrays in float64; ``y`` is the response as given, offset not taken off.
     """
 
     y: Float[np.ndarray, " n"]
@@ -57,6 +59,13 @@ class ModelArrays:
     codes: tuple[Int[np.ndarray, " n"], ...]
     Z: tuple[Float[np.ndarray, "n q"], ...]
     weights: Float[np.ndarray, " n"] | None = None
+    offset: Float[np.ndarray, " n"] | None = None
+
+    @property
+    def working_y(self) -> Float[np.ndarray, " n"]:
+        """``y − offset`` (n,) (``y`` without offset): the response a linear model's fit
+        sees, as lme4's lmer subtracts the offset from the response."""
+        return self.y if self.offset is None else self.y - self.offset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +83,9 @@ class Design:
     factors; array input has one term per column. ``fixed_frame``: the rows
     the formulaic builder read, kept to make the full dummy coding of terms
     with categorical factors (lmerTest's type III hypotheses); None otherwise.
+    ``offsets``: the model's ``offset()`` terms and ``offset=`` argument (how to
+    evaluate them on new data; their values on the fitted rows are
+    ``ModelArrays.offset``); empty without offsets.
     """
 
     response: str
@@ -87,6 +99,7 @@ class Design:
     all_fixed_names: tuple[str, ...]
     fixed_terms: tuple[FixedTerm, ...] = ()
     fixed_frame: pd.DataFrame | None = dataclasses.field(default=None, compare=False, repr=False)
+    offsets: Offsets = dataclasses.field(default_factory=Offsets, compare=False, repr=False)
 
     @property
     def structures(self) -> tuple[CovarianceStructure, ...]:
@@ -111,40 +124,39 @@ def build_design(
     missing: str = "raise",
     weights: str | None = None,
     *,
+    offset: str | npt.ArrayLike | None = None,
+    allow_offsets: bool = False,
     levels_below_rows: bool = True,
 ) -> tuple[Design, ModelArrays]:
     """Validates the data and builds the model arrays for ``formula``.
 
     Args:
-        formula: an lme4-style formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+        formula: an lme4-style formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``;
+            with ``allow_offsets``, ``+ offset(expr)`` terms too.
         data: the data; every column the formula uses must be present.
         missing: ``"raise"`` (default): NaN, inf or missing values in a used
-            column are an error. ``"drop"``: such rows are dropped and counted
-            in the result.
+            column (offsets' included) are an error. ``"drop"``: such rows are
+            dropped and counted in the result.
         weights: the name of a column of positive prior weights (lme4's
             ``weights``: observation i has residual variance σ²/wᵢ), or None.
+        offset: with ``allow_offsets``, lme4's ``offset=``: a column name or
+            expression, or an array (n,) (one value per row of ``data``), summed
+            with the formula's ``offset()`` terms. Default None.
+        allow_offsets: whether the caller fits offsets (default False: an
+            ``offset()`` term or ``offset`` is an error, not left out).
         levels_below_rows: lmer's check that each factor has fewer levels than
             rows (a linear model's residual would be confounded with them);
             False for a GLMM, where an observation-level effect is identifiable
             (glmer does not check it).
 
     Returns:
-        The design (names, specs, factors) and the arrays: y (n,), X (n, p)
-        without aliased columns, per factor codes (n,) and Z (n, q_f), the
-        weights (n,) or None; n counts the rows kept.
+        The design (names, specs, factors, offsets) and the arrays: y (n,), X
+        (n, p) without aliased columns, per factor codes (n,) and Z (n, q_f), the
+        weights (n,) or None, the summed offset (n,) or None; n counts the rows kept.
     """
-    parsed = _parsed_formula(formula, data, missing)
-    analysed = analyse_columns(parsed, tuple(data.columns))
-    check_columns(data, analysed.used, analysed.plain)
-    used = analysed.used | _weights_column(weights, data)
-    builder = _choose_builder(analysed.formula, data)
-    data, n_dropped = complete_rows(
-        data, [c for c in data.columns if c in used], missing, builder.compact_frame
-    )
+    fit_formula, offsets = offsets_of(formula, offset, allowed=allow_offsets)
+    analysed, builder, data, n_dropped = _complete_data(fit_formula, data, missing, weights, offsets)
     n = len(data)
-    if n == 0:
-        raise ValueError("no observations left to fit")
-    data = _without_unused_categories(data, analysed.used)
     w = None if weights is None else check_weights(data[weights].to_numpy(dtype=float), repr(weights))
 
     fixed = builder.fixed(data)
@@ -157,7 +169,7 @@ def build_design(
     terms = _term_blocks(builder, analysed.formula.random, data)
     groups = groupings(data, terms)
     random = assemble_factors(terms, groups)
-    arrays = ModelArrays(y=fixed.y, X=kept.X, codes=random.codes, Z=random.Z, weights=w)
+    arrays = ModelArrays(fixed.y, kept.X, random.codes, random.Z, w, fitted_offset(offsets, data))
     _check_identifiable(n, random.factors, kept.basis, terms, groups, levels_below_rows=levels_below_rows)
     design = Design(
         response=fixed.response,
@@ -171,8 +183,30 @@ def build_design(
         all_fixed_names=fixed.X.columns,
         fixed_terms=kept_terms(fixed.terms, fixed.X.columns, kept.names),
         fixed_frame=fixed.frame if any(t.expr is not None for t in fixed.terms) else None,
+        offsets=offsets,
     )
     return design, arrays
+
+
+def _complete_data(
+    formula: str, data: pd.DataFrame, missing: str, weights: str | None, offsets: Offsets
+) -> tuple[AnalysedFormula, MatrixBuilder, pd.DataFrame, int]:
+    """(the formula read against the data, its matrix builder, the rows without missing
+    values in any used column (formula, weights, offsets; an array offset as the
+    ``OFFSET`` column) and unused categories, how many rows were dropped)."""
+    parsed = _parsed_formula(formula, data, missing)
+    data = with_offset_column(data, offsets)
+    analysed = analyse_columns(parsed, tuple(data.columns))
+    used = analysed.used | offset_columns(offsets, tuple(data.columns))
+    check_columns(data, used, analysed.plain)
+    used = used | _weights_column(weights, data)
+    builder = _choose_builder(analysed.formula, data)
+    data, n_dropped = complete_rows(
+        data, [c for c in data.columns if c in used], missing, builder.compact_frame
+    )
+    if len(data) == 0:
+        raise ValueError("no observations left to fit")
+    return analysed, builder, _without_unused_categories(data, analysed.used), n_dropped
 
 
 def kept_terms(
@@ -289,7 +323,8 @@ class _ArrayInput:
     """Array input as float64 arrays of equal length n (rows not yet checked).
 
     Shapes: ``y`` (n,), ``X`` (n, p), ``Z`` (n, q), ``groups`` (n,) labels,
-    ``weights`` (n,) or None; ``x_names`` and ``z_names`` name the columns.
+    ``weights`` (n,) or None, ``offset`` (n,) or None; ``x_names`` and
+    ``z_names`` name the columns.
     """
 
     y: Float[np.ndarray, " n"]
@@ -299,6 +334,7 @@ class _ArrayInput:
     z_names: tuple[str, ...]
     groups: pd.Series
     weights: Float[np.ndarray, " n"] | None
+    offset: Float[np.ndarray, " n"] | None = None
 
     def missing_rows(self) -> dict[str, Bool[np.ndarray, " n"]]:
         """Per input, (n,) True where its row has a missing or non-finite value."""
@@ -309,6 +345,7 @@ class _ArrayInput:
             "Z": ~np.all(np.isfinite(self.Z), axis=1),
             "groups": self.groups.isna().to_numpy(),
             "weights": np.zeros(n, bool) if self.weights is None else ~np.isfinite(self.weights),
+            "offset": np.zeros(n, bool) if self.offset is None else ~np.isfinite(self.offset),
         }
 
 
@@ -336,6 +373,7 @@ def _array_input(
     Z: npt.ArrayLike | None,
     groups: npt.ArrayLike,
     weights: npt.ArrayLike | None,
+    offset: npt.ArrayLike | None = None,
 ) -> _ArrayInput:
     """The inputs as arrays, with X and Z defaulting to an intercept column;
     shapes and lengths checked."""
@@ -354,10 +392,18 @@ def _array_input(
     g = pd.Series(groups.to_numpy() if isinstance(groups, pd.Series) else np.asarray(groups))
     if g.ndim != 1 or len(g) != n:
         raise ValueError(f"groups has {len(g)} entries but y has {n}: lengths differ")
-    w_arr = None if weights is None else np.asarray(weights, dtype=float).reshape(-1)
-    if w_arr is not None and len(w_arr) != n:
-        raise ValueError(f"weights has {len(w_arr)} entries but y has {n}: lengths differ")
-    return _ArrayInput(y_arr, X_arr, tuple(x_names), Z_arr, tuple(z_names), g, w_arr)
+    w_arr, o_arr = (_vector(name, v, n) for name, v in (("weights", weights), ("offset", offset)))
+    return _ArrayInput(y_arr, X_arr, tuple(x_names), Z_arr, tuple(z_names), g, w_arr, o_arr)
+
+
+def _vector(name: str, values: npt.ArrayLike | None, n: int) -> Float[np.ndarray, " n"] | None:
+    """``values`` as a float64 vector (n,) (None stays None); another length is an error."""
+    if values is None:
+        return None
+    out = np.asarray(values, dtype=float).reshape(-1)
+    if len(out) != n:
+        raise ValueError(f"{name} has {len(out)} entries but y has {n}: lengths differ")
+    return out
 
 
 def _complete_array_rows(inputs: _ArrayInput, missing: str) -> tuple[_ArrayInput, int]:
@@ -382,6 +428,7 @@ def _complete_array_rows(inputs: _ArrayInput, missing: str) -> tuple[_ArrayInput
         Z=inputs.Z[keep],
         groups=cast(pd.Series, inputs.groups[keep]).reset_index(drop=True),  # a mask selects a Series
         weights=None if inputs.weights is None else inputs.weights[keep],
+        offset=None if inputs.offset is None else inputs.offset[keep],
     )
     return kept, n_dropped
 
@@ -394,11 +441,14 @@ def design_from_arrays(
     group_name: str = "group",
     missing: str = "raise",
     weights: Float[npt.ArrayLike, " n"] | None = None,
+    offset: Float[npt.ArrayLike, " n"] | None = None,
 ) -> tuple[Design, ModelArrays]:
     """Validates array input: ``y`` (n,), ``X`` (n, p), ``Z`` (n, q), ``groups`` (n,).
 
     ``X`` defaults to an intercept column, ``Z`` to a random intercept;
-    ``weights`` (n,): positive prior weights, default none.
+    ``weights`` (n,): positive prior weights, default none; ``offset`` (n,): a
+    known part of the mean (``y = Xβ + Zb + offset + ε``), default none. A row
+    missing any of them is dropped or refused as ``missing`` says.
     DataFrame columns give the names; otherwise ``x0, x1, …`` and ``z0, …``.
     One grouping factor, ``group_name``, with one term whose columns are Z's.
     """
@@ -406,7 +456,7 @@ def design_from_arrays(
         raise ValueError("groups is required with array input: one label per observation")
     if missing not in ("raise", "drop"):
         raise ValueError(f"missing must be 'raise' or 'drop', got {missing!r}")
-    inputs, n_dropped = _complete_array_rows(_array_input(y, X, Z, groups, weights), missing)
+    inputs, n_dropped = _complete_array_rows(_array_input(y, X, Z, groups, weights, offset), missing)
     n = len(inputs.y)
     w = None if inputs.weights is None else check_weights(inputs.weights, "weights")
     # Called here, not in a helper: its warning points at design_from_arrays' caller.
@@ -418,7 +468,7 @@ def design_from_arrays(
     bar = RandomTerm("Z", (group_name,), group_name)
     term = TermBlock(bar=bar, label=term_label(bar), matrix=ModelMatrix(inputs.Z, inputs.z_names, None))
     info = factor_info((group_name,), grouping, [term], [group_name])
-    arrays = ModelArrays(y=inputs.y, X=kept.X, codes=(codes,), Z=(inputs.Z,), weights=w)
+    arrays = ModelArrays(y=inputs.y, X=kept.X, codes=(codes,), Z=(inputs.Z,), weights=w, offset=inputs.offset)
     _check_identifiable(n, [info], kept.basis, [term], {bar.group: grouping})
     design = Design(
         response="y",
@@ -431,6 +481,7 @@ def design_from_arrays(
         report_order=((0, 0),),
         all_fixed_names=inputs.x_names,
         fixed_terms=kept_terms(_column_terms(inputs.x_names, inputs.X), inputs.x_names, kept.names),
+        offsets=Offsets(argument=None if offset is None else np.asarray(offset, dtype=float).reshape(-1)),
     )
     return design, arrays
 

@@ -14,9 +14,10 @@ from ..core._compile import compiled
 from ..core._family import Binomial, Family, family_from_name
 from ..core._glmm import fit_glmm_data
 from ..design._design import Design, ModelArrays, build_design
+from ..design._offsets import Offsets
 from ..design._prepare import prepare
 from ..linear._results import ConvergenceWarning
-from ._response import WEIGHTS, Offsets, Response, glmm_frame
+from ._response import WEIGHTS, Response, glmm_frame
 from ._results import GLMMResults
 from ._separation import SeparationWarning, separated_coefficients, separation_message
 

@@ -1,27 +1,24 @@
 """A GLMM's response and offsets from lme4's spellings: ``cbind(successes, failures)``, a 0/1
 or proportion column (binomial, trials as ``weights``), or counts (Poisson); ``offset(expr)``
-terms of the formula and the ``offset=`` argument, summed as lme4 sums them."""
+terms of the formula and the ``offset=`` argument, summed as lme4 sums them (the design
+layer's ``_offsets``, which the linear model shares)."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 
-import formulaic
 import numpy as np
 import pandas as pd
-from jaxtyping import Float
 
-from ..design._formula import ParsedFormula, _split_top_level
-from ..design._quoting import quote_formula
-from ..design._rnames import python_powers
+from ..design._offsets import OFFSET, Offsets, split_offsets
 
-__all__ = ["OFFSET", "RESPONSE", "WEIGHTS", "GLMMFrame", "Offsets", "Response", "glmm_frame", "split_offsets"]
+__all__ = ["RESPONSE", "WEIGHTS", "GLMMFrame", "Response", "glmm_frame"]
 
-# Columns of the working frame (a data frame holding one of these names is refused).
-RESPONSE, WEIGHTS, OFFSET = "jaxmixed_glmm_response", "jaxmixed_glmm_weights", "jaxmixed_glmm_offset"
+# Columns of the working frame (a data frame holding one of these names, or the design
+# layer's OFFSET, is refused).
+RESPONSE, WEIGHTS = "jaxmixed_glmm_response", "jaxmixed_glmm_weights"
 _CBIND = re.compile(r"^\s*cbind\s*\((?P<args>.*)\)\s*$")
-_OFFSET_CALL = re.compile(r"(?<![\w.])offset\s*\(")
 
 
 def _split_arguments(text: str) -> list[str]:
@@ -54,37 +51,6 @@ class Response:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Offsets:
-    """The offsets of a GLMM: ``terms``, the expressions of the formula's ``offset(expr)``
-    terms; ``argument``, the ``offset=`` argument (a column name or expression, or an array
-    (n,) of the fitted rows); ``values`` (n,), their sum on the fitted rows (lme4 sums them),
-    None when there is none."""
-
-    terms: tuple[str, ...] = ()
-    argument: str | np.ndarray | None = None
-    values: Float[np.ndarray, " n"] | None = None
-
-    def on(self, data: pd.DataFrame, argument: str | np.ndarray | None = None) -> Float[np.ndarray, " m"]:
-        """The total offset (m,) of the rows of ``data``: each ``offset(expr)`` term evaluated
-        on them, plus the ``offset=`` part: ``argument`` if given (a column name or expression,
-        or an array (m,)), else the fitted ``argument`` when it is a column name or
-        expression. A model fitted with an array ``offset=`` needs ``argument`` (unlike lme4's
-        predict, which drops the argument's offset on new data)."""
-        total = np.zeros(len(data))
-        for expr in self.terms:
-            total = total + offset_values(expr, data, f"offset({expr})")
-        if argument is None and isinstance(self.argument, np.ndarray):
-            raise ValueError(
-                "the model was fitted with offset= an array: pass offset= (an array with one value "
-                "per row of newdata, or a column name) to give the new rows theirs"
-            )
-        part = self.argument if argument is None else argument
-        if part is not None:
-            total = total + _column_or_array(part, data, "offset")
-        return total
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
 class GLMMFrame:
     """What ``glmm_frame`` gives: the working ``formula`` (response, offsets taken out), the
     ``frame`` (the data and the working columns), the ``response`` and the ``offsets``."""
@@ -93,65 +59,6 @@ class GLMMFrame:
     frame: pd.DataFrame
     response: Response
     offsets: Offsets
-
-
-def split_offsets(rhs: str) -> tuple[str, tuple[str, ...]]:
-    """(``rhs`` without its ``offset(expr)`` terms, their expressions): ``period +
-    offset(log(size)) + (1 | herd)`` gives ``("period + (1 | herd)", ("log(size)",))``. A
-    right-hand side left empty becomes "1" (the intercept stays, as in R). ``offset()`` other
-    than as a term added at the top level (``- offset(x)``, inside a call or a bar) is an
-    error."""
-    kept, terms = [], []
-    for part in _split_top_level(rhs, "+"):
-        text = part.strip()
-        match = _OFFSET_CALL.match(text)
-        if match and _closing(text, match.end() - 1) == len(text) - 1:
-            inner = text[match.end() : -1].strip()
-            if not inner:
-                raise ValueError("offset() in the formula needs an expression, e.g. offset(log(size))")
-            terms.append(inner)
-        elif _OFFSET_CALL.search(text):
-            raise ValueError(
-                f"offset() must be a term added to the formula on its own (+ offset(expr)), got {text!r}"
-            )
-        elif text:
-            kept.append(text)
-    return (" + ".join(kept) or "1"), tuple(terms)
-
-
-def _closing(text: str, start: int) -> int:
-    """The index of the bracket that closes the one at ``text[start]`` (-1 if none)."""
-    depth = 0
-    for i in range(start, len(text)):
-        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(text[i], 0)
-        if depth == 0:
-            return i
-    return -1
-
-
-def offset_values(expression: str, data: pd.DataFrame, what: str) -> Float[np.ndarray, " n"]:
-    """The numbers (n,) of a column or an expression of columns (``log(size)``, R's ``^``
-    allowed inside calls) on the rows of ``data``, evaluated as the formula's terms are
-    (formulaic, with numpy's functions); ``what`` names it in errors."""
-    if expression in data.columns:
-        column = data[expression]
-        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-            raise ValueError(f"{what}: the column {expression!r} is not numeric")
-        values = column.to_numpy(float)
-    else:
-        parsed = quote_formula(ParsedFormula(response="", fixed=expression, random=()), data.columns)
-        try:
-            with np.errstate(divide="ignore", invalid="ignore"):  # log(0) and the like: reported below
-                matrix = formulaic.model_matrix(f"0 + {python_powers(f'I({parsed.fixed})')}", data, na_action="ignore")
-        except Exception as err:  # formulaic raises several kinds; the message names the expression
-            raise ValueError(f"cannot evaluate {what} on the data: {err}") from None
-        if matrix.shape[1] != 1:
-            raise ValueError(f"{what} is not numeric: it gives {matrix.shape[1]} columns")
-        values = np.asarray(matrix, float)[:, 0]
-    if values.shape != (len(data),) or not np.all(np.isfinite(values)):
-        bad = int(np.sum(~np.isfinite(values))) if values.shape == (len(data),) else len(data)
-        raise ValueError(f"{what} has {bad} missing or non-finite row(s)")
-    return values
 
 
 def _evaluate(expression: str, data: pd.DataFrame) -> tuple[np.ndarray, tuple]:
@@ -257,16 +164,12 @@ def _read_response(
 
 
 def _column_or_array(value: str | np.ndarray, data: pd.DataFrame, what: str) -> np.ndarray:
-    """A column of ``data`` (or, for the offset, an expression of columns), or an array (n,)."""
+    """A column of ``data``, or an array (n,)."""
     if isinstance(value, str):
-        if what == "offset":
-            return offset_values(value, data, f"offset={value!r}")
         if value not in data.columns:
             raise ValueError(f"{what}={value!r} is not a column of the data")
         return data[value].to_numpy(float)
     array = np.asarray(value, float)
     if array.shape != (len(data),):
         raise ValueError(f"{what} must have one value per row ({len(data)}), got shape {array.shape}")
-    if what == "offset" and not np.all(np.isfinite(array)):
-        raise ValueError(f"the offset has {int(np.sum(~np.isfinite(array)))} missing or non-finite row(s)")
     return array

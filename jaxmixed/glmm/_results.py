@@ -23,13 +23,14 @@ from ..core._glmm import GLMMResult
 from ..core._status import is_converged
 from ..design._design import Design, ModelArrays
 from ..design._names import host_lambdas, theta_names, varcorr_table
+from ..design._offsets import Offsets
 from ..linear._bootstrap import BootstrapResults
 from ..linear._coef import coefficients
 from ..linear._intervals import wald_intervals
 from ..linear._summary import Summary
 from ..linear._tails import two_sided_p
 from . import _predict, _summary
-from ._response import Offsets, Response
+from ._response import Response
 
 __all__ = ["GLMMResults"]
 

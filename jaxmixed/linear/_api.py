@@ -38,6 +38,7 @@ def fit_reml(
     Z: Float[npt.ArrayLike, "n q"] | None = None,
     groups: Shaped[npt.ArrayLike, " n"] | None = None,
     weights: str | Float[npt.ArrayLike, " n"] | None = None,
+    offset: str | Float[npt.ArrayLike, " n"] | None = None,
     optimizer: optax.GradientTransformation | None = None,
     max_iter: int = 500,
     dtype: jax.typing.DTypeLike = jnp.float64,
@@ -48,12 +49,13 @@ def fit_reml(
 ) -> MixedModelResults:
     """Fits a linear mixed model by REML (default) or maximum likelihood.
 
-    Model (lme4's): ``y = Xβ + Zb + ε`` with ``b ~ N(0, σ²ΛΛᵀ)`` per level of
-    each grouping factor and ``ε ~ N(0, σ²I)``. β and σ² are profiled out; the
-    criterion is minimised over the log-Cholesky parameters of Λ. REML (the
-    default) gives unbiased variance components, as lme4's ``lmer`` does;
-    ``reml=False`` gives maximum likelihood, which likelihood-ratio tests of
-    fixed effects (models with different X) need.
+    Model (lme4's): ``y = Xβ + Zb + offset + ε`` with ``b ~ N(0, σ²ΛΛᵀ)`` per
+    level of each grouping factor and ``ε ~ N(0, σ²I)``; ``offset`` is known (0
+    without one) and is taken off the response before the fit, as lmer does. β
+    and σ² are profiled out; the criterion is minimised over the log-Cholesky
+    parameters of Λ. REML (the default) gives unbiased variance components, as
+    lme4's ``lmer`` does; ``reml=False`` gives maximum likelihood, which
+    likelihood-ratio tests of fixed effects (models with different X) need.
 
     Args:
         formula: lme4-style, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
@@ -62,6 +64,9 @@ def fit_reml(
             crossed or nested. The rest is read by formulaic (``C(x)``,
             ``np.log(x)``, ``I(x^2)`` (R's power; ``**`` too), ``a*b``, ``0 +`` …).
             Fixed-effect names are R's: ``(Intercept)``, ``recipeB``, ``I(x^2)``.
+            ``+ offset(expr)`` terms (one or several; a column or an expression
+            of columns such as ``offset(2 * Days)`` or ``offset(log(n))``) are
+            added to the mean with coefficient 1.
         data: a DataFrame with the columns the formula uses.
         reml: True (default) for REML, False for maximum likelihood; a value
             that is not a bool is a TypeError.
@@ -73,13 +78,21 @@ def fit_reml(
         weights: prior weights, as lme4's ``weights``: observation i has
             residual variance σ²/wᵢ. The name of a column of ``data`` (formula
             input) or an array (n,) (array input); positive and finite.
+        offset: lme4's ``offset``, summed with the formula's ``offset()``
+            terms: the name of a column of ``data`` or an expression of its
+            columns (``"log(n)"``), or an array (n,), one value per row of
+            ``data`` (formula input) or of ``y`` (array input). Default None.
+            Rows whose offset reads a missing value are treated as ``missing``
+            says. ``predict`` evaluates the offsets on new data: a column or
+            expression again, an array only if given to ``predict``.
         optimizer: an optax ``GradientTransformation`` for the main
             optimisation; default (None): L-BFGS with a weak-Wolfe line search.
         max_iter: iteration limit of the optimiser, a positive integer
             (default 500).
         dtype: ``jnp.float64`` (default; JAX's global setting is left alone)
             or ``jnp.float32`` (see the README for what float32 gives).
-        missing: ``"raise"`` (default) or ``"drop"`` rows with missing values.
+        missing: ``"raise"`` (default) or ``"drop"`` rows with missing values in
+            any column used (response, terms, grouping factors, weights, offsets).
         memory_limit: bytes allowed for the dense block of the grouping
             factors after the first; default half the machine's memory.
         options: a :class:`FitOptions` with every setting (tolerances,
@@ -95,7 +108,10 @@ def fit_reml(
 
     Returns:
         A ``MixedModelResults``. A fit that did not converge has
-        ``converged=False`` and emits a ``ConvergenceWarning``.
+        ``converged=False`` and emits a ``ConvergenceWarning``. With offsets,
+        ``offset`` holds their sum (n,) and ``fitted``, ``fitted_fixed``,
+        ``residuals``, ``predict`` and ``simulate`` are on the response's scale
+        (offset included), as lme4's.
     """
     inputs = Inputs.from_arguments(
         "fit_reml",
@@ -106,6 +122,7 @@ def fit_reml(
         Z=Z,
         groups=groups,
         weights=weights,
+        offset=offset,
         missing=missing,
         reml=reml,
         max_iter=max_iter,
@@ -154,15 +171,16 @@ def padded_model(
     """The rows as :func:`fit_design` fits them: levels, rows (to a multiple of
     ``multiple``, the devices' count) and cross entries padded to bucket sizes, so that
     data sets of one structure and a similar size share one program (the fit,
-    Satterthwaite's derivatives, the profile). Returns (the rows, y padded with zeros,
-    ``n_obs`` the real row count to pass to the statistics), host arrays."""
+    Satterthwaite's derivatives, the profile). Returns (the rows, y less its offset
+    (``ModelArrays.working_y``: lmer fits y − offset) padded with zeros, ``n_obs`` the
+    real row count to pass to the statistics), host arrays."""
     real_levels = [f.n_levels for f in design.factors]
     rows = prepare(
         design, arrays, dtype=dtype, memory_limit=memory_limit, n_levels=padded_levels(real_levels), on_device=False
     )
     padded = pad_to_buckets(rows, multiple=multiple)
     n = len(arrays.y)
-    y = np.pad(np.asarray(arrays.y, dtype), (0, padded.X.shape[0] - n))
+    y = np.pad(np.asarray(arrays.working_y, dtype), (0, padded.X.shape[0] - n))
     return padded, y, np.asarray(n, dtype)
 
 

@@ -130,5 +130,6 @@ def _take(arrays: ModelArrays, rows: np.ndarray, shifts: np.ndarray) -> Extended
         codes=tuple(codes),
         Z=tuple(z[rows] for z in arrays.Z),
         weights=weights,
+        offset=None if arrays.offset is None else arrays.offset[rows],
     )
     return ExtendedDesign(arrays=new, n_levels=tuple(n_levels))

@@ -6,7 +6,9 @@ builds one :class:`Inputs` from its keyword arguments with
 :meth:`Inputs.from_arguments`, which checks them (errors name the argument
 and the value) and resolves the settings into one ``FitOptions``; the rest of
 the call reads the record. What the design layer checks (missing values,
-weights' values, columns) is left to it.
+weights' values, columns, offsets' values) is left to it. Offsets (``offset()``
+terms of the formula, the ``offset=`` argument) are ``fit_reml``'s only: the
+other entry points refuse them here rather than leave them out of the model.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..core import FitOptions
 from ..core._options import checked_reml
 from ..core._sharding import as_mesh
 from ..design._design import Design, ModelArrays, build_design, design_from_arrays
+from ..design._offsets import split_offsets
 
 __all__ = ["Inputs"]
 
@@ -59,6 +62,9 @@ class Inputs:
             each with a leading axis K.
         weights: prior weights: a column name of ``data`` (formula input) or
             an array (n,) (array input); None (default): all 1.
+        offset: ``fit_reml``'s ``offset=``: a column name or expression of
+            ``data`` or an array (n,) (formula input), an array (n,) (array
+            input); None (default): none (the formula's ``offset()`` terms aside).
         missing: ``"raise"`` (default) or ``"drop"`` rows with missing values.
         options: the ``FitOptions`` of the fit (``reml``, ``max_iter``,
             ``optimizer`` and the rest), resolved from the arguments.
@@ -74,6 +80,7 @@ class Inputs:
     Z: npt.ArrayLike | None
     groups: npt.ArrayLike | None
     weights: str | npt.ArrayLike | None
+    offset: str | npt.ArrayLike | None
     missing: str
     options: FitOptions
     dtype: np.dtype
@@ -91,6 +98,7 @@ class Inputs:
         Z: npt.ArrayLike | None = None,
         groups: npt.ArrayLike | None = None,
         weights: str | npt.ArrayLike | None = None,
+        offset: str | npt.ArrayLike | None = None,
         missing: str = "raise",
         reml: bool = True,
         max_iter: int = 500,
@@ -106,9 +114,11 @@ class Inputs:
         without data, neither, ``reml`` that is not a bool, ``max_iter`` that
         is not a positive integer, a dtype other than float64 or float32,
         ``options`` that is not a ``FitOptions`` or contradicts ``reml``,
-        ``max_iter`` or ``optimizer``, or ``devices`` that name no devices.
+        ``max_iter`` or ``optimizer``, ``devices`` that name no devices, or
+        offsets given to an entry point other than ``fit_reml``.
         """
         _check_source(caller, formula, data, (y, X, Z, groups), weights)
+        _check_offset(caller, formula, offset)
         return cls(
             caller=caller,
             formula=formula,
@@ -118,6 +128,7 @@ class Inputs:
             Z=Z,
             groups=groups,
             weights=weights,
+            offset=offset,
             missing=missing,
             options=_fit_options(options, reml, max_iter, optimizer),
             dtype=_float_dtype(dtype),
@@ -135,10 +146,18 @@ class Inputs:
             assert self.weights is None or isinstance(self.weights, str), (
                 "_check_source: with a formula, weights is a column name"
             )
-            return build_design(self.formula, self.data, missing=self.missing, weights=self.weights)
+            return build_design(
+                self.formula,
+                self.data,
+                missing=self.missing,
+                weights=self.weights,
+                offset=self.offset,
+                allow_offsets=True,
+            )
         assert self.y is not None, "_check_source: fit_reml's array input has y"
+        assert not isinstance(self.offset, str), "_check_offset: with arrays, offset is an array"
         return design_from_arrays(
-            self.y, self.X, self.Z, self.groups, missing=self.missing, weights=self.weights
+            self.y, self.X, self.Z, self.groups, missing=self.missing, weights=self.weights, offset=self.offset
         )
 
 
@@ -164,6 +183,20 @@ def _check_source(
         raise TypeError(
             f"with a formula, weights is the name of a column of data, got {type(weights).__name__}"
         )
+
+
+def _check_offset(caller: str, formula: str | None, offset: Any) -> None:
+    """Offsets are ``fit_reml``'s: an ``offset()`` term of another entry point's formula is
+    an error (not a missing column named ``offset``, nor left out of the model); with
+    arrays, ``offset`` is an array, not a column name."""
+    if caller != "fit_reml" and isinstance(formula, str) and "~" in formula:
+        if split_offsets(formula.split("~", 1)[1])[1]:
+            raise ValueError(
+                f"{caller} does not support offsets (the formula's offset() terms) yet: "
+                "fit each model with fit_reml, which takes them"
+            )
+    if formula is None and isinstance(offset, str):
+        raise TypeError(f"with array input, offset is an array (n,), not a column name ({offset!r})")
 
 
 def _fit_options(options: FitOptions | None, reml: Any, max_iter: Any, optimizer: Any) -> FitOptions:

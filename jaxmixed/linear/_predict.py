@@ -1,4 +1,4 @@
-"""Prediction from a fitted model: ``Xβ̂ (+ Zb̂)`` of new rows (host side, numpy).
+"""Prediction from a fitted model: ``Xβ̂ (+ Zb̂) + offset`` of new rows (host side, numpy).
 
 ``fixed_matrix`` and ``random_part`` also serve the networks' results (a
 learned fixed part with the same random part).
@@ -32,23 +32,50 @@ def predict(
     X: Float[npt.ArrayLike, "n p"] | None = None,
     Z: Float[npt.ArrayLike, "n q"] | None = None,
     groups: Shaped[npt.ArrayLike, " n"] | None = None,
+    offset: str | Float[npt.ArrayLike, " n"] | None = None,
 ) -> Float[np.ndarray, " n"]:
-    """Predictions (n,) ``Xβ̂ (+ Zb̂)`` of ``results`` (``MixedModelResults.predict``).
+    """Predictions (n,) ``Xβ̂ (+ Zb̂) + offset`` of ``results`` (``MixedModelResults.predict``).
 
     ``newdata`` None (and no ``X``): a copy of the fitted values. A model
     fitted from a formula reads ``newdata``; one fitted from arrays reads
-    ``X`` (n, p), ``Z`` (n, q) and ``groups`` (n,).
+    ``X`` (n, p), ``Z`` (n, q) and ``groups`` (n,). The new rows' offset is the
+    formula's ``offset()`` terms on ``newdata`` plus the ``offset=`` part:
+    ``offset`` (an array (n,), or a column name or expression of ``newdata``), else
+    the fit's column or expression (``Offsets.on``); array input adds ``offset``.
     """
     if newdata is None and X is None:
+        if offset is not None:
+            raise ValueError("offset= goes with newdata (or X); the fitted rows have their own offsets")
         return (results.fitted if include_random else results.fitted_fixed).copy()
     if results.design.fixed_spec is None:
-        return _predict_arrays(results, X, Z, groups, include_random)
+        pred = _predict_arrays(results, X, Z, groups, include_random)
+        return pred + _array_offset(results, offset, len(pred))
     xm = fixed_matrix(results.design, newdata, list(results.fixed_effects.index))
+    assert isinstance(newdata, pd.DataFrame), "fixed_matrix checked that newdata is a DataFrame"
     pred = xm @ results.fixed_effects.to_numpy()
     if include_random:
-        assert newdata is not None, "fixed_matrix checked that newdata is a DataFrame"
         pred = pred + random_part(results, newdata)
+    offsets = results.design.offsets
+    if offsets.given or offset is not None:
+        pred = pred + offsets.on(newdata, offset)
     return pred
+
+
+def _array_offset(
+    results: MixedModelResults, offset: str | Float[npt.ArrayLike, " n"] | None, n: int
+) -> Float[np.ndarray, " n"] | float:
+    """The offset (n,) of new array input: ``offset``, an array (n,) that a model fitted with
+    one needs (0 for a model without, if not given)."""
+    if isinstance(offset, str):
+        raise TypeError(f"a model fitted from arrays takes offset= an array (n,), not a column name ({offset!r})")
+    if offset is None:
+        if results.design.offsets.given:
+            raise ValueError("the model was fitted with offset= an array: pass offset= (n,) for the new rows")
+        return 0.0
+    values = np.asarray(offset, float).reshape(-1)
+    if values.shape != (n,) or not np.all(np.isfinite(values)):
+        raise ValueError(f"offset must have {n} finite values, one per row of X; got shape {values.shape}")
+    return values
 
 
 def fixed_matrix(design: Design, newdata: object, names: list[str]) -> Float[np.ndarray, "n k"]:

@@ -93,8 +93,10 @@ class MixedModelResults:
     - ``random_effects``: factor name → DataFrame (levels × terms) of the
       conditional modes; ``random_effects_var`` the same shape with their
       conditional variances; ``random_effects_cov``: factor → (J, q, q).
-    - ``fitted``, ``residuals`` (n,): ``Xβ̂ + Zb̂`` and ``y`` minus it;
-      ``fitted_fixed``: ``Xβ̂``.
+    - ``fitted``, ``residuals`` (n,): ``Xβ̂ + Zb̂ + offset`` and ``y`` minus it;
+      ``fitted_fixed``: ``Xβ̂ + offset`` (lme4's ``predict(m, re.form = NA)``);
+      ``offset``: the summed offsets (n,) (lme4's ``getME(m, "offset")``), or
+      None for a model without.
 
     Diagnostics: ``reml``, ``nobs``, ``converged``, ``convergence_message``,
     ``n_iter``, ``grad_norm`` (largest gradient entry of the objective in the
@@ -160,6 +162,12 @@ class MixedModelResults:
     def grad_norm(self) -> float:
         """Largest |∂d/∂φ| at the optimum over the free parameters (standardised criterion)."""
         return float(self.fit_result.grad_norm)
+
+    @property
+    def offset(self) -> Float[np.ndarray, " n"] | None:
+        """The summed offsets (n,) of the fitted rows (``offset()`` terms and ``offset=``),
+        None for a model without (lme4's ``getME(m, "offset")`` gives zeros there)."""
+        return None if self.arrays.offset is None else self.arrays.offset.copy()
 
     @property
     def n_dropped_rows(self) -> int:
@@ -251,7 +259,7 @@ class MixedModelResults:
 
     def refit(self, newresp: Float[npt.ArrayLike, " n"]) -> MixedModelResults:
         """The same model fitted to another response (lme4's ``refit(m, newresp)``): the
-        design, weights and settings kept, ``newresp`` (nobs,) one value per fitted row in
+        design, weights, offsets and settings kept, ``newresp`` (nobs,) one value per fitted row in
         their order (a Series is taken by position). A response of another length or with
         missing or infinite values is an error; a fit that does not converge warns."""
         from ._api import refit as refit_with  # the user-level fit imports the results
@@ -287,12 +295,13 @@ class MixedModelResults:
 
     @functools.cached_property
     def fitted_fixed(self) -> Float[np.ndarray, " n"]:
-        """``Xβ̂`` (n,)."""
-        return self.arrays.X @ np.asarray(self.fit_result.beta, dtype=float)
+        """``Xβ̂ + offset`` (n,): lme4's ``predict(m, re.form = NA)`` keeps the offset."""
+        fixed = self.arrays.X @ np.asarray(self.fit_result.beta, dtype=float)
+        return fixed if self.arrays.offset is None else fixed + self.arrays.offset
 
     @functools.cached_property
     def fitted(self) -> Float[np.ndarray, " n"]:
-        """``Xβ̂ + Zb̂`` (n,)."""
+        """``Xβ̂ + Zb̂ + offset`` (n,)."""
         fitted = self.fitted_fixed.copy()
         for codes, z, b in zip(self.arrays.codes, self.arrays.Z, self.fit_result.b, strict=True):
             fitted = fitted + np.einsum("nq,nq->n", z, np.asarray(b, dtype=float)[codes])
@@ -313,8 +322,9 @@ class MixedModelResults:
         X: Float[npt.ArrayLike, "n p"] | None = None,
         Z: Float[npt.ArrayLike, "n q"] | None = None,
         groups: Shaped[npt.ArrayLike, " n"] | None = None,
+        offset: str | Float[npt.ArrayLike, " n"] | None = None,
     ) -> Float[np.ndarray, " n"]:
-        """Predictions ``Xβ̂ (+ Zb̂)`` (n,).
+        """Predictions ``Xβ̂ (+ Zb̂) + offset`` (n,).
 
         Args:
             newdata: a DataFrame with the columns the formula uses; None gives
@@ -332,8 +342,15 @@ class MixedModelResults:
             Z: with ``X``: the new random effects' columns (n, q) (default: a
                 random intercept).
             groups: with ``X``: the new rows' level labels (n,).
+            offset: the ``offset=`` part of the new rows' offset: an array (n,)
+                or (with ``newdata``) a column name or expression. Default: the
+                fit's ``offset=`` when that was a column name or expression,
+                evaluated on ``newdata`` (lme4's predict leaves it out there); a fit
+                with an array ``offset=`` needs it. The formula's ``offset()``
+                terms are always evaluated on ``newdata``. Not with ``newdata``
+                None (the fitted rows have their own offsets).
         """
-        return _predict.predict(self, newdata, include_random, X=X, Z=Z, groups=groups)
+        return _predict.predict(self, newdata, include_random, X=X, Z=Z, groups=groups, offset=offset)
 
     def conf_int(
         self,
@@ -382,13 +399,15 @@ class MixedModelResults:
     def simulate(self, n: int = 1, key: int | np.integer | jax.Array = 0) -> Float[np.ndarray, "draws n"]:
         """``n`` responses (draws: n, rows: nobs) drawn from the fitted model (lme4's ``simulate``).
 
-        New random effects ``b = σ̂Λ̂u`` and residuals ``ε ~ N(0, σ̂²/w)`` in
-        every draw. ``key``: a JAX key or an integer seed (default 0); draw k
-        uses ``jax.random.fold_in(key, k)``.
+        ``Xβ̂ + Zb + offset + ε`` with new random effects ``b = σ̂Λ̂u`` and
+        residuals ``ε ~ N(0, σ̂²/w)`` in every draw. ``key``: a JAX key or an
+        integer seed (default 0); draw k uses ``jax.random.fold_in(key, k)``.
         """
         with jax.enable_x64(True):
             data, fitted = self._model()
-            return np.asarray(_jit_simulate(as_key(key), data, fitted, int(n)))
+            draws = np.asarray(_jit_simulate(as_key(key), data, fitted, int(n)))
+        # The pure layer draws the response less its offset (what the fit sees).
+        return draws if self.arrays.offset is None else draws + self.arrays.offset
 
     def bootstrap(
         self,
