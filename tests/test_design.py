@@ -645,6 +645,7 @@ def test_design_modules_import_one_way():
         "_rnames",
         "_columns",
         "_offsets",
+        "_update",
         "_validation",
         "_matrices",
         "_formulaic",

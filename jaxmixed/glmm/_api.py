@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +18,7 @@ from ..design._design import Design, ModelArrays, build_design
 from ..design._offsets import Offsets
 from ..design._prepare import prepare
 from ..linear._results import ConvergenceWarning
+from ..linear._update import FitCall
 from ._response import WEIGHTS, Response, glmm_frame
 from ._results import GLMMResults
 from ._separation import SeparationWarning, separated_coefficients, separation_message
@@ -73,10 +75,12 @@ def fit_glmm(
     check_nagq(nAGQ)  # before the design is built
     work = glmm_frame(formula, data, weights, offset, binomial=isinstance(fam, Binomial))
     design, arrays = build_design(work.formula, work.frame, "raise", weights=WEIGHTS, levels_below_rows=False)
-    return fit_built(
+    results = fit_built(
         design, arrays, fam, nagq=nAGQ, formula=formula, response=work.response, offsets=work.offsets,
         index=data.index, stacklevel=3,
     )  # fmt: skip
+    call = FitCall.record(fit_glmm, formula, data, family=family, nAGQ=nAGQ, weights=weights, offset=offset)
+    return dataclasses.replace(results, call=call)
 
 
 def fit_built(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,7 @@ from ..linear._coef import coefficients
 from ..linear._intervals import wald_intervals
 from ..linear._summary import Summary
 from ..linear._tails import two_sided_p
+from ..linear._update import FitCall, update
 from . import _predict, _summary
 from ._response import Response
 
@@ -51,6 +53,8 @@ class GLMMResults:
         index: the data's row labels (the rows of ``simulate``'s table).
         separated: the fixed effects found separated (estimates at infinity; see
             ``_separation``).
+        call: the call of ``fit_glmm`` that made the fit (``update`` makes it again); None
+            for a refit or a table's result.
     """
 
     design: Design
@@ -63,6 +67,7 @@ class GLMMResults:
     offsets: Offsets = dataclasses.field(default_factory=Offsets)
     index: pd.Index | None = None
     separated: tuple[str, ...] = ()
+    call: FitCall | None = dataclasses.field(default=None, compare=False)
 
     # ---------------------------------------------------------------- fit
 
@@ -231,6 +236,14 @@ class GLMMResults:
                 table.attrs["condVar"] = self.random_effects_cov[name].copy()
             out[name] = table
         return out
+
+    def update(self, formula: str | None = None, **changes: Any) -> GLMMResults:
+        """lme4's ``update``: this fit's call made again, ``formula`` written against the
+        fitted one by R's rules (``"~ . + x"``, ``". ~ . - period"``) and ``changes``
+        replacing ``fit_glmm``'s arguments (``family="poisson"``, ``nAGQ=25``,
+        ``data=other``). Results of ``refit`` and of many-fit tables have no call to
+        update (ValueError)."""
+        return update(self.call, formula, **changes)
 
     def refit(self, newresp: Float[npt.ArrayLike, " n"]) -> GLMMResults:
         """The same model fitted to another response (lme4's ``refit(m, newresp)``): the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..design._design import Design, ModelArrays
 from ..design._prepare import prepare
 from ._inputs import Inputs
 from ._results import ConvergenceWarning, MixedModelResults, build_results, warn_unconverged
+from ._update import FitCall
 
 # ConvergenceWarning is defined with the results; it is imported from here too.
 __all__ = ["ConvergenceWarning", "fit_design", "fit_reml", "refit"]
@@ -134,7 +136,12 @@ def fit_reml(
     design, arrays = inputs.model()
     result = _fit(inputs, design, arrays, memory_limit)
     warn_unconverged(result)
-    return build_results(design, arrays, result, inputs.options)
+    call = FitCall.record(
+        fit_reml, formula, data, reml=reml, y=y, X=X, Z=Z, groups=groups, weights=weights, offset=offset,
+        optimizer=optimizer, max_iter=max_iter, dtype=dtype, missing=missing, memory_limit=memory_limit,
+        options=options, devices=devices,
+    )  # fmt: skip
+    return dataclasses.replace(build_results(design, arrays, result, inputs.options), call=call)
 
 
 def _fit(inputs: Inputs, design: Design, arrays: ModelArrays, memory_limit: int | None) -> FitResult:

@@ -42,6 +42,7 @@ from ._kenward_roger import kr_covariance
 from ._power import PowerCurve, PowerResult
 from ._predict import fixed_matrix, random_part
 from ._profile import ProfileResults, profile_model
+from ._update import FitCall, update
 
 __all__ = [
     "ConvergenceWarning",
@@ -76,9 +77,10 @@ class MixedModelResults:
 
     Fields: ``design`` (the names and formula), ``fit_result`` (the pure
     layer's :class:`~jaxmixed.core.FitResult`, numpy leaves), ``arrays`` (the
-    numeric model it was fitted to) and ``options`` (the :class:`FitOptions`
-    it was fitted with; ``simulate`` and ``bootstrap`` reuse them). Everything
-    else is read from these.
+    numeric model it was fitted to), ``options`` (the :class:`FitOptions`
+    it was fitted with; ``simulate`` and ``bootstrap`` reuse them) and ``call``
+    (the ``fit_reml`` call that made it, which ``update`` makes again; None for
+    a refit or a table's result). Everything else is read from these.
 
     Estimates (names as lme4 writes them: ``(Intercept)``, ``recipeB``,
     ``recipeB:temperature185``, ``I(IQ^2)``):
@@ -111,6 +113,7 @@ class MixedModelResults:
     fit_result: FitResult
     arrays: ModelArrays
     options: FitOptions
+    call: FitCall | None = dataclasses.field(default=None, compare=False)
 
     # ---------------------------------------------------------------- scalars
 
@@ -270,6 +273,24 @@ class MixedModelResults:
         if not np.all(np.isfinite(y)):
             raise ValueError(f"newresp has {int(np.sum(~np.isfinite(y)))} missing or infinite value(s)")
         return refit_with(self, self.options, arrays=dataclasses.replace(self.arrays, y=y))
+
+    def update(self, formula: str | None = None, **changes: Any) -> MixedModelResults:
+        """lme4's ``update``: this fit's call made again, ``formula`` written against the
+        fitted one by R's rules (``"~ . + x"``, ``". ~ . - (1 | g)"``, ``"log(.) ~ ."``)
+        and ``changes`` replacing ``fit_reml``'s arguments (``reml=False``,
+        ``data=other``, ``weights="w"``). A term to remove must be in the fitted formula
+        as written (``- a`` does not expand ``a * b``). Results of ``refit`` and of
+        many-fit tables have no call to update (ValueError).
+
+        Example:
+            >>> import jaxmixed as jm
+            >>> fit = jm.fit_reml("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
+            >>> fit.update("~ . - (Days | Subject) + (1 | Subject)").formula
+            'Reaction ~ Days + (1 | Subject)'
+            >>> round(fit.update(reml=False).objective, 3)   # lme4's deviance: 1751.939
+            1751.939
+        """
+        return update(self.call, formula, **changes)
 
     def coef(self) -> dict[str, pd.DataFrame]:
         """lme4's ``coef``: per grouping factor, each level's coefficients (levels ×
