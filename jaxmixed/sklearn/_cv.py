@@ -97,7 +97,7 @@ def cross_validate_mixed(
     Parameters
     ----------
     mixed : MixedLMRegressor, MixedNNRegressor or MixedEMRegressor
-        Unfitted; it is cloned for each fold.
+        Unfitted, with ``group_col=None``; it is cloned for each fold.
     X : array-like or DataFrame of shape (n_samples, n_features)
     y : array-like of shape (n_samples,)
     groups : array-like of shape (n_samples,)
@@ -122,6 +122,11 @@ def cross_validate_mixed(
         ``seconds`` (wall time of the mixed fit of the fold); with
         ``return_estimators=True``, ``(frame, estimators)``.
     """
+    if getattr(mixed, "group_col", None) is not None:  # the labels would come twice, once as a feature
+        raise ValueError(
+            "cross_validate_mixed takes the cluster labels as its argument groups and X without them: "
+            f"give it mixed.set_params(group_col=None) and X without the column {mixed.group_col!r}"
+        )
     X = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=np.float64)
     y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y, dtype=np.float64).reshape(-1)
     groups = _check_groups(groups, len(y))

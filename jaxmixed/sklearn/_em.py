@@ -16,8 +16,8 @@ class MixedEMRegressor(_MixedRegressor):
 
     ``y = f(x) + β₀ + b₀[g] + Σ_k b_k[g]·X[:, k] + ε`` with ``f`` a clone of
     ``estimator``, refitted each round to ``y − Zb̂``; the variance components
-    are fitted exactly each round. See the module's documentation for passing
-    ``groups`` through scikit-learn.
+    are fitted exactly each round. See the module's documentation for the
+    three ways to pass the cluster labels.
 
     Parameters
     ----------
@@ -30,9 +30,13 @@ class MixedEMRegressor(_MixedRegressor):
     tol : float, default=1e-4
         Relative change of the generalised log-likelihood that stops EM.
     random_slopes : sequence of int or None, default=None
-        Column indices of X with a random slope.
+        Indices of the feature columns with a random slope (without ``group_col``).
     verbose : bool, default=False
         A progress bar for long fits.
+    group_col : int, str or None, default=None
+        The column of X with the cluster labels, as :class:`MixedLMRegressor`'s.
+    allow_no_groups : bool, default=False
+        As :class:`MixedLMRegressor`'s: a fit without labels is an error unless True.
 
     Attributes
     ----------
@@ -45,6 +49,7 @@ class MixedEMRegressor(_MixedRegressor):
     fixed_only_ : regressor or None
         The fit without groups (None after a mixed fit).
     n_features_in_ : int
+        Columns of X, ``group_col`` included.
     feature_names_in_ : ndarray of shape (n_features_in_,)
     """
 
@@ -53,13 +58,26 @@ class MixedEMRegressor(_MixedRegressor):
     model_: MixedNNResults | None
     estimator_: _Regressor | None
 
-    def __init__(self, estimator, reml=True, max_rounds=100, tol=1e-4, random_slopes=None, verbose=False):
+    def __init__(
+        self,
+        estimator,
+        reml=True,
+        max_rounds=100,
+        tol=1e-4,
+        random_slopes=None,
+        verbose=False,
+        *,
+        group_col=None,
+        allow_no_groups=False,
+    ):
         self.estimator = estimator
         self.reml = reml
         self.max_rounds = max_rounds
         self.tol = tol
         self.random_slopes = random_slopes
         self.verbose = verbose
+        self.group_col = group_col
+        self.allow_no_groups = allow_no_groups
 
     def plain_estimator(self):
         """``clone(estimator)``: the fixed part without random effects."""

@@ -18,14 +18,24 @@ class MixedLMRegressor(_MixedRegressor):
     ``y = β₀ + Xβ + b₀[g] + Σ_k b_k[g]·X[:, k] + ε``: a random intercept per
     cluster ``g`` and random slopes on the columns ``random_slopes`` of X,
     correlated with it (lme4's ``y ~ x0 + … + (1 + x2 | group)``). See the
-    module's documentation for passing ``groups`` through scikit-learn.
+    module's documentation for the three ways to pass the cluster labels.
 
     Parameters
     ----------
     reml : bool, default=True
         REML (True) or maximum likelihood variance components.
     random_slopes : sequence of int or None, default=None
-        Column indices of X with a random slope.
+        Indices of the feature columns with a random slope (counted among the
+        columns of X without ``group_col``).
+    group_col : int, str or None, default=None
+        The column of X that holds the cluster labels: an int is its
+        position (negative counts from the end), a str its name in a
+        DataFrame X. The other columns are the features. None: the labels
+        come from ``groups=``.
+    allow_no_groups : bool, default=False
+        A fit without labels (no ``groups=``, no ``group_col``) is an error
+        unless True; then it fits the fixed part alone (``fixed_only_``),
+        with a :class:`NoGroupsWarning`.
 
     Attributes
     ----------
@@ -33,25 +43,29 @@ class MixedLMRegressor(_MixedRegressor):
         The fit (``varcorr``, ``sigma``, ``random_effects`` …); None after a
         fit without groups.
     formula_ : str or None
-        The formula fitted, on the columns ``x0 … x{d-1}``, ``y``, ``group``.
-    coef_ : ndarray of shape (n_features_in_,)
-        Fixed slopes (0 for a column dropped as aliased).
+        The formula fitted, on the columns ``x0 … x{d-1}`` (the features),
+        ``y``, ``group``.
+    coef_ : ndarray of shape (d,)
+        Fixed slopes of the d features (0 for a column dropped as aliased).
     intercept_ : float
         Fixed intercept.
     fixed_only_ : LinearRegression or None
         The fit without groups (None after a mixed fit).
     n_features_in_ : int
+        Columns of X, ``group_col`` included.
     feature_names_in_ : ndarray of shape (n_features_in_,)
-        When X was a DataFrame with string column names.
+        When X was a DataFrame with string column names (``group_col`` included).
     """
 
     results_: MixedModelResults | None
     coef_: Float[np.ndarray, " p"]
     intercept_: float
 
-    def __init__(self, reml=True, random_slopes=None):
+    def __init__(self, reml=True, random_slopes=None, *, group_col=None, allow_no_groups=False):
         self.reml = reml
         self.random_slopes = random_slopes
+        self.group_col = group_col
+        self.allow_no_groups = allow_no_groups
 
     def plain_estimator(self):
         """``LinearRegression()``: the fixed part without random effects."""
@@ -59,7 +73,7 @@ class MixedLMRegressor(_MixedRegressor):
 
     def _fit_mixed(self, frame: pd.DataFrame) -> None:
         self.results_ = fit_reml(self._fitted_formula(), frame, reml=self.reml)
-        names = [f"x{k}" for k in range(self.n_features_in_)]
+        names = [f"x{k}" for k in range(self._n_fixed())]
         fixed = self.results_.fixed_effects
         self.coef_ = fixed.reindex(names, fill_value=0.0).to_numpy(dtype=np.float64)
         self.intercept_ = float(fixed.at["(Intercept)"])

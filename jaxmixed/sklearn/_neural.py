@@ -26,7 +26,7 @@ class MixedNNRegressor(_MixedRegressor):
     hidden layers, initialised from ``random_state``), trained jointly with
     the variance components (``mode="joint"``) or by mixedML's EM
     (``mode="em"``), with early stopping on held-out rows. See the module's
-    documentation for passing ``groups`` through scikit-learn.
+    documentation for the three ways to pass the cluster labels.
 
     Parameters
     ----------
@@ -36,11 +36,15 @@ class MixedNNRegressor(_MixedRegressor):
     learning_rate, max_epochs, patience, validation_fraction : as :class:`NNRegressor`
         (defaults 3e-3, 1000, 100, 0.1); passed to :class:`jaxmixed.TrainOptions`.
     random_slopes : sequence of int or None, default=None
-        Column indices of X with a random slope.
+        Indices of the feature columns with a random slope (without ``group_col``).
     random_state : int, RandomState or None, default=0
         Seeds the initial network and the held-out rows.
     verbose : bool, default=False
         A progress bar for long fits.
+    group_col : int, str or None, default=None
+        The column of X with the cluster labels, as :class:`MixedLMRegressor`'s.
+    allow_no_groups : bool, default=False
+        As :class:`MixedLMRegressor`'s: a fit without labels is an error unless True.
 
     Attributes
     ----------
@@ -51,6 +55,7 @@ class MixedNNRegressor(_MixedRegressor):
     fixed_only_ : NNRegressor or None
         The fit without groups (None after a mixed fit).
     n_features_in_ : int
+        Columns of X, ``group_col`` included.
     feature_names_in_ : ndarray of shape (n_features_in_,)
     """
 
@@ -70,6 +75,9 @@ class MixedNNRegressor(_MixedRegressor):
         random_slopes=None,
         random_state=0,
         verbose=False,
+        *,
+        group_col=None,
+        allow_no_groups=False,
     ):
         self.width = width
         self.depth = depth
@@ -83,6 +91,8 @@ class MixedNNRegressor(_MixedRegressor):
         self.random_slopes = random_slopes
         self.random_state = random_state
         self.verbose = verbose
+        self.group_col = group_col
+        self.allow_no_groups = allow_no_groups
 
     def plain_estimator(self):
         """An :class:`NNRegressor` with the same network and training settings."""
@@ -97,7 +107,7 @@ class MixedNNRegressor(_MixedRegressor):
         _check_training(self)
         seed = _seed(self.random_state)
         # float64 before fit_mixed_nn sees it: its shape check would mix float32 and float64
-        network = _to64(_mlp(self.n_features_in_, self.width, self.depth, self.activation, seed))
+        network = _to64(_mlp(self._n_fixed(), self.width, self.depth, self.activation, seed))
         options = TrainOptions(
             mode=self.mode, reml=self.reml, learning_rate=float(self.learning_rate),
             max_epochs=int(self.max_epochs), patience=int(self.patience),
@@ -125,7 +135,7 @@ class MixedNNRegressor(_MixedRegressor):
         super().__setstate__(state)
         model = getattr(self, "model_", None)
         if model is not None and isinstance(model.model, list):
-            d = self.n_features_in_
+            d = self._n_fixed()
             net = _to64(_mlp(d, self.width, self.depth, self.activation, 0))
             with jax.enable_x64(True):
                 zeros = jnp.zeros(d, jnp.float64), jnp.zeros((), jnp.float64)

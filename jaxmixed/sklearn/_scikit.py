@@ -15,7 +15,7 @@ try:
     from sklearn.model_selection import GroupKFold, KFold
     from sklearn.preprocessing import OneHotEncoder
     from sklearn.utils import check_random_state
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, validate_data
 except ImportError as err:  # absent, or older than 1.6 (validate_data, __sklearn_tags__)
     raise ImportError(
         "jaxmixed.sklearn needs scikit-learn>=1.6: pip install jaxmixed[sklearn] "
@@ -30,6 +30,8 @@ __all__ = [
     "LinearRegression",
     "OneHotEncoder",
     "RegressorMixin",
+    "check_X_y",
+    "check_array",
     "check_is_fitted",
     "check_random_state",
     "clone",
