@@ -103,3 +103,10 @@ def test_update_of_a_glmm():
     assert m0.loglik == pytest.approx(direct.loglik, rel=1e-9)
     assert jm.anova(m0, m)["Df"].iloc[1] == 3
     assert m.update(nAGQ=5).nagq == 5
+
+
+def test_a_pickled_fit_can_still_be_updated(fit):
+    import pickle
+
+    again = pickle.loads(pickle.dumps(fit))
+    assert again.update(reml=False).objective == pytest.approx(fit.update(reml=False).objective, rel=1e-12)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -28,7 +27,8 @@ class FitCall:
     """The call that made a fit: ``function`` (``fit_reml`` or ``fit_glmm``), its
     ``formula`` (None for array input), the ``data`` it was given (the DataFrame itself,
     not a copy: changing it in place changes what ``update`` refits) and ``keywords``,
-    the other arguments by name, read-only."""
+    the other arguments by name (a plain dict, so that results pickle; treat it as
+    read-only)."""
 
     function: Callable[..., Any]
     formula: str | None
@@ -40,7 +40,7 @@ class FitCall:
         cls, function: Callable[..., Any], formula: str | None, data: pd.DataFrame | None, **keywords: Any
     ) -> FitCall:
         """The call ``function(formula, data, **keywords)``."""
-        return cls(function, formula, data, MappingProxyType(dict(keywords)))
+        return cls(function, formula, data, dict(keywords))
 
 
 def update(call: FitCall | None, formula: str | None = None, **changes: Any) -> Any:
