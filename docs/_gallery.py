@@ -1,53 +1,52 @@
 """Runs the examples of the gallery while the site builds (markdown-exec calls these).
 
-``show_source`` prints an example's file as a fenced code block (markdown);
-``run`` runs it in a fresh process and prints its output and every figure and
-table it wrote (HTML), so that each gallery page shows what the script does on
-the machine that built the site. A failing example raises, and the strict
-build fails with it.
+Each function returns text for a page's code block to print (markdown-exec captures
+the block's own ``print``, not a module's): ``source`` an example's file as a fenced
+code block (Markdown); ``run`` the example's output in a fresh process, with every
+figure and table it wrote (HTML); ``figure`` a matplotlib figure as an inline image;
+``results`` the benchmark reports. A failing example raises, and the strict build
+fails with it.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def show_source(script: str) -> None:
-    """Prints ``script`` (a path from the project's root) as a Python code block."""
+def source(script: str) -> str:
+    """``script`` (a path from the project's root) as a fenced Python code block."""
     text = (ROOT / script).read_text()
-    print(f"```python\n{text.rstrip()}\n```")
+    return f"```python\n{text.rstrip()}\n```"
 
 
-def show_figure(fig: object, alt: str) -> None:
-    """Prints a matplotlib figure as an inline PNG (``<img>``), then closes it."""
-    import io
-
+def figure(fig: Any, alt: str) -> str:
+    """A matplotlib figure as an inline PNG (``<img>``); the figure is closed."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")  # pyright: ignore[reportAttributeAccessIssue]
-    plt.close(fig)  # pyright: ignore[reportArgumentType]
-    print(_img(buffer.getvalue(), alt))
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return _img(buffer.getvalue(), alt)
 
 
-def run(
-    script: str, *args: str, out_flag: str | None = None, out_name: str = "", timeout: float = 900
-) -> None:
-    """Runs ``python script *args`` from the project's root and prints (HTML) its output,
-    then the PNG figures and Markdown tables it wrote into a fresh folder. The folder
-    (joined with ``out_name`` when the script wants a file) goes to the script as
-    ``out_flag folder``, or as its last argument when ``out_flag`` is ``""``."""
+def run(script: str, *args: str, out_flag: str | None = None, out_name: str = "", timeout: float = 900) -> str:
+    """``python script *args`` run from the project's root: its output (HTML), then the PNG
+    figures and Markdown tables it wrote into a fresh folder. The folder (joined with
+    ``out_name`` when the script wants a file) goes to the script as ``out_flag folder``,
+    or as its last argument when ``out_flag`` is ``""``."""
     with tempfile.TemporaryDirectory() as folder:
         target = str(Path(folder) / out_name) if out_name else folder
         extra = [] if out_flag is None else ([target] if out_flag == "" else [out_flag, target])
@@ -56,39 +55,40 @@ def run(
         done = subprocess.run(
             [sys.executable, str(ROOT / script), *args, *extra],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-        )
+        )  # fmt: skip
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"{script} failed ({done.returncode}):\n{done.stderr[-4000:]}")
         command = " ".join(["python", script, *args])
-        print(f"<p><em>Run while this site was built: <code>{html.escape(command)}</code>, "
-              f"{seconds:.0f} s with compilation.</em></p>")
-        print(f"<pre><code>{html.escape(done.stdout.rstrip())}</code></pre>")
-        for path in sorted(Path(folder).glob("*.png")):
-            print(_img(path.read_bytes(), path.stem))
-        for path in sorted(Path(folder).glob("*.md")):
-            print(markdown.markdown(path.read_text(), extensions=["tables"]))
+        parts = [
+            f"<p><em>Run while this site was built: <code>{html.escape(command)}</code>, "
+            f"{seconds:.0f} s with compilation.</em></p>",
+            f"<pre><code>{html.escape(done.stdout.rstrip())}</code></pre>",
+        ]
+        parts += [_img(path.read_bytes(), path.stem) for path in sorted(Path(folder).glob("*.png"))]
+        parts += [markdown.markdown(p.read_text(), extensions=["tables"]) for p in sorted(Path(folder).glob("*.md"))]
+        return "\n".join(parts)
+
+
+def results(folder: str = "benchmarks/results") -> str:
+    """Every ``*.md`` report in ``folder`` (Markdown), its headings two levels down, each
+    under its title (or file name) with the commit and date of its last change, then the
+    PNG figures there, with the same line."""
+    root, parts = ROOT / folder, []
+    for path in sorted(root.glob("*.md")):
+        text = ("\n" + path.read_text()).replace("\n#", "\n###").lstrip("\n")  # under "The reports"
+        text = text if text.startswith("###") else f"### {path.stem}\n\n{text}"
+        head, _, body = text.partition("\n")
+        parts.append(f"{head}\n\n*`{folder}/{path.name}`, {_last_change(path)}.*\n{body}\n")
+    for path in sorted(root.glob("*.png")):
+        parts.append(f"### {path.stem}\n\n*`{folder}/{path.name}`, {_last_change(path)}.*\n")
+        parts.append(_img(path.read_bytes(), path.stem) + "\n")
+    return "\n".join(parts)
 
 
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode()
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
-
-
-def show_results(folder: str = "benchmarks/results") -> None:
-    """Prints (Markdown) every ``*.md`` report in ``folder``, its headings one level down,
-    each under its title (or file name) with the commit and date of its last change, then the
-    PNG figures there, with the same line."""
-    root = ROOT / folder
-    for path in sorted(root.glob("*.md")):
-        text = "\n" + path.read_text()
-        text = text.replace("\n#", "\n###").lstrip("\n")  # under the page's "The reports"
-        text = text if text.startswith("###") else f"### {path.stem}\n\n{text}"
-        head, _, body = text.partition("\n")
-        print(f"{head}\n\n*`{folder}/{path.name}`, {_last_change(path)}.*\n{body}\n")
-    for path in sorted(root.glob("*.png")):
-        print(f"### {path.stem}\n\n*`{folder}/{path.name}`, {_last_change(path)}.*\n")
-        print(_img(path.read_bytes(), path.stem).removeprefix("<p>").removesuffix("</p>") + "\n")
 
 
 def _last_change(path: Path) -> str:
