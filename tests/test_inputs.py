@@ -105,9 +105,9 @@ def test_many_api_uses_no_private_name_of_api():
 
 
 def test_results_hold_the_fit_and_derive_the_rest(sleep_fit):
-    """Four fields; every scalar is derived, with the types it had as a field."""
+    """Four fields and the call that made them; every scalar is derived, with the types it had as a field."""
     fields = [f.name for f in dataclasses.fields(MixedModelResults)]
-    assert fields == ["design", "fit_result", "arrays", "options"]
+    assert fields == ["design", "fit_result", "arrays", "options", "call"]
     fit = sleep_fit.fit_result
     expected = {
         "sigma": float(fit.sigma),

@@ -340,8 +340,8 @@ def fit(stats: ModelStatistics, options: FitOptions | None = None) -> FitResult:
         >>> design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
         >>> with jax.enable_x64(True):
         ...     data = jm.design.prepare(design, arrays)
-        ...     sigma = lambda y: core.fit_data(data, y).sigma
-        ...     print(round(float(sigma(arrays.y)), 4), jax.grad(sigma)(arrays.y).shape)
+        ...     sigma = jax.jit(lambda y: core.fit_data(data, y).sigma)   # compiled: op by op is slow
+        ...     print(round(float(sigma(arrays.y)), 4), jax.jit(jax.grad(sigma))(arrays.y).shape)
         25.5918 (180,)
     """
     options = FitOptions() if options is None else options
