@@ -70,6 +70,15 @@ def fit_glmm(
         relative, and the fit is reported singular. Fixed effects whose estimates lie at infinity (complete or
         quasi-complete separation, a linear-programming test on the data: ``_separation``)
         emit a ``SeparationWarning`` naming them.
+
+    Example:
+        lme4's ``glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp,
+        binomial)``:
+
+        >>> import jaxmixed as jm
+        >>> m = jm.fit_glmm("cbind(incidence, size - incidence) ~ period + (1 | herd)", jm.load_dataset("cbpp"))
+        >>> round(m.loglik, 2), m.fixef.round(2).tolist()
+        (-92.03, [-1.4, -0.99, -1.13, -1.58])
     """
     fam = family_from_name(family)
     check_nagq(nAGQ)  # before the design is built

@@ -83,6 +83,7 @@ class GLMMResults:
 
     @property
     def n_obs(self) -> int:
+        """Number of observations (rows) fitted."""
         return len(self.arrays.y)
 
     @property
@@ -131,10 +132,12 @@ class GLMMResults:
 
     @property
     def aic(self) -> float:
+        """Akaike's criterion, ``−2 log L + 2 df`` (lme4's ``AIC``)."""
         return -2.0 * self.loglik + 2.0 * self.df
 
     @property
     def bic(self) -> float:
+        """Schwarz's criterion, ``−2 log L + log(n) df`` (lme4's ``BIC``)."""
         return -2.0 * self.loglik + math.log(self.n_obs) * self.df
 
     def coef_table(self) -> pd.DataFrame:

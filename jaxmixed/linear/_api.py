@@ -114,6 +114,16 @@ def fit_reml(
         ``offset`` holds their sum (n,) and ``fitted``, ``fitted_fixed``,
         ``residuals``, ``predict`` and ``simulate`` are on the response's scale
         (offset included), as lme4's.
+
+    Example:
+        lme4's ``lmer(Reaction ~ Days + (Days | Subject), sleepstudy)``:
+
+        >>> import jaxmixed as jm
+        >>> fit = jm.fit_reml("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
+        >>> round(fit.objective, 3), fit.fixed_effects.round(3).to_dict()
+        (1743.628, {'(Intercept)': 251.405, 'Days': 10.467})
+        >>> fit.varcorr.sdcor.round(2).tolist()
+        [24.74, 5.92, 0.07, 25.59]
     """
     inputs = Inputs.from_arguments(
         "fit_reml",

@@ -159,6 +159,15 @@ def fit_reml_many(
         A response with missing values is not fitted and a constant one has
         nothing to fit: their rows say so in ``message``, with NaN estimates;
         no response changes another's fit.
+
+    Example:
+        sleepstudy's reaction times and the same times doubled, as two responses:
+
+        >>> import jaxmixed as jm
+        >>> sleep = jm.load_dataset("sleepstudy").assign(Twice=lambda d: 2 * d["Reaction"])
+        >>> table = jm.fit_reml_many("y ~ Days + (Days | Subject)", sleep, responses=["Reaction", "Twice"])
+        >>> table["Days"].round(3).tolist(), table["converged"].tolist()
+        ([10.467, 20.935], [True, True])
     """
     inputs = Inputs.from_arguments(
         "fit_reml_many",
