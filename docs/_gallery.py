@@ -60,13 +60,17 @@ def run(script: str, *args: str, out_flag: str | None = None, out_name: str = ""
         if done.returncode != 0:
             raise RuntimeError(f"{script} failed ({done.returncode}):\n{done.stderr[-4000:]}")
         command = " ".join(["python", script, *args])
+        tables = [p.read_text() for p in sorted(Path(folder).glob("*.md"))]
+        printed = done.stdout
+        for table in tables:  # a report the script also printed is shown once, laid out below
+            printed = printed.replace(table.strip(), "(the report below)")
         parts = [
             f"<p><em>Run while this site was built: <code>{html.escape(command)}</code>, "
             f"{seconds:.0f} s with compilation.</em></p>",
-            f"<pre><code>{html.escape(done.stdout.rstrip())}</code></pre>",
+            f"<pre><code>{html.escape(printed.rstrip())}</code></pre>",
         ]
         parts += [_img(path.read_bytes(), path.stem) for path in sorted(Path(folder).glob("*.png"))]
-        parts += [markdown.markdown(p.read_text(), extensions=["tables"]) for p in sorted(Path(folder).glob("*.md"))]
+        parts += [markdown.markdown(table, extensions=["tables"]) for table in tables]
         return "\n".join(parts)
 
 
