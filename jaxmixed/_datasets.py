@@ -32,7 +32,7 @@ _FACTORS = {
 def list_datasets() -> list[str]:
     """Names of the bundled datasets.
 
-    Example:
+    Examples:
         >>> import jaxmixed as jm
         >>> jm.list_datasets()[:4]
         ['Dyestuff', 'Dyestuff2', 'InstEval', 'Pastes']
@@ -45,7 +45,7 @@ def load_dataset(name: str) -> pd.DataFrame:
 
     Columns R treats as factors are pandas categoricals.
 
-    Example:
+    Examples:
         >>> import jaxmixed as jm
         >>> sleep = jm.load_dataset("sleepstudy")
         >>> sleep.shape, list(sleep.columns)

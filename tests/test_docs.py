@@ -62,3 +62,11 @@ def test_readme_links_point_at_pages_that_exist():
     links = re.findall(r"\]\(((?:docs|examples|benchmarks)/[^)#]+)", readme)
     assert links, "the README links into the documentation"
     assert [link for link in links if not (ROOT / link).exists()] == []
+
+
+@pytest.mark.parametrize("namespace", [jm, jaxmixed.core, jaxmixed.sklearn], ids=lambda m: m.__name__)
+def test_every_public_name_is_in_the_api_reference(namespace):
+    reference = "".join(p.read_text() for p in (ROOT / "docs" / "api").glob("*.md"))
+    named = set(re.findall(r"^::: [\w.]+\.(\w+)$", reference, flags=re.M)) | set(re.findall(r"`(?:jm|core)\.(\w+)`", reference))
+    modules = {"core", "design", "glmm"}  # namespaces, each with its own page or section
+    assert sorted(set(namespace.__all__) - named - modules) == []

@@ -331,7 +331,7 @@ def fit(stats: ModelStatistics, options: FitOptions | None = None) -> FitResult:
         over stacked response statistics, differentiable (reverse mode) with
         respect to every floating array in ``stats`` (see the module docstring).
 
-    Example:
+    Examples:
         How σ̂ moves with each observation, by differentiating the whole fit:
 
         >>> import jax

@@ -258,7 +258,7 @@ def objective(
     Returns:
         A scalar. Pure: jit, grad and vmap over ``phi`` or over the statistics.
 
-    Example:
+    Examples:
         The REML criterion of sleepstudy's model at a fit's optimum, and its gradient there:
 
         >>> import jax

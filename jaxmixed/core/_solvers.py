@@ -451,7 +451,7 @@ def minimize(
     ``FitOptions`` is accepted too (its ``solver`` is used). One
     ``while_loop``, jittable and vmappable.
 
-    Example:
+    Examples:
         >>> import jax
         >>> import jax.numpy as jnp
         >>> from jaxmixed import core

@@ -71,7 +71,7 @@ def fit_glmm(
         quasi-complete separation, a linear-programming test on the data: ``_separation``)
         emit a ``SeparationWarning`` naming them.
 
-    Example:
+    Examples:
         lme4's ``glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp,
         binomial)``:
 

@@ -65,7 +65,7 @@ def anova(*fits: _Fit, refit_ml: bool = True, names: Sequence[str] | None = None
         ``logLik``, ``deviance``, ``Chisq``, ``Df``, ``Pr(>Chisq)`` (NaN in
         the first row).
 
-    Example:
+    Examples:
         Does the slope on ``Days`` need its own variance? (lme4: Chisq 42.14 on 2 df.)
 
         >>> import jaxmixed as jm

@@ -115,7 +115,7 @@ def fit_reml(
         ``residuals``, ``predict`` and ``simulate`` are on the response's scale
         (offset included), as lme4's.
 
-    Example:
+    Examples:
         lme4's ``lmer(Reaction ~ Days + (Days | Subject), sleepstudy)``:
 
         >>> import jaxmixed as jm

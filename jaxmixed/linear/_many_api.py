@@ -160,7 +160,7 @@ def fit_reml_many(
         nothing to fit: their rows say so in ``message``, with NaN estimates;
         no response changes another's fit.
 
-    Example:
+    Examples:
         sleepstudy's reaction times and the same times doubled, as two responses:
 
         >>> import jaxmixed as jm

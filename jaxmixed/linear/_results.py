@@ -282,7 +282,7 @@ class MixedModelResults:
         as written (``- a`` does not expand ``a * b``). Results of ``refit`` and of
         many-fit tables have no call to update (ValueError).
 
-        Example:
+        Examples:
             >>> import jaxmixed as jm
             >>> fit = jm.fit_reml("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
             >>> fit.update("~ . - (Days | Subject) + (1 | Subject)").formula

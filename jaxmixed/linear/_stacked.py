@@ -60,12 +60,20 @@ def fit_reml_stacked(
     data sets are fitted as one vmapped computation.
 
     Args:
-        formula, datasets: a formula and a sequence of K DataFrames.
-        y, X, Z, groups: array input instead: ``y`` (K, n), ``X`` (K, n, p)
-            (default an intercept), ``Z`` (K, n, q) (default a random
-            intercept), ``groups`` (K, n).
-        reml, batch_size, devices, verbose, max_iter, dtype, options: as in
-            :func:`fit_reml_many` (``devices`` splits the data sets).
+        formula: an lme4 formula, the same for every data set.
+        datasets: a sequence of K DataFrames.
+        reml: REML (default) or maximum likelihood.
+        y: array input instead of a formula: the responses (K, n).
+        X: with ``y``: the fixed effects' columns (K, n, p) (default an intercept).
+        Z: with ``y``: the random effects' columns (K, n, q) (default a random
+            intercept).
+        groups: with ``y``: the level labels (K, n).
+        batch_size: data sets per vmapped chunk (as in :func:`fit_reml_many`).
+        devices: split the data sets over devices (as in :func:`fit_reml_many`).
+        verbose: the progress bar.
+        max_iter: as in :func:`fit_reml`.
+        dtype: as in :func:`fit_reml`.
+        options: as in :func:`fit_reml`.
 
     Returns:
         A :class:`FitTable`, one row per data set (index 0 … K−1).

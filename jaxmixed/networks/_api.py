@@ -275,13 +275,16 @@ def fit_mixed_em(
 
     Args:
         estimator: e.g. ``sklearn.svm.SVR()``, ``RandomForestRegressor()``.
-        formula, data, reml, missing: as :func:`fit_mixed_nn`.
+        formula: as in :func:`fit_mixed_nn`.
+        data: as in :func:`fit_mixed_nn`.
+        reml: as in :func:`fit_mixed_nn`.
         max_rounds: limit on EM rounds (default 100).
         tol: relative change of the generalised log-likelihood that stops EM.
         variance_update: ``"profiled"`` (default; an exact core fit of the
             variance components each round) or ``"em"`` (one step of
             mixedML's EM formulas per round; one grouping factor).
         verbose: a progress bar for fits taking more than a second.
+        missing: as in :func:`fit_mixed_nn`.
 
     Returns:
         A :class:`MixedNNResults` whose ``model`` is the fitted estimator.
