@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check jaxmixed tests benchmarks examples
 	$(VENV)/bin/pyright --pythonpath $(PY) jaxmixed  # types, basic mode (pyproject.toml)
-	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout=600 --doctest-modules tests jaxmixed  # two workers (the CI machine has 2 cores); the docstrings' examples too
+	$(PY) -m pytest -q -n 2 --dist loadgroup --timeout=600 --doctest-modules --durations=25 tests jaxmixed  # two workers (the CI machine has 2 cores); the docstrings' examples too
 
 DOCS_STAMP := $(VENV)/.docs-installed
 $(DOCS_STAMP): $(STAMP)

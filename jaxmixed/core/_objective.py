@@ -267,7 +267,7 @@ def objective(
         >>> design, arrays = jm.design.build_design("Reaction ~ Days + (Days | Subject)", jm.load_dataset("sleepstudy"))
         >>> with jax.enable_x64(True):
         ...     stats = core.model_statistics(jm.design.prepare(design, arrays), arrays.y)
-        ...     fit = core.fit(stats)
+        ...     fit = jax.jit(core.fit)(stats)   # compiled: op by op is slow
         ...     value, grad = jax.value_and_grad(core.objective)(fit.phi, stats)
         ...     print(round(float(value), 4), bool(jax.numpy.abs(grad).max() < 1e-5))
         1743.6283 True
