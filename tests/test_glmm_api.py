@@ -176,6 +176,9 @@ def test_offsets_are_summed_as_lme4_sums_them(cbpp_frame, cbpp_offset_fit, new_c
     with pytest.raises(ValueError, match="fitted with offset= an array"):
         array.predict(new, allow_new_levels=True)
     np.testing.assert_allclose(array.predict(new, allow_new_levels=True, offset=new["half"].to_numpy()), expected, rtol=1e-8)
+    listed = fit_glmm_quietly("incidence ~ period + offset(half) + (1 | herd)", cbpp_frame, family="poisson", offset=cbpp_frame["half"].tolist())
+    with pytest.raises(ValueError, match="fitted with offset= an array"):  # a list is an array too
+        listed.predict(new, allow_new_levels=True)
     several = split_offsets(" period + offset(a) + offset(np.log(b) / 2) + (1 | g)")
     assert several == ("period + (1 | g)", ("a", "np.log(b) / 2"))
     assert split_offsets("offset(a)") == ("1", ("a",))

@@ -41,6 +41,12 @@ def test_update_formula_keeps_signs_and_expressions():
     assert update_formula("log(y) ~ x", "sqrt(.) ~ .") == "sqrt((log(y))) ~ x"
 
 
+def test_update_formula_refuses_a_dot_inside_a_term():
+    for new in ("~ .:z", "~ . * z", ". ~ log(.)"):
+        with pytest.raises(FormulaError, match="as a term of its own"):
+            update_formula("y ~ x + (1 | g)", new)
+
+
 def test_update_formula_refuses_what_it_cannot_remove():
     with pytest.raises(FormulaError, match="cannot remove 'a'.*write the new formula out"):
         update_formula("y ~ a * b + (1 | g)", ". ~ . - a")  # R would expand a * b first
@@ -78,6 +84,11 @@ def test_update_keeps_recorded_options_consistent(sleep):
     tight = jm.fit_reml(SLEEP, sleep, options=jm.FitOptions(solver=jm.LBFGS(gtol=1e-10)))
     ml = tight.update(reml=False)  # the recorded options get the new reml, not a conflict
     assert not ml.reml and ml.options.solver == tight.options.solver
+    with pytest.raises(ValueError, match=r"options=FitOptions\(...\), which hold \['max_iter'\]"):
+        tight.update(max_iter=1000)
+    # new options replace the loose settings recorded beside them (here reml=False)
+    ml_loose = jm.fit_reml(SLEEP, sleep, reml=False)
+    assert ml_loose.update(options=jm.FitOptions()).reml
 
 
 def test_update_of_an_array_fit_changes_arrays(sleep):

@@ -32,7 +32,8 @@ def update_formula(old: str, new: str) -> str:
         ``"y ~ x + (1 | g) + z"``.
 
     Raises:
-        FormulaError: ``new`` removes a term that ``old`` does not have as written, or
+        FormulaError: ``new`` removes a term that ``old`` does not have as written, puts
+            ``.`` inside a term of its right-hand side (``~ .:z``: R would expand it), or
             either formula lacks its ``~``.
     """
     old_lhs, old_rhs = _sides(old, "the fitted formula")
@@ -44,6 +45,11 @@ def update_formula(old: str, new: str) -> str:
     lhs = _DOT.sub(lambda _: response, lhs) if lhs != "." else old_lhs.strip()
     terms: list[str] = []
     for sign, term in _signed_terms(rhs):
+        if term != "." and _DOT.search(term):
+            raise FormulaError(
+                f"'.' stands for the old terms only as a term of its own (. + x), not inside {term!r}: "
+                "write the terms out (e.g. ~ . + x:z)"
+            )
         if term == ".":
             terms += [t if s == "+" else f"- {t}" for s, t in _signed_terms(old_rhs)]
         elif sign == "+" and term == "0" or sign == "-" and term == "1":

@@ -113,6 +113,8 @@ def glmm_frame(
         w = frame[WEIGHTS].to_numpy(float)
         if not np.all(np.isfinite(w)) or np.any(w <= 0):
             raise ValueError(f"weights must be positive and finite: {int(np.sum(~(np.isfinite(w) & (w > 0))))} row(s) are not")
+    if offset is not None and not isinstance(offset, str):  # a list or a Series: an array, as fit_reml takes it
+        offset = np.asarray(offset, dtype=float).reshape(-1)
     offsets = Offsets(terms, offset)
     if terms or offset is not None:
         values = offsets.on(data, offset)

@@ -32,8 +32,8 @@ class FitCall:
 
     function: Callable[..., Any]
     formula: str | None
-    data: pd.DataFrame | None
-    keywords: Mapping[str, Any]
+    data: pd.DataFrame | None = dataclasses.field(repr=False)
+    keywords: Mapping[str, Any] = dataclasses.field(repr=False)
 
     @classmethod
     def record(
@@ -66,9 +66,32 @@ def update(call: FitCall | None, formula: str | None = None, **changes: Any) -> 
         raise ValueError("this fit was made from arrays, without a formula: change its arrays (y=, X=, ...) instead")
     new_formula = call.formula if formula is None else update_formula(call.formula, formula)  # type: ignore[arg-type]
     data = changes.pop("data", call.data)
-    keywords = {**call.keywords, **changes}
-    options = keywords.get("options")
-    if options is not None and "reml" in changes and "options" not in changes:
-        # the recorded options would contradict the new reml (fit_reml refuses that)
+    return call.function(new_formula, data, **_consistent(call.keywords, changes))
+
+
+_LOOSE = ("reml", "max_iter", "optimizer")  # fit_reml's settings that FitOptions also holds
+
+
+def _consistent(recorded: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The recorded arguments with ``changes``, kept consistent with ``options``: new
+    options replace the loose settings recorded beside them; a new ``reml`` enters the
+    recorded options; other loose settings beside recorded options are an error that says
+    to change the options instead (fit_reml refuses the two disagreeing)."""
+    keywords = {**recorded, **changes}
+    if "options" in changes:
+        for name in _LOOSE:
+            if name not in changes:
+                keywords.pop(name, None)
+        return keywords
+    options = recorded.get("options")
+    if options is None:
+        return keywords
+    other = sorted(set(changes) & {"max_iter", "optimizer"})
+    if other:
+        raise ValueError(
+            f"this fit was made with options=FitOptions(...), which hold {other}: "
+            "change them with update(options=FitOptions(...))"
+        )
+    if "reml" in changes:
         keywords["options"] = dataclasses.replace(options, reml=changes["reml"])
-    return call.function(new_formula, data, **keywords)
+    return keywords
